@@ -1,0 +1,3 @@
+from flowfs.cli import main
+
+raise SystemExit(main())
