@@ -1,0 +1,359 @@
+"""The Flow HTTP API: the only module that talks to the network.
+
+One ``httpx.AsyncClient``; retries with jittered exponential backoff for
+connect errors, timeouts, truncated bodies, 429 and 5xx; one shared token
+refresh on 401; HTTP status -> domain error. Byte ranges are checked (206,
+matching Content-Range, exact length) before anyone sees a byte.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import trio
+
+from flowfs import __version__
+from flowfs.auth import Credentials, TokenState
+from flowfs.errors import AuthExpired, BadReply, Forbidden, NotFound, Transient
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 100
+MAX_ATTEMPTS = 6
+MAX_JSON_BYTES = 64 * 2**20
+PAGE_CONCURRENCY = 8
+REFRESH_COOKIE = "flow_refresh_token"
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+def backoff_delay(attempt: int, retry_after: str | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): jittered exponential, capped."""
+    if retry_after is not None:
+        try:
+            return min(max(float(retry_after), 0.0), 30.0)
+        except ValueError:
+            pass
+    base = min(0.1 * 2 ** (attempt - 1), 5.0)
+    return base / 2 + random.random() * base / 2
+
+
+def error_for_status(status: int, body: bytes, what: str) -> Exception:
+    """The domain error for a refusal (flow-api.md 'Refusals')."""
+    message = _error_message(body) or f"HTTP {status}"
+    if status == 401:
+        return AuthExpired(f"{what}: {message}")
+    if status == 403:
+        return Forbidden(f"{what}: {message}")
+    if status in (404, 410):
+        return NotFound(f"{what}: {message}")
+    return Transient(f"{what}: {message}")
+
+
+def _error_message(body: bytes) -> str:
+    """Read a legacy {"error"} body or an RFC 9457 problem; '' when neither."""
+    try:
+        obj = json.loads(body[:65536])
+    except ValueError:
+        return ""
+    if not isinstance(obj, dict):
+        return ""
+    for key in ("error", "detail", "title"):
+        if isinstance(obj.get(key), str):
+            return obj[key][:200]
+    return ""
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """'bytes a-b/total' -> (a, b + 1, total or None)."""
+    m = _CONTENT_RANGE.match(value or "")
+    if not m:
+        return None
+    total = None if m.group(3) == "*" else int(m.group(3))
+    return int(m.group(1)), int(m.group(2)) + 1, total
+
+
+def new_client(max_connections: int = 64) -> httpx.AsyncClient:
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+    timeout = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=60.0)
+    return httpx.AsyncClient(
+        limits=limits, timeout=timeout, follow_redirects=True,
+        headers={"User-Agent": f"flowfs/{__version__}"},
+    )
+
+
+class FlowAPI:
+    """An authenticated client of one Flow instance."""
+
+    def __init__(
+        self, api_url: str, files_url: str, creds: Credentials | None, client: httpx.AsyncClient
+    ) -> None:
+        self.api_url = api_url
+        self.files_url = files_url
+        self._client = client
+        self.auth = TokenState(creds, self._login, self._refresh)
+        self.requests = 0
+        self.bytes_fetched = 0
+
+    # -- URLs -------------------------------------------------------------
+    def data_url(self, data_id: str, filename: str) -> str:
+        return f"{self.files_url}/downloads/{data_id}/{quote(filename, safe='')}"
+
+    def job_url(self, job_id: str) -> str:
+        return f"{self.files_url}/downloads/{quote(job_id, safe='')}"
+
+    # -- authentication exchanges -------------------------------------------
+    async def _login(self, username: str, password: str) -> tuple[str, str]:
+        resp = await self._send_once("POST", f"{self.api_url}/login",
+                                     json={"username": username, "password": password})
+        if resp.status_code != 200:
+            raise AuthExpired(f"login refused: {_error_message(resp.content) or resp.status_code}")
+        token = _json_field(resp, "token")
+        refresh = resp.cookies.get(REFRESH_COOKIE) or ""
+        self._client.cookies.clear()  # the refresh cookie is ours to send, not the jar's
+        return token, refresh
+
+    async def _refresh(self, refresh_token: str) -> str:
+        resp = await self._send_once("GET", f"{self.api_url}/token",
+                                     headers={"Cookie": f"{REFRESH_COOKIE}={refresh_token}"})
+        self._client.cookies.clear()
+        if resp.status_code != 200:
+            raise AuthExpired(f"session refresh refused: {_error_message(resp.content)}")
+        return _json_field(resp, "token")
+
+    async def login(self, username: str, password: str) -> tuple[str, str]:
+        """Log in with a password: (access token, refresh token). For `flowfs login`."""
+        return await self._login(username, password)
+
+    async def _send_once(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """One exchange without auth, retrying only transport failures and 5xx."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                resp = await self._client.request(method, url, **kw)
+            except httpx.TransportError as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise Transient(f"{url}: {type(exc).__name__}") from None
+                await trio.sleep(backoff_delay(attempt))
+                continue
+            if resp.status_code in (429, 502, 503, 504) and attempt < MAX_ATTEMPTS:
+                await trio.sleep(backoff_delay(attempt, resp.headers.get("retry-after")))
+                continue
+            return resp
+        raise AssertionError("unreachable")
+
+    # -- JSON API -------------------------------------------------------------
+    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET {api}{path} as a JSON object, with retries, refresh and error mapping."""
+        url = f"{self.api_url}{path}"
+        async with self._request("GET", url, params=params) as resp:
+            body = await _read_bounded(resp, MAX_JSON_BYTES)
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            raise BadReply(f"{path}: the server sent something that is not JSON") from None
+        if not isinstance(obj, dict):
+            raise BadReply(f"{path}: expected a JSON object")
+        return obj
+
+    async def post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.api_url}{path}"
+        async with self._request("POST", url, json=payload, retry_5xx=False) as resp:
+            body = await _read_bounded(resp, MAX_JSON_BYTES)
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            raise BadReply(f"{path}: the server sent something that is not JSON") from None
+        return obj if isinstance(obj, dict) else {}
+
+    async def delete(self, path: str) -> None:
+        async with self._request("DELETE", f"{self.api_url}{path}", retry_5xx=False):
+            pass
+
+    async def list_all(self, path: str, key: str) -> list[dict[str, Any]]:
+        """Every item of a paginated list: page 1, then the rest concurrently."""
+        first = await self.get_json(path, {"page": 1, "count": PAGE_SIZE})
+        items = _page_items(first, key, path)
+        total = first.get("count")
+        if not isinstance(total, int) or isinstance(total, bool) or total <= len(items):
+            return items
+        pages = min(math.ceil(total / PAGE_SIZE), 100_000)
+        results: dict[int, list[dict[str, Any]]] = {1: items}
+        limiter = trio.CapacityLimiter(PAGE_CONCURRENCY)
+
+        async def fetch(page: int) -> None:
+            async with limiter:
+                obj = await self.get_json(path, {"page": page, "count": PAGE_SIZE})
+            results[page] = _page_items(obj, key, path)
+
+        async with trio.open_nursery() as nursery:
+            for page in range(2, pages + 1):
+                nursery.start_soon(fetch, page)
+        merged: list[dict[str, Any]] = []
+        for page in range(1, pages + 1):
+            merged.extend(results[page])
+        return merged
+
+    # -- bytes ------------------------------------------------------------------
+    async def fetch_range(self, url: str, start: int, end: int) -> bytes:
+        """Exactly the bytes [start, end) of ``url``, checked before they are returned."""
+        if end <= start:
+            return b""
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with self._request("GET", url, headers=headers) as resp:
+                    data = await _read_range(resp, start, end)
+                self.bytes_fetched += len(data)
+                return data
+            except (BadReply, _Truncated) as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise BadReply(f"{url}: {exc}") from None
+                log.info("retrying range %d-%d of %s: %s", start, end, url, exc)
+                await trio.sleep(backoff_delay(attempt))
+        raise AssertionError("unreachable")
+
+    # -- the core exchange ----------------------------------------------------
+    @asynccontextmanager
+    async def _request(
+        self, method: str, url: str, *, retry_5xx: bool = True, **kw: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed response with status 2xx; retries and maps everything else."""
+        refreshed = False
+        headers = dict(kw.pop("headers", None) or {})
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            token = await self.auth.current()
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            req = self._client.build_request(method, url, headers=headers, **kw)
+            self.requests += 1
+            try:
+                resp = await self._client.send(req, stream=True)
+            except httpx.TransportError as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise Transient(f"{_short(url)}: {type(exc).__name__}") from None
+                await trio.sleep(backoff_delay(attempt))
+                continue
+            try:
+                status = resp.status_code
+                if 200 <= status < 300:
+                    yield resp
+                    return
+                body = await _read_bounded(resp, 65536, allow_truncate=True)
+            finally:
+                await resp.aclose()
+            refusal = status in (401, 403, 404) and (status == 401 or not body.strip())
+            if refusal and not refreshed and not self.auth.anonymous:
+                refreshed = True
+                await self.auth.refresh(token)
+                continue
+            retryable = status == 429 or (status >= 500 and retry_5xx)
+            if retryable and attempt < MAX_ATTEMPTS:
+                await trio.sleep(backoff_delay(attempt, resp.headers.get("retry-after")))
+                continue
+            raise error_for_status(status, body, _short(url))
+        raise AssertionError("unreachable")
+
+
+class _Truncated(Exception):
+    """A body that ended early (connection cut): retried."""
+
+
+def _short(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def _json_field(resp: httpx.Response, key: str) -> str:
+    try:
+        value = resp.json().get(key)
+    except (ValueError, AttributeError):
+        value = None
+    if not isinstance(value, str) or not value:
+        raise BadReply(f"the server's reply has no {key!r}")
+    return value
+
+
+def _page_items(obj: dict[str, Any], key: str, path: str) -> list[dict[str, Any]]:
+    items = obj.get(key)
+    if not isinstance(items, list):
+        raise BadReply(f"{path}: the reply has no {key!r} list")
+    return [item for item in items if isinstance(item, dict)]
+
+
+async def _read_bounded(resp: httpx.Response, limit: int, allow_truncate: bool = False) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async with aclosing(resp.aiter_bytes()) as body:
+            async for chunk in body:
+                total += len(chunk)
+                if total > limit:
+                    if allow_truncate:
+                        break
+                    raise BadReply(f"reply larger than {limit} bytes")
+                chunks.append(chunk)
+    except httpx.TransportError as exc:
+        raise Transient(f"reply cut short: {type(exc).__name__}") from None
+    return b"".join(chunks)
+
+
+async def _read_range(resp: httpx.Response, start: int, end: int) -> bytes:
+    """Check a Range reply and read exactly [start, end) of the file from it."""
+    want = end - start
+    skip = 0
+    if resp.status_code == 206:
+        cr = parse_content_range(resp.headers.get("content-range"))
+        if cr is None or cr[0] != start or cr[1] != end:
+            raise BadReply(f"Content-Range {resp.headers.get('content-range')!r} "
+                           f"does not match bytes {start}-{end - 1}")
+        length = resp.headers.get("content-length")
+        if length is not None and length != str(want):
+            raise BadReply(f"Content-Length {length} for {want} bytes")
+    elif resp.status_code == 200:
+        # The server ignored Range: skip to our bytes and stop reading after them.
+        skip = start
+        length = resp.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) < end):
+            raise BadReply(f"a full reply of {length} bytes cannot hold bytes up to {end}")
+    else:
+        raise BadReply(f"unexpected HTTP {resp.status_code} to a Range request")
+    buf = bytearray(want)
+    view = memoryview(buf)
+    try:
+        async with aclosing(resp.aiter_raw()) as body:
+            got = await _fill(body, view, skip, want, exact=resp.status_code == 206)
+    except httpx.TransportError as exc:
+        raise _Truncated(f"body cut short ({type(exc).__name__})") from None
+    if got != want:
+        raise _Truncated(f"body ended after {got} of {want} bytes")
+    return bytes(buf)
+
+
+async def _fill(body: AsyncIterator[bytes], view: memoryview, skip: int, want: int,
+                *, exact: bool) -> int:
+    """Copy the body into ``view`` after skipping ``skip`` bytes; the count copied."""
+    got = 0
+    async for chunk in body:
+        if skip:
+            if len(chunk) <= skip:
+                skip -= len(chunk)
+                continue
+            chunk = chunk[skip:]
+            skip = 0
+        n = min(len(chunk), want - got)
+        if exact and len(chunk) > want - got:
+            raise BadReply("the body is longer than the requested range")
+        view[got:got + n] = chunk[:n]
+        got += n
+        if got == want and not exact:
+            break
+    return got

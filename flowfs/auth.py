@@ -1,0 +1,177 @@
+"""Where credentials come from, how they are stored, and the shared refresh.
+
+Sources, first found wins (design.md): ``FLOW_API_TOKEN``, ``FLOW_TOKEN_FILE``,
+the stored session of ``flowfs login``, ``FLOW_USERNAME`` + ``FLOW_PASSWORD``.
+This module holds no HTTP: the exchanges (login, refresh) are callables the
+api layer passes in, so there is one place that talks to the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from flowfs.config import config_dir
+from flowfs.errors import AuthExpired, ConfigError
+
+log = logging.getLogger(__name__)
+
+SECRET_ENV = ("FLOW_API_TOKEN", "FLOW_PASSWORD")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """One credentials source. ``refresh_token`` is the login cookie's value."""
+
+    kind: str  # "token" | "session" | "password"
+    source: str  # human description, e.g. "FLOW_API_TOKEN" (never the secret)
+    token: str | None = None
+    refresh_token: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:  # never print secrets, even by accident
+        return f"Credentials(kind={self.kind!r}, source={self.source!r})"
+
+
+def session_path() -> Path:
+    return config_dir() / "session.json"
+
+
+def load_session(path: Path, api_url: str) -> Credentials | None:
+    """The stored session for this API, refusing a file others can read."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{path} is readable by others; run 'chmod 600 {path}' or 'flowfs login' again"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}; run 'flowfs login' again") from None
+    if data.get("api_url", "").rstrip("/") != api_url:
+        return None
+    return Credentials(
+        kind="session",
+        source=str(path),
+        token=data.get("token"),
+        refresh_token=data.get("refresh_token"),
+        username=data.get("username"),
+    )
+
+
+def save_session(path: Path, api_url: str, username: str, token: str, refresh: str) -> None:
+    """Write the session 0600 in a 0700 directory, atomically. Never the password."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(
+            {"api_url": api_url, "username": username, "token": token, "refresh_token": refresh},
+            fh,
+        )
+    os.replace(tmp, path)
+
+
+def discover(api_url: str, env: dict[str, str] | None = None) -> Credentials | None:
+    """The first credentials source found, in design.md's order; None = anonymous."""
+    env = dict(os.environ) if env is None else env
+    if env.get("FLOW_API_TOKEN"):
+        return Credentials("token", "FLOW_API_TOKEN", token=env["FLOW_API_TOKEN"].strip())
+    if env.get("FLOW_TOKEN_FILE"):
+        path = Path(env["FLOW_TOKEN_FILE"]).expanduser()
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"FLOW_TOKEN_FILE {path}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"FLOW_TOKEN_FILE {path} is empty")
+        return Credentials("token", f"FLOW_TOKEN_FILE ({path})", token=token)
+    session = load_session(session_path(), api_url)
+    if session is not None:
+        return session
+    if env.get("FLOW_USERNAME") and env.get("FLOW_PASSWORD"):
+        return Credentials(
+            "password", "FLOW_USERNAME/FLOW_PASSWORD",
+            username=env["FLOW_USERNAME"], password=env["FLOW_PASSWORD"],
+        )
+    return None
+
+
+def scrub_environment() -> None:
+    """Drop secrets from our own environment once read (children must not inherit them)."""
+    for name in SECRET_ENV:
+        os.environ.pop(name, None)
+
+
+Login = Callable[[str, str], Awaitable[tuple[str, str]]]  # (user, password) -> (token, refresh)
+Refresh = Callable[[str], Awaitable[str]]  # refresh token -> access token
+
+
+class TokenState:
+    """The current access token, refreshed once for all requests that saw it fail.
+
+    ``refresh(stale)`` is single-flight: callers that saw the same stale token
+    wait for one exchange; a caller whose token was already replaced gets the
+    new one at once.
+    """
+
+    def __init__(self, creds: Credentials | None, login: Login, refresh: Refresh) -> None:
+        self._creds = creds
+        self._login = login
+        self._refresh = refresh
+        self._token = creds.token if creds else None
+        self._refresh_token = creds.refresh_token if creds else None
+        self._lock = trio.Lock()
+        self._warned = False
+        self.generation = 0
+
+    @property
+    def anonymous(self) -> bool:
+        return self._creds is None
+
+    async def current(self) -> str | None:
+        if self._token is None and self._creds is not None:
+            await self.refresh(None)
+        return self._token
+
+    async def refresh(self, stale: str | None) -> str:
+        """A fresh token after ``stale`` was refused; AuthExpired when none can be had."""
+        async with self._lock:
+            if self._token is not None and self._token != stale:
+                return self._token
+            self._token = await self._obtain()
+            self.generation += 1
+            return self._token
+
+    async def _obtain(self) -> str:
+        creds = self._creds
+        if creds is None:
+            raise AuthExpired("this needs credentials: run 'flowfs login'")
+        if self._refresh_token:
+            try:
+                return await self._refresh(self._refresh_token)
+            except AuthExpired:
+                if creds.kind != "password":
+                    if not self._warned:
+                        self._warned = True
+                        log.warning("the stored session has expired: run 'flowfs login' again")
+                    raise
+        if creds.kind == "password" and creds.username and creds.password:
+            token, self._refresh_token = await self._login(creds.username, creds.password)
+            return token
+        if not self._warned:  # one clear line, not one per request
+            self._warned = True
+            log.warning("the token from %s was refused: log in again", creds.source)
+        raise AuthExpired(f"the token from {creds.source} was refused: log in again")

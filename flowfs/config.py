@@ -1,0 +1,80 @@
+"""Configuration as data: one frozen dataclass built once from defaults, env and flags."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from flowfs.errors import ConfigError
+
+DEFAULT_API_URL = "https://app.flow.bio/api"
+MiB = 2**20
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Parse '512M', '2GiB', '1048576' into bytes (binary units)."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ConfigError(f"not a size: {text!r} (try 512M or 2G)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def derive_files_url(api_url: str) -> str:
+    """The files server of an API URL: host app./api. -> files., path dropped."""
+    parts = urlsplit(api_url)
+    host = parts.netloc
+    for prefix in ("app.", "api."):
+        if host.startswith(prefix):
+            host = "files." + host[len(prefix):]
+            break
+    return urlunsplit((parts.scheme, host, "", "", ""))
+
+
+def normalise_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"not an http(s) URL: {url!r}")
+    return url.strip().rstrip("/")
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return Path(base) / "flowfs"
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return Path(base) / "flowfs"
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    """Everything a mount needs to know, fixed for the mount's life."""
+
+    mountpoint: Path
+    api_url: str = DEFAULT_API_URL
+    files_url: str = ""
+    cache_size: int = 512 * MiB
+    io_timeout: float = 60.0
+    dir_ttl: float = 60.0
+    allow_other: bool = False
+    foreground: bool = False
+    debug: bool = False
+    block_size: int = 1 * MiB
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "api_url", normalise_url(self.api_url))
+        files = self.files_url or derive_files_url(self.api_url)
+        object.__setattr__(self, "files_url", normalise_url(files))
+        if self.cache_size < 16 * MiB:
+            raise ConfigError("--cache-size must be at least 16M")
+        if self.io_timeout <= 0 or self.dir_ttl < 0:
+            raise ConfigError("--io-timeout must be positive and --dir-ttl not negative")

@@ -1,0 +1,143 @@
+"""Running a mount: build the components, mount, serve, unmount.
+
+One nursery holds everything the daemon runs (FUSE workers, read-ahead,
+signal watcher); each component's teardown sits beside its setup. The
+readiness report (``ready``) is sent only once the kernel has answered a
+``stat`` of the mount point through us.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from flowfs.api import FlowAPI, new_client
+from flowfs.auth import Credentials
+from flowfs.config import MountConfig
+from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient
+from flowfs.inodes import InodeTable
+from flowfs.ops import Operations
+from flowfs.reader import Reader, ReaderConfig
+from flowfs.tree import FileNode, Node, Tree
+
+log = logging.getLogger(__name__)
+
+Ready = Callable[[str | None], None]  # None = mounted; else the error to report
+
+
+def check_mountpoint(path: Path) -> None:
+    """Refuse a missing, non-directory, non-empty or stale mount point, saying what to do."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"mount point {path} does not exist (mkdir -p {path})") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise ConfigError(
+                f"{path} is a stale mount of a dead daemon; run 'flowfs umount {path}' first"
+            ) from None
+        raise ConfigError(f"mount point {path}: {exc.strerror}") from None
+    if not os.path.isdir(path) or not (st.st_mode & 0o040000):
+        raise ConfigError(f"mount point {path} is not a directory")
+    if os.path.ismount(path):
+        raise ConfigError(f"{path} is already a mount point; 'flowfs umount {path}' first")
+    if os.listdir(path):
+        raise ConfigError(f"mount point {path} is not empty")
+
+
+async def preflight(api: FlowAPI, creds: Credentials | None) -> None:
+    """Talk to the server once before mounting, so bad credentials fail loudly now."""
+    if creds is None:
+        raise ConfigError(
+            "no credentials: run 'flowfs login', or set FLOW_API_TOKEN or FLOW_TOKEN_FILE"
+        )
+    try:
+        await api.get_json("/me")
+    except (AuthExpired, Forbidden):
+        raise ConfigError(
+            f"the server refused the credentials from {creds.source}: run 'flowfs login'"
+        ) from None
+    except Transient as exc:
+        raise ConfigError(f"cannot reach Flow at {api.api_url}: {exc}") from None
+
+
+def fuse_options(config: MountConfig) -> set[str]:
+    options = {"fsname=flowfs", "subtype=flowfs", "noatime"}
+    if config.allow_other:
+        # Others may enter only where the mode bits allow: the kernel checks them.
+        options |= {"allow_other", "default_permissions"}
+    if config.debug:
+        options.add("debug")
+    return options
+
+
+def _invalidate(parent: int, name: str) -> None:
+    pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
+
+
+async def run(config: MountConfig, creds: Credentials | None, ready: Ready) -> None:
+    """Mount and serve until unmounted or signalled. Reports readiness through ``ready``."""
+    async with new_client() as client:
+        api = FlowAPI(config.api_url, config.files_url, creds, client)
+        await preflight(api, creds)
+        inodes: InodeTable[Node] = InodeTable()
+        tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate)
+
+        async def fetch(target: FileNode, start: int, end: int) -> bytes:
+            return await api.fetch_range(target.url, start, end)
+
+        async with trio.open_nursery() as nursery:
+            reader = Reader(fetch, nursery, ReaderConfig(  # type: ignore[arg-type]
+                cache_bytes=config.cache_size, io_timeout=config.io_timeout))
+            ops = Operations(tree, inodes, reader, uid=config.uid, gid=config.gid,
+                             ttl=config.dir_ttl)
+            pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
+            try:
+                nursery.start_soon(_watch_signals)
+                nursery.start_soon(_announce_ready, config.mountpoint, ready)
+                await pyfuse3.main(min_tasks=4, max_tasks=64)
+            finally:
+                log.info("unmounting %s", config.mountpoint)
+                pyfuse3.close(unmount=True)
+                nursery.cancel_scope.cancel()
+
+
+async def _watch_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()
+            return
+
+
+async def _announce_ready(mountpoint: Path, ready: Ready) -> None:
+    """Report readiness once a stat of the mount point is answered by this process."""
+    try:
+        st = await trio.to_thread.run_sync(os.stat, mountpoint)
+    except OSError as exc:
+        ready(f"the mount does not answer: {exc.strerror}")
+        return
+    if st.st_ino != pyfuse3.ROOT_INODE:
+        ready("the mount point does not show the mounted filesystem")
+        return
+    ready(None)
+
+
+def unmount(path: Path) -> str:
+    """Unmount a live or stale flowfs mount; returns what happened, raises FlowError if not."""
+    for args in (["fusermount3", "-u"], ["fusermount3", "-u", "-z"]):
+        proc = subprocess.run([*args, str(path)], capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            return "unmounted" if "-z" not in args else "unmounted (lazily: files were open)"
+        err = proc.stderr.strip()
+        if "not found in /etc/mtab" in err or "not mounted" in err:
+            raise FlowError(f"{path} is not mounted")
+    raise FlowError(f"could not unmount {path}: {err}")

@@ -1,0 +1,224 @@
+"""The FUSE boundary: resolve an inode or handle, ask the tree or reader, answer.
+
+Handlers hold no logic of their own. ``@fuse_errors`` is the one place that
+turns exceptions into errno: domain errors through ``errors.errno_for``, and
+anything unexpected into ``EIO`` with a logged traceback (an exception other
+than ``FUSEError`` escaping a handler would take the whole mount down).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, cast
+
+import pyfuse3
+from pyfuse3 import EntryAttributes, FileHandleT, FileInfo, FUSEError, InodeT
+
+from flowfs.errors import NotFound, ReadOnly, errno_for
+from flowfs.inodes import InodeTable
+from flowfs.reader import Reader, Stream
+from flowfs.tree import DirNode, FileNode, Node, TextFile, Tree
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+BLKSIZE = 128 * 1024
+
+
+def fuse_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Map every exception of a handler to a FUSEError (the only kind pyfuse3 accepts)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except FUSEError:
+            raise
+        except Exception as exc:
+            code = errno_for(exc)
+            if code is None:
+                log.exception("unexpected error in %s", fn.__name__)
+                code = errno.EIO
+            elif code == errno.EIO:
+                log.warning("%s failed: %s", fn.__name__, exc)
+            else:
+                log.debug("%s: %s", fn.__name__, exc)
+            raise FUSEError(code) from None
+
+    return wrapper
+
+
+@dataclass
+class OpenFile:
+    node: Node
+    stream: Stream | None
+
+
+class Operations(pyfuse3.Operations):
+    """pyfuse3 handlers over a :class:`Tree` and a :class:`Reader`."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, tree: Tree, inodes: InodeTable[Node], reader: Reader,
+                 *, uid: int, gid: int, ttl: float) -> None:
+        super().__init__()
+        self.tree = tree
+        self.inodes = inodes
+        self.reader = reader
+        self.uid = uid
+        self.gid = gid
+        self.ttl = ttl
+        self._handles: dict[int, Any] = {}
+        self._next_fh = 1
+
+    # -- helpers ---------------------------------------------------------------
+    def attributes(self, node: Node) -> EntryAttributes:
+        attr = EntryAttributes()
+        attr.st_ino = cast(InodeT, node.inode)
+        attr.st_mode = (stat.S_IFDIR if node.is_dir else stat.S_IFREG) | node.mode
+        attr.st_nlink = 2 if node.is_dir else 1
+        attr.st_uid, attr.st_gid = self.uid, self.gid
+        attr.st_size = node.size
+        attr.st_blocks = node.blocks
+        attr.st_blksize = BLKSIZE
+        ns = int(node.mtime * 1e9)
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = ns
+        attr.entry_timeout = self.ttl
+        attr.attr_timeout = self.ttl
+        return attr
+
+    def _new_handle(self, obj: Any) -> FileHandleT:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = obj
+        return cast(FileHandleT, fh)
+
+    def _handle(self, fh: int) -> Any:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise FUSEError(errno.EBADF) from None
+
+    def _dir(self, inode: int) -> DirNode:
+        node = self.tree.node(inode)
+        if not isinstance(node, DirNode):
+            raise FUSEError(errno.ENOTDIR)
+        return node
+
+    # -- names -----------------------------------------------------------------
+    @fuse_errors
+    async def lookup(self, parent_inode: InodeT, name: bytes, ctx: Any = None) -> EntryAttributes:
+        node = await self._dir(parent_inode).lookup(os.fsdecode(name))
+        self.inodes.remember(node.inode)
+        return self.attributes(node)
+
+    @fuse_errors
+    async def forget(self, inode_list: Sequence[tuple[InodeT, int]]) -> None:
+        for inode, count in inode_list:
+            self.inodes.forget(inode, count)
+
+    @fuse_errors
+    async def getattr(self, inode: InodeT, ctx: Any = None) -> EntryAttributes:
+        return self.attributes(self.tree.node(inode))
+
+    @fuse_errors
+    async def opendir(self, inode: InodeT, ctx: Any) -> FileHandleT:
+        entries = await self._dir(inode).entries()
+        return self._new_handle(list(entries.items()))  # a snapshot: offsets stay valid
+
+    @fuse_errors
+    async def readdir(self, fh: FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        snapshot: list[tuple[str, Node]] = self._handle(fh)
+        for index in range(start_id, len(snapshot)):
+            name, node = snapshot[index]
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attributes(node),
+                                         index + 1):
+                break
+            self.inodes.remember(node.inode)  # readdirplus counts as a lookup
+
+    @fuse_errors
+    async def releasedir(self, fh: FileHandleT) -> None:
+        self._handles.pop(fh, None)
+
+    # -- reading ---------------------------------------------------------------
+    @fuse_errors
+    async def open(self, inode: InodeT, flags: int, ctx: Any) -> FileInfo:
+        node = self.tree.node(inode)
+        if node.is_dir:
+            raise FUSEError(errno.EISDIR)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise ReadOnly("read-only file system")
+        stream = self.reader.open(node) if isinstance(node, FileNode) else None
+        info = FileInfo(fh=self._new_handle(OpenFile(node, stream)))
+        info.keep_cache = getattr(node, "keep_cache", False)
+        return info
+
+    @fuse_errors
+    async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
+        handle: OpenFile = self._handle(fh)
+        if isinstance(handle.node, TextFile):
+            return handle.node.content[off:off + size]
+        if handle.stream is None:
+            raise NotFound("not a readable file")
+        return await self.reader.read(handle.stream, off, size)
+
+    @fuse_errors
+    async def release(self, fh: FileHandleT) -> None:
+        handle = self._handles.pop(fh, None)
+        if isinstance(handle, OpenFile) and handle.stream is not None:
+            self.reader.close(handle.stream)
+
+    # -- attributes --------------------------------------------------------------
+    @fuse_errors
+    async def getxattr(self, inode: InodeT, name: bytes, ctx: Any) -> bytes:
+        value = self.tree.node(inode).xattrs().get(os.fsdecode(name))
+        if value is None:
+            raise FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    @fuse_errors
+    async def listxattr(self, inode: InodeT, ctx: Any) -> Sequence[bytes]:
+        return [os.fsencode(n) for n in self.tree.node(inode).xattrs()]
+
+    @fuse_errors
+    async def access(self, inode: InodeT, mode: int, ctx: Any) -> bool:
+        self.tree.node(inode)
+        if mode & os.W_OK:
+            raise ReadOnly("read-only file system")
+        return True
+
+    @fuse_errors
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        st = pyfuse3.StatvfsData()
+        st.f_bsize = st.f_frsize = BLKSIZE
+        st.f_blocks = st.f_bfree = st.f_bavail = 0
+        st.f_files = len(self.inodes)
+        st.f_ffree = st.f_favail = 0
+        st.f_namemax = 255
+        return st
+
+    # -- everything that would change something: read-only ---------------------
+    async def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise FUSEError(errno.EROFS)
+
+    setattr = _read_only
+    mknod = _read_only
+    mkdir = _read_only
+    unlink = _read_only
+    rmdir = _read_only
+    symlink = _read_only
+    rename = _read_only
+    link = _read_only
+    create = _read_only
+    write = _read_only
+    setxattr = _read_only
+    removexattr = _read_only

@@ -1,0 +1,455 @@
+"""The directory tree of design.md: remote listings, names and their TTLs.
+
+Nodes are plain objects; ``ops`` turns them into FUSE answers. Directories
+fetch their listing on first use and again once it is older than the TTL; a
+refresh keeps the node (and so the inode) of every name whose identity stayed,
+and tells the kernel to forget names that vanished or now mean something else.
+A data id's bytes never change, so one ``FileNode`` per data id is shared by
+every directory that shows it (and the kernel's page cache with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from flowfs.api import FlowAPI
+from flowfs.errors import NotFound, Transient
+from flowfs.inodes import InodeTable
+from flowfs.model import DataFile, Execution, Project, Sample
+from flowfs.names import assign_names, sanitize
+
+log = logging.getLogger(__name__)
+
+DIR_MODE = 0o555
+FILE_MODE = 0o444
+
+
+class Node:
+    """Anything with an inode. Subclasses say whether they are a directory."""
+
+    is_dir = False
+    mode = FILE_MODE
+    kind = ""  # user.flow.kind
+
+    def __init__(self, tree: Tree, mtime: float, *, root: bool = False) -> None:
+        self.tree = tree
+        self.mtime = mtime
+        self.inode = tree.inodes.add_root(self) if root else tree.inodes.add(self)
+
+    @property
+    def size(self) -> int:
+        return 0
+
+    @property
+    def blocks(self) -> int:
+        return math.ceil(self.size / 512)
+
+    def xattrs(self) -> dict[str, bytes]:
+        return {}
+
+
+class FileNode(Node):
+    """A remote, immutable file: a data file (or, in .downloads/, an archive)."""
+
+    keep_cache = True
+
+    def __init__(self, tree: Tree, data: DataFile, kind: str = "data") -> None:
+        super().__init__(tree, data.created)
+        self.data = data
+        self.kind = kind
+        self.url = tree.api.data_url(data.id, data.filename)
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def cache_key(self) -> str:
+        return self.data.id
+
+    def xattrs(self) -> dict[str, bytes]:
+        attrs = {"user.flow.id": self.data.id.encode(), "user.flow.url": self.url.encode(),
+                 "user.flow.kind": self.kind.encode()}
+        if self.data.md5:
+            attrs["user.flow.md5"] = self.data.md5.encode()
+        return attrs
+
+
+class TextFile(Node):
+    """A small file held in memory (README.txt)."""
+
+    keep_cache = True
+    kind = "text"
+
+    def __init__(self, tree: Tree, content: str) -> None:
+        super().__init__(tree, tree.started)
+        self.content = content.encode()
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+
+class DirNode(Node):
+    is_dir = True
+    mode = DIR_MODE
+    flow_id: str | None = None
+
+    async def entries(self) -> dict[str, Node]:
+        raise NotImplementedError
+
+    async def lookup(self, name: str) -> Node:
+        node = (await self.entries()).get(name)
+        if node is None:
+            raise NotFound(name)
+        return node
+
+    def xattrs(self) -> dict[str, bytes]:
+        if self.flow_id is None:
+            return {}
+        return {"user.flow.id": self.flow_id.encode(), "user.flow.kind": self.kind.encode()}
+
+
+class StaticDir(DirNode):
+    """A directory whose children are fixed when it is made."""
+
+    def __init__(self, tree: Tree, mtime: float, *, root: bool = False) -> None:
+        super().__init__(tree, mtime, root=root)
+        self.children: dict[str, Node] = {}
+
+    async def entries(self) -> dict[str, Node]:
+        return self.children
+
+
+@dataclass(frozen=True)
+class Child:
+    """One entry of a fresh listing: its name, what it is, and how to make its node."""
+
+    name: str
+    key: Hashable
+    make: Callable[[], Node]
+
+
+class ListingDir(DirNode):
+    """A directory backed by a remote listing, cached for the tree's TTL."""
+
+    def __init__(self, tree: Tree, mtime: float) -> None:
+        super().__init__(tree, mtime)
+        self._children: dict[str, Node] = {}
+        self._keys: dict[str, Hashable] = {}
+        self._fetched_at: float | None = None
+        self._lock = trio.Lock()
+
+    async def _fetch(self) -> list[Child]:
+        raise NotImplementedError
+
+    def _fresh(self) -> bool:
+        return self._fetched_at is not None and (
+            time.monotonic() - self._fetched_at < self.tree.ttl
+        )
+
+    async def entries(self) -> dict[str, Node]:
+        if self._fresh():
+            return self._children
+        async with self._lock:  # one refresh at a time; others wait and reuse it
+            if self._fresh():
+                return self._children
+            try:
+                fresh = await self._fetch()
+            except Transient as exc:
+                if self._fetched_at is None:
+                    raise
+                log.warning("serving a stale listing after: %s", exc)
+                return self._children
+            self._reconcile(fresh)
+            self._fetched_at = time.monotonic()
+        return self._children
+
+    def _reconcile(self, fresh: list[Child]) -> None:
+        """Keep nodes whose name and identity stayed; invalidate the rest."""
+        children: dict[str, Node] = {}
+        keys: dict[str, Hashable] = {}
+        for child in fresh:
+            old = self._children.get(child.name)
+            same = old is not None and self._keys.get(child.name) == child.key
+            children[child.name] = old if same and old is not None else child.make()
+            keys[child.name] = child.key
+        first = self._fetched_at is None
+        for name, node in self._children.items():
+            if children.get(name) is not node:
+                self.tree.forget_entry(self, name, node)
+        if not first:
+            for name in children.keys() - self._children.keys():
+                self.tree.invalidate(self.inode, name)
+        self._children, self._keys = children, keys
+
+
+class Tree:
+    """Builds and owns the node graph of one mount."""
+
+    def __init__(
+        self,
+        api: FlowAPI,
+        inodes: InodeTable[Node],
+        *,
+        ttl: float,
+        invalidate: Callable[[int, str], None],
+    ) -> None:
+        self.api = api
+        self.inodes = inodes
+        self.ttl = ttl
+        self.invalidate = invalidate
+        self.started = time.time()
+        self._files: dict[str, FileNode] = {}
+        self.root = self._build_root()
+
+    def _build_root(self) -> StaticDir:
+        from flowfs.readme import ROOT_README
+
+        root = StaticDir(self, self.started, root=True)
+        root.children = {
+            "README.txt": TextFile(self, ROOT_README),
+            "projects": ProjectsDir(self, self.started),
+            "samples": SamplesDir(self, self.started),
+            "executions": ExecutionsDir(self, self.started),
+            "data": LooseDataDir(self, self.started),
+            "by-id": ByIdDir(self, self.started),
+        }
+        return root
+
+    def node(self, ino: int) -> Node:
+        node = self.inodes.get(ino)
+        if node is None:
+            raise NotFound(f"inode {ino}")
+        return node
+
+    def file_for(self, data: DataFile) -> FileNode:
+        """The one node of a data id (its bytes never change), made on first sight."""
+        node = self._files.get(data.id)
+        if node is None or node.data.size != data.size or node.data.filename != data.filename:
+            node = FileNode(self, data)
+            self._files[data.id] = node
+        return node
+
+    def forget_entry(self, parent: DirNode, name: str, node: Node) -> None:
+        """A name left a listing (or changed meaning)."""
+        self.invalidate(parent.inode, name)
+        if node.is_dir:
+            self.inodes.detach(node.inode)
+
+    async def list_items(self, path: str, key: str, model: Any) -> list[Any]:
+        return [model.from_json(obj) for obj in await self.api.list_all(path, key)]
+
+
+def file_children(
+    tree: Tree, files: Iterable[DataFile], taken: Iterable[str] = (),
+    shown: dict[str, str] | None = None,
+) -> list[Child]:
+    """Children for data files, named by assign_names; directory-like data is skipped.
+
+    ``shown`` overrides the name to show for some ids (an output path's last part).
+    """
+    by_id = {f.id: f for f in files if not f.is_directory}
+    shown = shown or {}
+    names = assign_names(((i, shown.get(i, f.filename)) for i, f in by_id.items()), taken)
+    return [
+        Child(names[i], ("data", i, by_id[i].size), lambda d=by_id[i]: tree.file_for(d))
+        for i in by_id
+    ]
+
+
+# -- the directories of design.md --------------------------------------------
+
+class ProjectsDir(ListingDir):
+    """projects/: owned ∪ shared."""
+
+    async def _fetch(self) -> list[Child]:
+        found: dict[str, list[Project]] = {}
+
+        async def get(which: str) -> None:
+            found[which] = await self.tree.list_items(f"/projects/{which}", "projects", Project)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(get, "owned")
+            nursery.start_soon(get, "shared")
+        projects = {p.id: p for p in found["owned"] + found["shared"]}
+        names = assign_names((p.id, p.name) for p in projects.values())
+        return [Child(names[i], ("project", i), lambda p=p: ProjectDir(self.tree, p))
+                for i, p in projects.items()]
+
+
+class ProjectDir(StaticDir):
+    kind = "project"
+
+    def __init__(self, tree: Tree, project: Project) -> None:
+        super().__init__(tree, project.created)
+        self.flow_id = project.id
+        self.children = {
+            "samples": ProjectSamplesDir(tree, project),
+            "executions": ProjectExecutionsDir(tree, project),
+        }
+
+
+def sample_children(tree: Tree, samples: Iterable[Sample]) -> list[Child]:
+    by_id = {s.id: s for s in samples}
+    names = assign_names((s.id, s.name) for s in by_id.values())
+    return [Child(names[i], ("sample", i), lambda s=s: SampleDir(tree, s))
+            for i, s in by_id.items()]
+
+
+def execution_children(tree: Tree, executions: Iterable[Execution]) -> list[Child]:
+    by_id = {e.id: e for e in executions}
+    names = assign_names((e.id, e.dirname) for e in by_id.values())
+    return [Child(names[i], ("execution", i), lambda e=e: ExecutionDir(tree, e))
+            for i, e in by_id.items()]
+
+
+class ProjectSamplesDir(ListingDir):
+    def __init__(self, tree: Tree, project: Project) -> None:
+        super().__init__(tree, project.created)
+        self.project = project
+
+    async def _fetch(self) -> list[Child]:
+        path = f"/projects/{self.project.id}/samples"
+        return sample_children(self.tree, await self.tree.list_items(path, "samples", Sample))
+
+
+class ProjectExecutionsDir(ListingDir):
+    def __init__(self, tree: Tree, project: Project) -> None:
+        super().__init__(tree, project.created)
+        self.project = project
+
+    async def _fetch(self) -> list[Child]:
+        path = f"/projects/{self.project.id}/executions"
+        items = await self.tree.list_items(path, "executions", Execution)
+        return execution_children(self.tree, items)
+
+
+class SamplesDir(ListingDir):
+    """samples/: every sample the user can read (owned ∪ shared)."""
+
+    async def _fetch(self) -> list[Child]:
+        found: list[Sample] = []
+
+        async def get(which: str) -> None:
+            found.extend(await self.tree.list_items(f"/samples/{which}", "samples", Sample))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(get, "owned")
+            nursery.start_soon(get, "shared")
+        return sample_children(self.tree, found)
+
+
+class ExecutionsDir(ListingDir):
+    async def _fetch(self) -> list[Child]:
+        items = await self.tree.list_items("/executions/owned", "executions", Execution)
+        return execution_children(self.tree, items)
+
+
+class SampleDir(ListingDir):
+    kind = "sample"
+
+    def __init__(self, tree: Tree, sample: Sample) -> None:
+        super().__init__(tree, sample.created)
+        self.sample = sample
+        self.flow_id = sample.id
+
+    async def _fetch(self) -> list[Child]:
+        path = f"/samples/{self.sample.id}/data"
+        return file_children(self.tree, await self.tree.list_items(path, "data", DataFile))
+
+
+class LooseDataDir(ListingDir):
+    """data/: the user's own data that is in no sample and no execution."""
+
+    async def _fetch(self) -> list[Child]:
+        items = await self.tree.list_items("/data/owned", "data", DataFile)
+        loose = [d for d in items
+                 if not d.placement_known or (d.sample_id is None and d.execution_id is None)]
+        return file_children(self.tree, loose)
+
+
+class ExecutionDir(ListingDir):
+    """An execution's outputs, nested by output path. Sub-directories read its levels."""
+
+    kind = "execution"
+
+    def __init__(self, tree: Tree, execution: Execution) -> None:
+        super().__init__(tree, execution.created)
+        self.execution = execution
+        self.flow_id = execution.id
+        self._levels: dict[tuple[str, ...], list[Child]] = {}
+
+    async def _fetch(self) -> list[Child]:
+        path = f"/executions/{self.execution.id}/data"
+        try:
+            items = await self.tree.list_items(path, "data", DataFile)
+        except NotFound:
+            items = []  # a Flow without the output listing: an empty directory
+        self._levels = self._build_levels(items)
+        return self._levels.get((), [])
+
+    async def level(self, prefix: tuple[str, ...]) -> list[Child]:
+        await self.entries()
+        return self._levels.get(prefix, [])
+
+    def _build_levels(self, items: list[DataFile]) -> dict[tuple[str, ...], list[Child]]:
+        files: dict[tuple[str, ...], list[DataFile]] = {}
+        dirs: dict[tuple[str, ...], set[str]] = {}
+        shown: dict[str, str] = {}
+        for item in items:
+            raw = (item.path or item.filename).split("/")
+            parts = [sanitize(p) for p in raw if p not in ("", ".")] or [sanitize(item.filename)]
+            for depth in range(len(parts) - 1):
+                dirs.setdefault(tuple(parts[:depth]), set()).add(parts[depth])
+            shown[item.id] = parts[-1]
+            files.setdefault(tuple(parts[:-1]), []).append(item)
+        levels: dict[tuple[str, ...], list[Child]] = {}
+        for prefix in dirs.keys() | files.keys():
+            subdirs = sorted(dirs.get(prefix, ()))
+            children = [Child(d, ("outdir", prefix + (d,)),
+                              lambda p=prefix + (d,): OutputDir(self.tree, self, p))
+                        for d in subdirs]
+            children += file_children(self.tree, files.get(prefix, []), subdirs, shown)
+            levels[prefix] = children
+        return levels
+
+
+class OutputDir(ListingDir):
+    def __init__(self, tree: Tree, execution: ExecutionDir, prefix: tuple[str, ...]) -> None:
+        super().__init__(tree, execution.mtime)
+        self.execution = execution
+        self.prefix = prefix
+
+    async def _fetch(self) -> list[Child]:
+        return await self.execution.level(self.prefix)
+
+
+class ByIdDir(DirNode):
+    """by-id/<data id>: any readable data file, found on lookup, never listed."""
+
+    def __init__(self, tree: Tree, mtime: float) -> None:
+        super().__init__(tree, mtime)
+        self._found: dict[str, Node] = {}
+
+    async def entries(self) -> dict[str, Node]:
+        return {}
+
+    async def lookup(self, name: str) -> Node:
+        if not (name.isascii() and name.isdigit() and len(name) <= 40):
+            raise NotFound(name)
+        node = self._found.get(name)
+        if node is None:
+            obj = await self.tree.api.get_json(f"/data/{name}")
+            data = DataFile.from_json(obj)
+            if data.is_directory or data.id != name:
+                raise NotFound(name)
+            node = self._found[name] = self.tree.file_for(data)
+        return node
