@@ -1,0 +1,145 @@
+"""Per-handle access-pattern detection: what to fetch for a read, and what to read ahead.
+
+Pure policy, no I/O and no trio: the reader asks :meth:`AccessPattern.on_read` for a
+:class:`Plan` and does the fetching.  All positions are block indices except the byte
+offsets given to ``on_read``.
+
+The idea is the one of kernel and object-store read-ahead: a read with no history, or
+one far from the previous read, is *random* — fetch only what it needs (at least
+``first_blocks``), because index lookups (BAM/CRAM/VCF) must not pay for megabytes.
+A read that continues the previous one is *sequential*; the first one opens a read-ahead
+window of one block and, each time half of the window has been consumed, the window
+doubles (up to a cap) and is topped up.  So the bytes read ahead never exceed the cap,
+and while ramping up they stay in proportion to what the reader has actually consumed.
+
+``slack`` tolerates the small disorder of a kernel that issues several reads of one file
+at once, and re-reads of the last bytes: a read starting within ``slack`` bytes behind
+or ahead of the previous end (or inside the read-ahead already issued) keeps the window.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from flowfs.blocks import blocks_covering
+
+_EMPTY = range(0)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Tuning of the access-pattern detection (sizes in bytes unless named ``*_blocks``)."""
+
+    block_size: int
+    first_blocks: int = 1
+    max_blocks: int = 64
+    slack: int = 2 * 2**20
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or self.first_blocks < 1 or self.max_blocks < 1:
+            raise ValueError(f"bad read-ahead policy: {self}")
+        if self.slack < 0:
+            raise ValueError("slack must be >= 0")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one read needs.
+
+    ``need``: blocks the read must wait for.  ``demand``: blocks to fetch now as part
+    of the read (``need``, possibly extended for a first random read).  ``prefetch``:
+    blocks to fetch in the background, not waited for.
+    """
+
+    need: range
+    demand: range
+    prefetch: range
+
+
+class _Kind(enum.Enum):
+    RANDOM = "random"
+    REREAD = "reread"
+    ADVANCE = "advance"
+
+
+class AccessPattern:
+    """Access-pattern state of one open file handle."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._pos_end: int | None = None  # byte end of the furthest read so far
+        self._window = 0  # read-ahead distance in blocks; 0: not sequential
+        self._ra_end = 0  # blocks below this were requested (demand or read-ahead)
+
+    @property
+    def sequential(self) -> bool:
+        """True while a read-ahead window is open."""
+        return self._window > 0
+
+    @property
+    def window(self) -> int:
+        """Current read-ahead window in blocks (0 for random access)."""
+        return self._window
+
+    @property
+    def readahead_end(self) -> int:
+        """First block not yet requested by this handle's plans."""
+        return self._ra_end
+
+    def on_read(self, start: int, end: int, nblocks: int, cap: int | None = None) -> Plan:
+        """Plan a read of bytes ``[start, end)`` (already clamped to the file).
+
+        ``nblocks`` is the file's block count; ``cap`` optionally lowers the window cap
+        below ``policy.max_blocks`` (the reader shares a global budget between streams).
+        """
+        need = blocks_covering(start, end, self.policy.block_size)
+        kind = self._classify(start, end)
+        if kind is _Kind.REREAD:
+            return Plan(need, need, _EMPTY)
+        if kind is _Kind.RANDOM:
+            self._window = 0
+            self._pos_end = end
+            stop = min(max(need.stop, need.start + self.policy.first_blocks), nblocks)
+            demand = range(need.start, max(stop, need.stop))
+            self._ra_end = demand.stop
+            return Plan(need, demand, _EMPTY)
+        self._pos_end = end
+        self._ra_end = max(self._ra_end, need.stop)
+        return Plan(need, need, self._top_up(need.stop, nblocks, cap))
+
+    def retract(self, block: int) -> None:
+        """Only the read-ahead below ``block`` was actually started (budget, parallelism).
+
+        The rest will be planned again by a later read.
+        """
+        self._ra_end = min(self._ra_end, max(block, 0))
+
+    def _classify(self, start: int, end: int) -> _Kind:
+        if self._pos_end is None:
+            return _Kind.RANDOM
+        low = self._pos_end - self.policy.slack
+        high = max(self._pos_end + self.policy.slack, self._ra_end * self.policy.block_size)
+        if not low <= start <= high:
+            return _Kind.RANDOM
+        if end <= self._pos_end:
+            return _Kind.REREAD
+        return _Kind.ADVANCE
+
+    def _top_up(self, reached: int, nblocks: int, cap: int | None) -> range:
+        """The read-ahead to start now that the reader has reached block ``reached``."""
+        limit = self.policy.max_blocks if cap is None else min(cap, self.policy.max_blocks)
+        limit = max(limit, 1)
+        ahead = self._ra_end - reached
+        if self._window == 0:
+            self._window = 1
+        elif ahead > self._window // 2:
+            return _EMPTY  # more than half the window is still ahead: nothing to do yet
+        else:
+            self._window = min(self._window * 2, limit)
+        stop = min(reached + self._window, nblocks)
+        if self._ra_end >= stop:
+            return _EMPTY
+        prefetch = range(self._ra_end, stop)
+        self._ra_end = stop
+        return prefetch

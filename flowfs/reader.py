@@ -1,0 +1,462 @@
+"""The bytes of the read path: block cache, single-flight fetches, read-ahead.
+
+A :class:`Reader` serves ``read(stream, offset, size)`` from an LRU cache of fixed-size
+blocks keyed by ``(cache_key, block index)``.  Missing blocks are fetched through an
+injected ``fetch(target, start, end)`` as Range requests covering runs of contiguous
+missing blocks; every fetch runs as a task in the injected nursery, never in the caller's
+cancel scope, so a reader that gives up cannot corrupt shared state.  Per-stream access
+patterns (:mod:`flowfs.readahead`) decide what to read ahead.
+
+Concurrency rules.  trio is cooperative: code between two awaits runs without
+interleaving, and every rule below relies on it.
+
+1. The cache (a cachetools ``LRUCache``, not task-safe) is only touched in synchronous
+   code: no iterator over it and no half-done update is ever held across an await.
+2. A block key is in at most one of ``_cache`` and ``_pending``.  A pending entry is
+   registered in the same synchronous step that schedules the task resolving it; the
+   task's ``_settle`` stores the block (or the error), removes the entry and sets its
+   event in one synchronous step: no await between storing a block and unregistering
+   its pending entry.
+3. Every fetch runs under its own ``io_timeout`` deadline and ``_settle`` runs in a
+   ``finally``, so no entry stays pending longer than ``io_timeout``, whatever the fetch
+   does (fail, hang, get cancelled by ``close`` or by the nursery).
+4. Waiters only wait on a pending entry's event, under their own deadline; a waiter
+   leaving never affects the fetch.  Waiters take the block from the entry itself, so a
+   block evicted right after it landed is still delivered.
+5. A failed fetch stores nothing: each waiter gets a copy of the error, the next read
+   fetches again.  Results of an entry that was detached (``forget``, ``close``) are
+   delivered to its waiters but not cached.
+6. Read-ahead requests count their bytes in ``_ra_bytes`` from start until settled or
+   abandoned, exactly once (``_Request.released``); a request is only started if it fits
+   the global budget, so ``_ra_bytes <= readahead_budget`` always.  Demand fetches (the
+   blocks a read needs) are never held back.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+from cachetools import LRUCache
+
+from flowfs.blocks import block_count, clamp, iter_runs, pieces, run_span
+from flowfs.errors import BadReply, FlowError, Transient
+from flowfs.readahead import AccessPattern, Plan, Policy
+
+log = logging.getLogger(__name__)
+
+_BlockKey = tuple[str, int]
+
+
+class Target(Protocol):
+    """What is being read; callers pass their own objects."""
+
+    @property
+    def cache_key(self) -> str:
+        """Identity of the bytes (e.g. the data id): bytes under one key never change."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """Exact file size in bytes."""
+        ...
+
+
+Fetch = Callable[[Target, int, int], Awaitable[bytes]]
+"""``fetch(target, start, end)``: exactly the bytes ``[start, end)`` or a domain error."""
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """Tuning of the read path (sizes in bytes)."""
+
+    cache_bytes: int = 512 * 2**20
+    # 256 KiB: a BAM/CRAM/VCF region query touches one BGZF block (<= 64 KiB compressed),
+    # so a random read costs one small request; yet a 512 MiB cache is only 2048 entries
+    # and sequential throughput does not depend on it (missing blocks are coalesced into
+    # requests of up to max_request).  It is also >= a FUSE read (128 KiB, often).
+    block_size: int = 256 * 2**10
+    # Smallest demand request of a random read, rounded up to whole blocks.
+    first_fetch: int = 256 * 2**10
+    readahead_max: int = 64 * 2**20
+    max_request: int = 8 * 2**20
+    max_parallel: int = 8
+    io_timeout: float = 60.0
+    # How far (bytes) a read may start behind or beyond the previous end and still count
+    # as sequential: the kernel issues several reads of one file at once, slightly out
+    # of order, and readers re-read the last bytes.
+    seq_slack: int = 2 * 2**20
+
+    def __post_init__(self) -> None:
+        sizes = (self.block_size, self.first_fetch, self.readahead_max, self.max_request)
+        if min(sizes) < 1 or self.max_parallel < 1 or self.io_timeout <= 0:
+            raise ValueError(f"bad reader configuration: {self}")
+        if self.cache_bytes < self.block_size:
+            raise ValueError("cache_bytes must hold at least one block")
+        if self.seq_slack < 0:
+            raise ValueError("seq_slack must be >= 0")
+
+    @property
+    def readahead_budget(self) -> int:
+        """Bound on read-ahead bytes in flight across all streams (a quarter of the cache).
+
+        In-flight bytes come on top of the cache, so this keeps memory within 1.25x the
+        cache budget however many streams are open.
+        """
+        return self.cache_bytes // 4
+
+    @property
+    def readahead_share(self) -> int:
+        """Read-ahead window shared by all sequential streams (half the cache).
+
+        Each stream's window is capped at its share, so blocks read ahead are not evicted
+        by other streams' read-ahead before they are read.
+        """
+        return self.cache_bytes // 2
+
+
+class _Pending:
+    """One block being fetched; resolved exactly once (data or error), then its event set."""
+
+    __slots__ = ("event", "data", "error", "waiters")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.data: bytes | None = None
+        self.error: FlowError | None = None
+        self.waiters = 0
+
+
+@dataclass(eq=False)
+class _Request:
+    """One Range request: a run of consecutive blocks of one target."""
+
+    target: Target
+    blocks: range
+    pendings: list[_Pending]
+    nbytes: int
+    stream: Stream | None  # the owner for read-ahead; None for a demand fetch
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    released: bool = False
+
+    def has_waiters(self) -> bool:
+        return any(pending.waiters for pending in self.pendings)
+
+
+class Stream:
+    """Per-file-handle read state: its target and its access pattern."""
+
+    def __init__(self, target: Target, policy: Policy) -> None:
+        self.target = target
+        self._pattern = AccessPattern(policy)
+        self._readahead: set[_Request] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.target.cache_key} window={self._pattern.window}>"
+
+
+class Reader:
+    """Block cache + single-flight fetch + read-ahead engine (see the module docstring)."""
+
+    def __init__(self, fetch: Fetch, nursery: trio.Nursery, config: ReaderConfig) -> None:
+        self._fetch = fetch
+        self._nursery = nursery
+        self._config = config
+        self._bs = config.block_size
+        self._max_run = max(1, config.max_request // self._bs)
+        self._policy = Policy(
+            block_size=self._bs,
+            first_blocks=max(1, -(-config.first_fetch // self._bs)),
+            max_blocks=max(1, config.readahead_max // self._bs),
+            slack=config.seq_slack,
+        )
+        self._cache: LRUCache[_BlockKey, bytes] = LRUCache(config.cache_bytes, getsizeof=len)
+        self._pending: dict[_BlockKey, _Pending] = {}
+        self._ra_bytes = 0
+        self._ra_requests = 0
+        self._streams = 0
+        self._sequential = 0  # streams with an open read-ahead window
+        self._counts: Counter[str] = Counter()
+
+    # -- public surface -------------------------------------------------------------
+
+    def open(self, target: Target) -> Stream:
+        """A new per-handle stream over ``target``."""
+        self._streams += 1
+        return Stream(target, self._policy)
+
+    async def read(self, stream: Stream, offset: int, size: int) -> bytes:
+        """Exactly ``min(size, target.size - offset)`` bytes at ``offset`` (b"" at EOF).
+
+        Raises a domain error from the fetch, or ``Transient`` after ``io_timeout``.
+        """
+        target = stream.target
+        start, end = clamp(offset, size, target.size)
+        if start >= end:
+            return b""
+        plan = self._plan(stream, start, end)
+        key = target.cache_key
+        self._start_demand(target, plan.demand)
+        have, waits = self._lookup(key, plan.need)
+        if not stream._closed:
+            self._start_readahead(stream, plan.prefetch)
+        if waits:
+            await self._wait(waits, have)
+        return _assemble(have, start, end, self._bs)
+
+    def close(self, stream: Stream) -> None:
+        """Forget a stream; cancel its read-ahead that nobody waits for, free its budget."""
+        if stream._closed:
+            return
+        stream._closed = True
+        self._streams -= 1
+        if stream._pattern.sequential:
+            self._sequential -= 1
+        for request in list(stream._readahead):
+            if request.has_waiters():
+                continue  # another reader needs it: let it finish (it frees its budget)
+            request.scope.cancel()
+            self._detach(request)
+            self._release(request)
+            self._counts["readahead_cancelled"] += 1
+
+    def stats(self) -> dict[str, int]:
+        """Counters and gauges for logs, tests and benchmarks."""
+        return {
+            "hits": 0,
+            "misses": 0,
+            "fetches": 0,
+            "bytes_fetched": 0,
+            "fetch_errors": 0,
+            "timeouts": 0,
+            "readahead_fetches": 0,
+            "readahead_deferred": 0,
+            "readahead_cancelled": 0,
+            **self._counts,
+            "cached_bytes": int(self._cache.currsize),
+            "cached_blocks": len(self._cache),
+            "inflight": len(self._pending),
+            "readahead_bytes": self._ra_bytes,
+            "readahead_requests": self._ra_requests,
+            "streams": self._streams,
+        }
+
+    def forget(self, cache_key: str) -> None:
+        """Drop the cached blocks of ``cache_key``; fetches in flight for it won't be cached."""
+        for key in [k for k in self._cache if k[0] == cache_key]:
+            self._cache.pop(key, None)
+        for key in [k for k in self._pending if k[0] == cache_key]:
+            del self._pending[key]
+
+    # -- planning and starting fetches (all synchronous) ------------------------------
+
+    def _plan(self, stream: Stream, start: int, end: int) -> Plan:
+        pattern = stream._pattern
+        was_sequential = pattern.sequential
+        share = self._config.readahead_share // max(1, self._sequential) // self._bs
+        nblocks = block_count(stream.target.size, self._bs)
+        plan = pattern.on_read(start, end, nblocks, cap=max(1, share))
+        if not stream._closed:
+            self._sequential += int(pattern.sequential) - int(was_sequential)
+        return plan
+
+    def _missing(self, key: str, blocks: range) -> Iterator[int]:
+        """Blocks neither cached nor being fetched; lazy, so only use it synchronously."""
+        for i in blocks:
+            if (key, i) not in self._cache and (key, i) not in self._pending:
+                yield i
+
+    def _start_demand(self, target: Target, blocks: range) -> None:
+        for run in iter_runs(self._missing(target.cache_key, blocks), self._max_run):
+            self._launch(target, run, None)
+
+    def _start_readahead(self, stream: Stream, blocks: range) -> None:
+        """Start what fits of the planned read-ahead; hand the rest back to the pattern."""
+        if not blocks:
+            return
+        target = stream.target
+        budget = self._config.readahead_budget
+        # Lazy runs: when the stream is at its parallel limit (common while streaming), the
+        # rest of the window is not even looked at.
+        for run in iter_runs(self._missing(target.cache_key, blocks), self._max_run):
+            fits = run
+            while fits and self._ra_bytes + self._run_bytes(target, fits) > budget:
+                fits = fits[: len(fits) // 2]  # shrink the request to what the budget allows
+            if not fits or len(stream._readahead) >= self._config.max_parallel:
+                stream._pattern.retract(run.start)
+                self._counts["readahead_deferred"] += 1
+                return
+            request = self._launch(target, fits, stream)
+            stream._readahead.add(request)
+            self._ra_bytes += request.nbytes
+            self._ra_requests += 1
+            self._counts["readahead_fetches"] += 1
+            if fits != run:
+                stream._pattern.retract(fits.stop)
+                self._counts["readahead_deferred"] += 1
+                return
+
+    def _launch(self, target: Target, run: range, stream: Stream | None) -> _Request:
+        pendings = [_Pending() for _ in run]
+        request = _Request(target, run, pendings, self._run_bytes(target, run), stream)
+        # start_soon first: if the nursery is closed it raises and nothing is registered.
+        self._nursery.start_soon(self._run, request, name=f"fetch {target.cache_key}")
+        key = target.cache_key
+        for index, pending in zip(run, pendings, strict=True):
+            self._pending[(key, index)] = pending
+        self._counts["fetches"] += 1
+        return request
+
+    def _run_bytes(self, target: Target, run: range) -> int:
+        start, end = run_span(run, target.size, self._bs)
+        return end - start
+
+    def _lookup(self, key: str, need: range) -> tuple[dict[int, bytes], list[tuple[int, _Pending]]]:
+        have: dict[int, bytes] = {}
+        waits: list[tuple[int, _Pending]] = []
+        for index in need:
+            block = self._cache.get((key, index))
+            if block is not None:
+                have[index] = block
+                continue
+            self._counts["misses"] += 1
+            waits.append((index, self._pending[(key, index)]))
+        self._counts["hits"] += len(have)
+        return have, waits
+
+    # -- waiting ------------------------------------------------------------------------
+
+    async def _wait(self, waits: list[tuple[int, _Pending]], have: dict[int, bytes]) -> None:
+        # Count as a waiter on all blocks up front, so close() of another stream does not
+        # cancel a read-ahead request we are about to wait on.
+        for _, pending in waits:
+            pending.waiters += 1
+        try:
+            with trio.move_on_after(self._config.io_timeout) as deadline:
+                for index, pending in waits:
+                    await pending.event.wait()
+                    if pending.error is not None:
+                        raise _copy_error(pending.error) from pending.error
+                    assert pending.data is not None
+                    have[index] = pending.data
+        finally:
+            for _, pending in waits:
+                pending.waiters -= 1
+        if deadline.cancelled_caught:
+            self._counts["timeouts"] += 1
+            raise Transient(f"read timed out after {self._config.io_timeout:g} s")
+
+    # -- the fetch task -----------------------------------------------------------------
+
+    async def _run(self, request: _Request) -> None:
+        """Fetch one run of blocks; always settles its pending entries (rule 3)."""
+        target = request.target
+        start, end = run_span(request.blocks, target.size, self._bs)
+        data: bytes | None = None
+        error: FlowError | None = None
+        try:
+            with request.scope, trio.move_on_after(self._config.io_timeout) as deadline:
+                data = await self._fetch(target, start, end)
+            if data is None:
+                error = Transient(
+                    f"fetch of {target.cache_key} [{start}, {end}) "
+                    f"{_why_empty(request.scope, deadline)}"
+                )
+            elif len(data) != end - start:
+                error = BadReply(
+                    f"{target.cache_key} [{start}, {end}): got {len(data)} bytes, "
+                    f"expected {end - start}"
+                )
+                data = None
+        except FlowError as exc:
+            error = exc
+        except Exception as exc:
+            # A bug below us: log it once here, give waiters an EIO-mapped error, and keep
+            # the daemon's nursery alive.
+            log.exception("fetch of %s [%d, %d) crashed", target.cache_key, start, end)
+            error = Transient(f"fetch of {target.cache_key} failed: {exc!r}")
+            error.__cause__ = exc
+        finally:
+            if data is None and error is None:
+                error = Transient(f"fetch of {target.cache_key} [{start}, {end}) abandoned")
+            self._settle(request, data, error)
+
+    def _settle(self, request: _Request, data: bytes | None, error: FlowError | None) -> None:
+        """Deliver a request's outcome to its pending entries, synchronously (rule 2)."""
+        self._release(request)
+        key = request.target.cache_key
+        if data is None:
+            if not request.scope.cancel_called:  # a cancelled read-ahead is no error
+                self._counts["fetch_errors"] += 1
+            log.debug("fetch %s blocks %s failed: %s", key, request.blocks, error)
+        else:
+            self._counts["bytes_fetched"] += len(data)
+        blocks = _split(data, len(request.blocks), self._bs) if data is not None else None
+        outcome = zip(request.blocks, request.pendings, strict=True)
+        for offset, (index, pending) in enumerate(outcome):
+            registered = self._pending.get((key, index)) is pending
+            if blocks is not None:
+                pending.data = blocks[offset]
+                if registered:
+                    self._cache[(key, index)] = blocks[offset]
+            else:
+                pending.error = error
+            if registered:
+                del self._pending[(key, index)]
+            pending.event.set()
+
+    def _detach(self, request: _Request) -> None:
+        """Unregister a request's pending entries so that new readers fetch afresh."""
+        key = request.target.cache_key
+        for index, pending in zip(request.blocks, request.pendings, strict=True):
+            if self._pending.get((key, index)) is pending:
+                del self._pending[(key, index)]
+
+    def _release(self, request: _Request) -> None:
+        if request.released:
+            return
+        request.released = True
+        if request.stream is not None:
+            request.stream._readahead.discard(request)
+            self._ra_bytes -= request.nbytes
+            self._ra_requests -= 1
+
+
+def _split(data: bytes, count: int, block_size: int) -> list[bytes]:
+    """Cut a run's bytes into per-block ``bytes`` (one copy each; none for one block).
+
+    Blocks are copied out of the reply rather than kept as views of it, so that an evicted
+    block really frees its memory and the cache's byte accounting stays true.
+    """
+    if count == 1 and type(data) is bytes:
+        return [data]
+    with memoryview(data) as view:
+        return [bytes(view[i * block_size : (i + 1) * block_size]) for i in range(count)]
+
+
+def _assemble(have: dict[int, bytes], start: int, end: int, block_size: int) -> bytes:
+    """The bytes ``[start, end)`` out of their blocks, with a single copy."""
+    parts = list(pieces(start, end, block_size))
+    if len(parts) == 1:
+        index, lo, hi = parts[0]
+        return have[index][lo:hi]
+    return b"".join(memoryview(have[index])[lo:hi] for index, lo, hi in parts)
+
+
+def _why_empty(scope: trio.CancelScope, deadline: trio.CancelScope) -> str:
+    if scope.cancelled_caught:
+        return "cancelled"
+    if deadline.cancelled_caught:
+        return "timed out"
+    return "returned nothing"
+
+
+def _copy_error(error: FlowError) -> FlowError:
+    """A private copy of a shared error, so each waiter's traceback is its own."""
+    return copy.copy(error)

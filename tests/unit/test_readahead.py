@@ -1,0 +1,176 @@
+"""Access-pattern policy: small random reads, growing sequential read-ahead, resets."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowfs.readahead import AccessPattern, Plan, Policy
+
+pytestmark = pytest.mark.timeout(60)
+
+BS = 1024
+NBLOCKS = 10_000
+
+
+def pattern(**overrides: int) -> AccessPattern:
+    settings = {"block_size": BS, "first_blocks": 1, "max_blocks": 64, "slack": 4 * BS}
+    settings.update(overrides)
+    return AccessPattern(Policy(**settings))
+
+
+def read(p: AccessPattern, offset: int, length: int, nblocks: int = NBLOCKS) -> Plan:
+    return p.on_read(offset, offset + length, nblocks)
+
+
+def test_first_read_fetches_only_what_it_needs() -> None:
+    p = pattern()
+    plan = read(p, 5 * BS + 10, 100)
+    assert plan.need == range(5, 6)
+    assert plan.demand == range(5, 6)
+    assert not plan.prefetch
+    assert not p.sequential
+
+
+def test_first_read_is_rounded_up_to_first_fetch() -> None:
+    p = pattern(first_blocks=4)
+    plan = read(p, 5 * BS, 100)
+    assert plan.need == range(5, 6)
+    assert plan.demand == range(5, 9)
+    # ...but never past EOF.
+    assert read(pattern(first_blocks=4), 5 * BS, 100, nblocks=7).demand == range(5, 7)
+
+
+def test_sequential_reads_double_the_window_up_to_the_cap() -> None:
+    p = pattern(max_blocks=16)
+    position = 0
+    chunks = []
+    for _ in range(200):
+        plan = read(p, position, BS // 2)
+        position += BS // 2
+        if plan.prefetch:
+            chunks.append(plan.prefetch)
+    sizes_seen = [len(c) for c in chunks]
+    assert sizes_seen[0] == 1
+    assert max(sizes_seen) <= 16
+    assert p.window == 16
+    # Chunks are contiguous: nothing is requested twice, nothing skipped.
+    assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:], strict=False))
+    # Read-ahead never runs more than the cap ahead of the reader.
+    assert chunks[-1].stop - position // BS <= 16 + 1
+
+
+def test_window_doubles_each_time_it_is_topped_up() -> None:
+    p = pattern(max_blocks=64)
+    windows = []
+    for block in range(300):
+        plan = read(p, block * BS, BS)
+        if plan.prefetch:
+            windows.append(p.window)
+    assert windows[:7] == [1, 2, 4, 8, 16, 32, 64]
+    assert set(windows[7:]) == {64}
+
+
+def test_ramp_is_proportional_to_what_was_read() -> None:
+    """A reader that stops early wastes at most about what it read."""
+    p = pattern(max_blocks=1024)
+    furthest = 0
+    for block in range(40):
+        plan = read(p, block * BS, BS)
+        furthest = max(furthest, plan.prefetch.stop if plan.prefetch else 0)
+    assert furthest <= 3 * 40
+
+
+def test_far_seek_resets_the_window() -> None:
+    p = pattern()
+    for block in range(20):
+        read(p, block * BS, BS)
+    assert p.sequential
+    plan = read(p, 5000 * BS, BS)  # far forward
+    assert not p.sequential
+    assert not plan.prefetch
+    assert plan.demand == range(5000, 5001)
+    for block in range(5001, 5010):
+        read(p, block * BS, BS)
+    assert p.sequential
+    plan = read(p, 100 * BS, BS)  # far backward
+    assert not p.sequential
+    assert not plan.prefetch
+
+
+def test_forward_skip_inside_issued_readahead_keeps_the_window() -> None:
+    p = pattern(max_blocks=64, slack=BS)
+    for block in range(100):
+        read(p, block * BS, BS)
+    window = p.window
+    ahead = p.readahead_end
+    assert ahead > 110
+    read(p, (ahead - 2) * BS, BS)
+    assert p.window >= window
+
+
+def test_rereading_the_last_bytes_does_not_reset() -> None:
+    p = pattern()
+    for block in range(10):
+        read(p, block * BS, BS)
+    window = p.window
+    plan = read(p, 10 * BS - 100, 100)  # re-read the tail of the previous read
+    assert p.window == window
+    assert plan.demand == range(9, 10)
+    assert not plan.prefetch
+    plan = read(p, 10 * BS, BS)  # and carry on
+    assert p.window >= window
+
+
+def test_out_of_order_reads_within_slack_stay_sequential() -> None:
+    p = pattern(slack=4 * BS)
+    order = [0, 1, 3, 2, 4, 6, 5, 7, 8]
+    for block in order:
+        read(p, block * BS, BS)
+        if block >= 1:
+            assert p.sequential
+
+
+def test_retract_replans_the_unstarted_readahead() -> None:
+    p = pattern()
+    for block in range(6):
+        plan = read(p, block * BS, BS)
+        if plan.prefetch:
+            p.retract(plan.prefetch.start)  # nothing could be started
+    # The reader is never left without read-ahead being re-planned.
+    plan = read(p, 6 * BS, BS)
+    assert plan.prefetch and plan.prefetch.start <= 7
+
+
+def test_cap_argument_limits_the_window() -> None:
+    p = pattern(max_blocks=64)
+    for block in range(200):
+        plan = p.on_read(block * BS, (block + 1) * BS, NBLOCKS, cap=4)
+        assert len(plan.prefetch) <= 4
+    assert p.window == 4
+
+
+def test_prefetch_stops_at_eof() -> None:
+    p = pattern()
+    for block in range(12):
+        plan = read(p, block * BS, BS, nblocks=12)
+        assert plan.prefetch.stop <= 12
+        assert plan.need.stop <= 12
+
+
+@given(
+    reads=st.lists(st.tuples(st.integers(0, 64 * BS), st.integers(1, 3 * BS)), max_size=60),
+)
+def test_plans_always_cover_the_read(reads: list[tuple[int, int]]) -> None:
+    nblocks = 64 + 4
+    p = pattern(max_blocks=8, first_blocks=2)
+    for offset, length in reads:
+        plan = read(p, offset, length, nblocks=nblocks)
+        assert plan.need.start == offset // BS
+        assert plan.need.stop == (offset + length - 1) // BS + 1
+        assert plan.demand.start == plan.need.start
+        assert plan.demand.stop >= plan.need.stop
+        assert plan.demand.stop <= max(nblocks, plan.need.stop)
+        assert len(plan.prefetch) <= 8
+        assert not plan.prefetch or plan.prefetch.start >= plan.need.stop

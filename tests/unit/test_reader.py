@@ -1,0 +1,434 @@
+"""The read path's engine against a fake fetch: right bytes, one fetch per block, bounded
+memory, no hangs, no poisoned cache."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+
+from flowfs.errors import BadReply, NotFound, Transient
+from flowfs.reader import Reader, ReaderConfig, Target
+
+pytestmark = pytest.mark.timeout(60)
+
+BS = 1000  # deliberately not a power of two
+BASE: dict[str, Any] = {
+    "cache_bytes": 1_000_000,
+    "block_size": BS,
+    "first_fetch": BS,
+    "readahead_max": 8 * BS,
+    "max_request": 4 * BS,
+    "max_parallel": 4,
+    "io_timeout": 5.0,
+    "seq_slack": 2 * BS,
+}
+
+
+@dataclass(frozen=True)
+class File:
+    cache_key: str
+    size: int
+
+
+def content(target: Target) -> bytes:
+    """The deterministic bytes of a fake file (distinct per key)."""
+    return random.Random(target.cache_key).randbytes(target.size)
+
+
+@dataclass
+class FakeServer:
+    """A fetch that serves ``content()``, counts calls and can fail, hang or cut bodies."""
+
+    latency: float = 0.0
+    failures: list[BaseException] = field(default_factory=list)
+    hang: Callable[[int, int], bool] = lambda start, end: False
+    short: bool = False
+    observe: Callable[[int, int], None] = lambda start, end: None
+    calls: list[tuple[str, int, int]] = field(default_factory=list)
+    cancelled: int = 0
+    inflight: int = 0
+    peak: int = 0
+    inflight_bytes: int = 0
+    peak_bytes: int = 0
+    _cache: dict[str, bytes] = field(default_factory=dict)
+
+    async def fetch(self, target: Target, start: int, end: int) -> bytes:
+        assert 0 <= start < end <= target.size
+        self.calls.append((target.cache_key, start, end))
+        self.inflight += 1
+        self.inflight_bytes += end - start
+        self.peak = max(self.peak, self.inflight)
+        self.peak_bytes = max(self.peak_bytes, self.inflight_bytes)
+        try:
+            self.observe(start, end)
+            await trio.sleep(self.latency)
+            if self.failures:
+                raise self.failures.pop(0)
+            if self.hang(start, end):
+                await trio.sleep_forever()
+            if target.cache_key not in self._cache:
+                self._cache[target.cache_key] = content(target)
+            data = self._cache[target.cache_key][start:end]
+            return data[:-1] if self.short else data
+        except trio.Cancelled:
+            self.cancelled += 1
+            raise
+        finally:
+            self.inflight -= 1
+            self.inflight_bytes -= end - start
+
+    def bytes_served(self) -> int:
+        return sum(end - start for _, start, end in self.calls)
+
+
+@asynccontextmanager
+async def running(server: FakeServer, **overrides: Any) -> AsyncIterator[Reader]:
+    async with trio.open_nursery() as nursery:
+        yield Reader(server.fetch, nursery, ReaderConfig(**{**BASE, **overrides}))
+        nursery.cancel_scope.cancel()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``condition`` until true, failing after ``timeout`` (trio time)."""
+    with trio.fail_after(timeout):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+# -- bytes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cache_bytes", [1_000_000, 3 * BS])
+async def test_random_reads_return_exactly_the_right_bytes(cache_bytes: int) -> None:
+    server = FakeServer()
+    target = File("data-1", 10 * BS + 500)
+    expected = content(target)
+    rng = random.Random(11)
+    async with running(server, cache_bytes=cache_bytes) as reader:
+        streams = [reader.open(target) for _ in range(3)]
+        for _ in range(400):
+            offset = rng.randrange(0, target.size + 2 * BS)
+            size = rng.choice([0, 1, 7, BS - 1, BS, BS + 1, 3 * BS + 17, rng.randrange(5000)])
+            got = await reader.read(rng.choice(streams), offset, size)
+            assert got == expected[offset : offset + size]
+        assert reader.stats()["cached_bytes"] <= cache_bytes
+
+
+async def test_eof_partial_block_and_empty_file() -> None:
+    server = FakeServer()
+    target = File("data-2", 2 * BS + 10)
+    expected = content(target)
+    async with running(server) as reader:
+        stream = reader.open(target)
+        assert await reader.read(stream, 2 * BS, 100) == expected[2 * BS :]
+        assert len(await reader.read(stream, 2 * BS, 100)) == 10
+        assert await reader.read(stream, BS - 5, 10) == expected[BS - 5 : BS + 5]
+        assert await reader.read(stream, target.size, 10) == b""
+        assert await reader.read(stream, target.size + 5000, 10) == b""
+        assert await reader.read(stream, 0, 0) == b""
+        assert await reader.read(stream, 0, 10**9) == expected
+
+        calls = len(server.calls)
+        empty = reader.open(File("empty", 0))
+        assert await reader.read(empty, 0, 4096) == b""
+        assert len(server.calls) == calls
+
+        tiny = File("tiny", 1)
+        assert await reader.read(reader.open(tiny), 0, 4096) == content(tiny)
+
+
+# -- cache ----------------------------------------------------------------------------
+
+
+async def test_cached_blocks_are_not_fetched_again() -> None:
+    server = FakeServer()
+    target = File("data-3", 20 * BS)
+    async with running(server) as reader:
+        first = await reader.read(reader.open(target), 3 * BS + 10, 500)
+        again = await reader.read(reader.open(target), 3 * BS + 100, 500)
+        assert first[90:] == again[:410]
+        assert len(server.calls) == 1
+        assert reader.stats()["hits"] == 1
+        assert reader.stats()["misses"] == 1
+
+
+async def test_lru_eviction_respects_the_byte_budget() -> None:
+    server = FakeServer()
+    target = File("data-4", 100 * BS)
+    async with running(server, cache_bytes=3 * BS) as reader:
+        for block in (0, 10, 20, 30, 40):
+            await reader.read(reader.open(target), block * BS, 10)
+            assert reader.stats()["cached_bytes"] <= 3 * BS
+        assert reader.stats()["cached_blocks"] == 3
+        calls = len(server.calls)
+        await reader.read(reader.open(target), 40 * BS, 10)  # most recent: cached
+        assert len(server.calls) == calls
+        await reader.read(reader.open(target), 0, 10)  # least recent: evicted
+        assert len(server.calls) == calls + 1
+
+
+async def test_forget_drops_a_keys_blocks() -> None:
+    server = FakeServer()
+    target = File("data-5", 5 * BS)
+    async with running(server) as reader:
+        await reader.read(reader.open(target), 0, 10)
+        reader.forget("data-5")
+        assert reader.stats()["cached_blocks"] == 0
+        await reader.read(reader.open(target), 0, 10)
+        assert len(server.calls) == 2
+
+
+# -- single flight and failures ---------------------------------------------------------
+
+
+async def test_concurrent_readers_of_a_block_share_one_fetch(autojump_clock: Any) -> None:
+    server = FakeServer(latency=1.0)
+    target = File("data-6", 10 * BS)
+    results: list[bytes] = []
+    async with running(server) as reader:
+
+        async def one() -> None:
+            results.append(await reader.read(reader.open(target), 1500, 200))
+
+        async with trio.open_nursery() as readers:
+            for _ in range(20):
+                readers.start_soon(one)
+    assert len(server.calls) == 1
+    assert results == [content(target)[1500:1700]] * 20
+
+
+async def test_failed_fetch_reaches_every_waiter_and_is_not_cached(
+    autojump_clock: Any,
+) -> None:
+    server = FakeServer(latency=1.0, failures=[NotFound("gone")])
+    target = File("data-7", 10 * BS)
+    errors: list[BaseException] = []
+    async with running(server) as reader:
+
+        async def one() -> None:
+            try:
+                await reader.read(reader.open(target), 2 * BS, 10)
+            except NotFound as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as readers:
+            for _ in range(5):
+                readers.start_soon(one)
+        assert len(errors) == 5
+        assert len(server.calls) == 1
+        assert reader.stats()["cached_blocks"] == 0
+        assert reader.stats()["inflight"] == 0
+        # The next read fetches again and succeeds.
+        got = await reader.read(reader.open(target), 2 * BS, 10)
+        assert got == content(target)[2 * BS : 2 * BS + 10]
+        assert len(server.calls) == 2
+
+
+async def test_short_body_is_rejected_and_not_cached() -> None:
+    server = FakeServer(short=True)
+    target = File("data-8", 10 * BS)
+    async with running(server) as reader:
+        with pytest.raises(BadReply):
+            await reader.read(reader.open(target), 0, 10)
+        assert reader.stats()["cached_blocks"] == 0
+        server.short = False
+        assert await reader.read(reader.open(target), 0, 10) == content(target)[:10]
+
+
+async def test_a_crashing_fetch_is_an_io_error_not_a_dead_nursery() -> None:
+    server = FakeServer(failures=[RuntimeError("bug in fetch")])
+    target = File("data-9", 10 * BS)
+    async with running(server) as reader:
+        with pytest.raises(Transient):
+            await reader.read(reader.open(target), 0, 10)
+        assert await reader.read(reader.open(target), 0, 10) == content(target)[:10]
+
+
+async def test_hanging_fetch_gives_transient_at_the_deadline(autojump_clock: Any) -> None:
+    hanging = True
+    server = FakeServer(hang=lambda start, end: hanging)
+    target = File("data-10", 10 * BS)
+    async with running(server, io_timeout=5.0) as reader:
+        began = trio.current_time()
+        with pytest.raises(Transient):
+            await reader.read(reader.open(target), 0, 10)
+        assert trio.current_time() - began == pytest.approx(5.0)
+        # The hung fetch itself is abandoned at its own deadline: nothing stays pending.
+        await eventually(lambda: reader.stats()["inflight"] == 0)
+        hanging = False
+        assert await reader.read(reader.open(target), 0, 10) == content(target)[:10]
+        assert len(server.calls) == 2
+
+
+async def test_a_waiter_giving_up_leaves_no_stuck_block(autojump_clock: Any) -> None:
+    gate = trio.Event()
+    server = FakeServer(observe=lambda start, end: None)
+    target = File("data-11", 10 * BS)
+
+    async def gated(t: Target, start: int, end: int) -> bytes:
+        await gate.wait()
+        return await server.fetch(t, start, end)
+
+    async with trio.open_nursery() as nursery:
+        reader = Reader(gated, nursery, ReaderConfig(**BASE))
+        with trio.move_on_after(1.0):  # the caller is interrupted (e.g. a signal)
+            await reader.read(reader.open(target), 0, 10)
+        assert reader.stats()["inflight"] == 1  # the fetch carries on for others
+        results: list[bytes] = []
+
+        async def second() -> None:
+            results.append(await reader.read(reader.open(target), 0, 10))
+
+        nursery.start_soon(second)
+        await trio.sleep(0.5)
+        gate.set()
+        await eventually(lambda: bool(results))
+        assert results == [content(target)[:10]]
+        assert len(server.calls) == 1
+        assert reader.stats()["inflight"] == 0
+        assert reader.stats()["cached_blocks"] == 1
+        nursery.cancel_scope.cancel()
+
+
+# -- read-ahead -----------------------------------------------------------------------------
+
+
+async def test_sequential_read_reads_ahead_in_coalesced_parallel_requests(
+    autojump_clock: Any,
+) -> None:
+    target = File("data-12", 300 * BS + 123)
+    ra_peak = 0
+
+    def observe(start: int, end: int) -> None:
+        nonlocal ra_peak
+        ra_peak = max(ra_peak, reader.stats()["readahead_requests"])
+
+    server = FakeServer(latency=0.01, observe=observe)
+    config = {"readahead_max": 32 * BS, "max_request": 4 * BS, "max_parallel": 3}
+    async with running(server, **config) as reader:
+        stream = reader.open(target)
+        chunks = []
+        position = 0
+        while chunk := await reader.read(stream, position, 512):
+            chunks.append(chunk)
+            position += len(chunk)
+        stats = reader.stats()
+    assert b"".join(chunks) == content(target)
+    sizes = [end - start for _, start, end in server.calls]
+    assert max(sizes) == 4 * BS  # contiguous missing blocks are coalesced...
+    assert all(size <= 4 * BS for size in sizes)  # ...up to max_request
+    assert len(sizes) < 301 / 3
+    assert server.bytes_served() == target.size  # every byte fetched exactly once
+    assert stats["readahead_fetches"] > 0
+    assert 2 <= ra_peak <= 3  # parallel read-ahead, at most max_parallel per stream
+    assert server.peak <= 3 + 1  # plus at most one demand fetch
+    assert stats["hits"] > 10 * stats["misses"]  # the reader rarely waits
+
+
+async def test_random_reads_do_not_read_ahead() -> None:
+    server = FakeServer()
+    target = File("data-13", 1000 * BS)
+    rng = random.Random(5)
+    async with running(server) as reader:
+        stream = reader.open(target)
+        for _ in range(50):
+            await reader.read(stream, rng.randrange(target.size), 100)
+        assert reader.stats()["readahead_fetches"] <= 2
+        assert server.bytes_served() <= 55 * 2 * BS
+
+
+async def test_many_streams_keep_readahead_within_the_global_budget(
+    autojump_clock: Any,
+) -> None:
+    cache_bytes = 80 * BS
+    budget = ReaderConfig(**{**BASE, "cache_bytes": cache_bytes}).readahead_budget
+    ra_seen = 0
+
+    def observe(start: int, end: int) -> None:
+        nonlocal ra_seen
+        ra_seen = max(ra_seen, reader.stats()["readahead_bytes"])
+
+    server = FakeServer(latency=0.005, observe=observe)
+    targets = [File(f"many-{i}", 40 * BS + i) for i in range(200)]
+    overrides = {"cache_bytes": cache_bytes, "readahead_max": 16 * BS}
+    async with running(server, **overrides) as reader:
+
+        async def stream_one(target: File) -> None:
+            stream = reader.open(target)
+            expected = content(target)
+            position = 0
+            while chunk := await reader.read(stream, position, BS):
+                assert chunk == expected[position : position + len(chunk)]
+                position += len(chunk)
+            assert position == target.size
+            reader.close(stream)
+
+        async with trio.open_nursery() as readers:
+            for target in targets:
+                readers.start_soon(stream_one, target)
+        stats = reader.stats()
+    assert ra_seen > 0
+    assert ra_seen <= budget
+    # Each of the 200 streams has at most one demand read (<= 2 blocks) in flight.
+    assert server.peak_bytes <= budget + 200 * 2 * BS
+    assert stats["readahead_bytes"] == 0
+    assert stats["streams"] == 0
+
+
+async def test_close_cancels_a_streams_pending_readahead(autojump_clock: Any) -> None:
+    server = FakeServer(hang=lambda start, end: start >= 3 * BS)
+    target = File("data-14", 100 * BS)
+    async with running(server) as reader:
+        stream = reader.open(target)
+        for block in range(3):
+            await reader.read(stream, block * BS, BS)
+        await eventually(lambda: any(start >= 3 * BS for _, start, _ in server.calls))
+        assert reader.stats()["readahead_bytes"] > 0
+        readahead_calls = sum(1 for _, start, _ in server.calls if start >= 3 * BS)
+        reader.close(stream)
+        stats = reader.stats()
+        assert stats["readahead_bytes"] == 0
+        assert stats["readahead_requests"] == 0
+        assert stats["inflight"] == 0
+        assert stats["streams"] == 0
+        await eventually(lambda: server.cancelled == readahead_calls)
+
+
+async def test_close_keeps_readahead_that_another_reader_waits_for(
+    autojump_clock: Any,
+) -> None:
+    gate = trio.Event()
+    server = FakeServer()
+    target = File("data-15", 100 * BS)
+
+    async def gated(t: Target, start: int, end: int) -> bytes:
+        if start >= 3 * BS:
+            await gate.wait()
+        return await server.fetch(t, start, end)
+
+    async with trio.open_nursery() as nursery:
+        reader = Reader(gated, nursery, ReaderConfig(**BASE))
+        seq = reader.open(target)
+        for block in range(3):
+            await reader.read(seq, block * BS, BS)
+        assert reader.stats()["readahead_requests"] > 0
+        results: list[bytes] = []
+
+        async def other() -> None:
+            results.append(await reader.read(reader.open(target), 3 * BS, 10))
+
+        nursery.start_soon(other)
+        await trio.sleep(0.1)
+        reader.close(seq)
+        gate.set()
+        await eventually(lambda: bool(results))
+        assert results == [content(target)[3 * BS : 3 * BS + 10]]
+        assert sum(1 for _, start, end in server.calls if start <= 3 * BS < end) == 1
+        await eventually(lambda: reader.stats()["readahead_bytes"] == 0)
+        nursery.cancel_scope.cancel()
