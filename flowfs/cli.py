@@ -201,6 +201,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args.rest)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flowfs.demo import run_demo
+
+    mountpoint = Path(args.mountpoint).absolute() if args.mountpoint else None
+    return run_demo(mountpoint, wait=not args.no_wait)
+
+
 # -- the table -----------------------------------------------------------------
 
 def add_mount(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -232,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_login)
     p = sub.add_parser("logout", help="forget the stored session")
     p.set_defaults(handler=cmd_logout)
+    p = sub.add_parser("demo", help="a demo server with demo data, mounted and shown")
+    p.add_argument("mountpoint", nargs="?", help="where to mount (default: a temporary dir)")
+    p.add_argument("--no-wait", action="store_true", help="end after the tour")
+    p.set_defaults(handler=cmd_demo)
     p = sub.add_parser("serve", help="run the reference Flow server", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(handler=cmd_serve)

@@ -20,5 +20,5 @@ Names: '/' and control characters become '_'; when two items in a directory
 have the same name, the one with the lowest id keeps it and the others get
 '~<id>' before the extension (reads~105.fastq.gz).
 
-Docs: https://github.com/flowfs/flowfs/tree/main/docs
+More: docs/usage.md in the flowfs sources, or `flowfs --help`.
 """
