@@ -22,6 +22,7 @@ import trio
 from flowfs.api import FlowAPI, new_client
 from flowfs.auth import Credentials
 from flowfs.config import MountConfig
+from flowfs.downloads import DownloadsDir
 from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient
 from flowfs.inodes import InodeTable
 from flowfs.ops import Operations
@@ -89,7 +90,11 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready) -> N
         api = FlowAPI(config.api_url, config.files_url, creds, client)
         await preflight(api, creds)
         inodes: InodeTable[Node] = InodeTable()
-        tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate)
+        tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate,
+                    extra=lambda t: {".downloads": DownloadsDir(
+                        t, str(config.mountpoint), _invalidate)})
+        downloads = tree.root.children[".downloads"]
+        assert isinstance(downloads, DownloadsDir)
 
         async def fetch(target: FileNode, start: int, end: int) -> bytes:
             return await api.fetch_range(target.url, start, end)
@@ -102,6 +107,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready) -> N
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
             try:
                 nursery.start_soon(_watch_signals)
+                nursery.start_soon(downloads.poll_forever)
                 nursery.start_soon(_announce_ready, config.mountpoint, ready)
                 await pyfuse3.main(min_tasks=4, max_tasks=64)
             finally:

@@ -20,7 +20,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 import pyfuse3
 from pyfuse3 import EntryAttributes, FileHandleT, FileInfo, FUSEError, InodeT
 
-from flowfs.errors import NotFound, ReadOnly, errno_for
+from flowfs.downloads import DownloadsDir, ManifestFile
+from flowfs.errors import NotFound, NotPermitted, ReadOnly, errno_for
 from flowfs.inodes import InodeTable
 from flowfs.reader import Reader, Stream
 from flowfs.tree import DirNode, FileNode, Node, TextFile, Tree
@@ -55,10 +56,15 @@ def fuse_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+
+
 @dataclass
 class OpenFile:
     node: Node
     stream: Stream | None
+    snapshot: bytes | None = None  # in-memory files: the content as of open()
+    writer: bool = False
 
 
 class Operations(pyfuse3.Operations):
@@ -92,8 +98,8 @@ class Operations(pyfuse3.Operations):
         attr.st_blksize = BLKSIZE
         ns = int(node.mtime * 1e9)
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = ns
-        attr.entry_timeout = self.ttl
-        attr.attr_timeout = self.ttl
+        timeout = 0.0 if node.volatile else self.ttl
+        attr.entry_timeout = attr.attr_timeout = timeout
         return attr
 
     def _new_handle(self, obj: Any) -> FileHandleT:
@@ -155,16 +161,30 @@ class Operations(pyfuse3.Operations):
         node = self.tree.node(inode)
         if node.is_dir:
             raise FUSEError(errno.EISDIR)
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+        writer = bool(flags & WRITE_FLAGS)
+        if writer and not isinstance(node, ManifestFile):
             raise ReadOnly("read-only file system")
+        if isinstance(node, ManifestFile) and flags & os.O_TRUNC:
+            node.truncate(0)
+        return self._open_handle(node, writer)
+
+    def _open_handle(self, node: Node, writer: bool) -> FileInfo:
         stream = self.reader.open(node) if isinstance(node, FileNode) else None
-        info = FileInfo(fh=self._new_handle(OpenFile(node, stream)))
-        info.keep_cache = getattr(node, "keep_cache", False)
+        handle = OpenFile(node, stream, writer=writer)
+        if isinstance(node, TextFile) and not isinstance(node, ManifestFile):
+            handle.snapshot = node.content
+        if isinstance(node, ManifestFile) and writer:
+            node.writers += 1
+        info = FileInfo(fh=self._new_handle(handle))
+        info.keep_cache = getattr(node, "keep_cache", False) and not node.volatile
+        info.direct_io = node.direct_io or isinstance(node, ManifestFile)
         return info
 
     @fuse_errors
     async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
         handle: OpenFile = self._handle(fh)
+        if handle.snapshot is not None:
+            return handle.snapshot[off:off + size]
         if isinstance(handle.node, TextFile):
             return handle.node.content[off:off + size]
         if handle.stream is None:
@@ -176,6 +196,65 @@ class Operations(pyfuse3.Operations):
         handle = self._handles.pop(fh, None)
         if isinstance(handle, OpenFile) and handle.stream is not None:
             self.reader.close(handle.stream)
+        if isinstance(handle, OpenFile) and handle.writer and isinstance(handle.node, ManifestFile):
+            handle.node.writers -= 1
+
+    # -- .downloads/: the only writable place -------------------------------------
+    @fuse_errors
+    async def create(self, parent_inode: InodeT, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[FileInfo, EntryAttributes]:
+        parent = self._dir(parent_inode)
+        if not isinstance(parent, DownloadsDir):
+            raise ReadOnly("read-only file system")
+        node = parent.create(os.fsdecode(name))
+        if flags & os.O_TRUNC:
+            node.truncate(0)
+        self.inodes.remember(node.inode)
+        return self._open_handle(node, writer=True), self.attributes(node)
+
+    @fuse_errors
+    async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:
+        handle: OpenFile = self._handle(fh)
+        if not (handle.writer and isinstance(handle.node, ManifestFile)):
+            raise ReadOnly("read-only file system")
+        return await self._downloads().write(handle.node, off, buf)
+
+    def _downloads(self) -> DownloadsDir:
+        node = self.tree.root.children[".downloads"]
+        assert isinstance(node, DownloadsDir)
+        return node
+
+    @fuse_errors
+    async def flush(self, fh: FileHandleT) -> None:
+        """close(2): a manifest's last writer closing submits it (errors reach close)."""
+        handle: OpenFile = self._handle(fh)
+        node = handle.node
+        if handle.writer and isinstance(node, ManifestFile) and node.writers <= 1:
+            await self._downloads().submit(node)
+
+    @fuse_errors
+    async def setattr(self, inode: InodeT, attr: EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: FileHandleT | None, ctx: Any) -> EntryAttributes:
+        node = self.tree.node(inode)
+        if not isinstance(node, ManifestFile):
+            raise ReadOnly("read-only file system")
+        if fields.update_size:
+            node.truncate(attr.st_size)
+        return self.attributes(node)  # times and modes of a manifest are ours to keep
+
+    @fuse_errors
+    async def unlink(self, parent_inode: InodeT, name: bytes, ctx: Any) -> None:
+        parent = self._dir(parent_inode)
+        if not isinstance(parent, DownloadsDir):
+            raise ReadOnly("read-only file system")
+        await parent.unlink(os.fsdecode(name))
+
+    @fuse_errors
+    async def mkdir(self, parent_inode: InodeT, name: bytes, mode: int,
+                    ctx: Any) -> EntryAttributes:
+        if isinstance(self._dir(parent_inode), DownloadsDir):
+            raise NotPermitted("no subdirectories in .downloads")
+        raise ReadOnly("read-only file system")
 
     # -- attributes --------------------------------------------------------------
     @fuse_errors
@@ -191,8 +270,8 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def access(self, inode: InodeT, mode: int, ctx: Any) -> bool:
-        self.tree.node(inode)
-        if mode & os.W_OK:
+        node = self.tree.node(inode)
+        if mode & os.W_OK and not (node.mode & 0o200):
             raise ReadOnly("read-only file system")
         return True
 
@@ -210,15 +289,10 @@ class Operations(pyfuse3.Operations):
     async def _read_only(self, *args: Any, **kwargs: Any) -> Any:
         raise FUSEError(errno.EROFS)
 
-    setattr = _read_only
     mknod = _read_only
-    mkdir = _read_only
-    unlink = _read_only
     rmdir = _read_only
     symlink = _read_only
     rename = _read_only
     link = _read_only
-    create = _read_only
-    write = _read_only
     setxattr = _read_only
     removexattr = _read_only

@@ -22,3 +22,31 @@ have the same name, the one with the lowest id keeps it and the others get
 
 More: docs/usage.md in the flowfs sources, or `flowfs --help`.
 """
+
+DOWNLOADS_README = """\
+.downloads/ turns a list of files into one ZIP archive, built by Flow.
+
+1. Write a manifest here, one entry a line:
+     projects/Liver RNA-seq/samples          (a directory: every file below it)
+     samples/liver_1/liver_1.bam             (a file, relative to the mount root)
+     /home/me/flow/data/notes.txt            (an absolute path inside the mount)
+     id:102                                  (a data id)
+     # comments and blank lines are ignored
+     by_execution: true                      (group the ZIP by execution)
+
+     printf 'projects/Liver RNA-seq/samples\\n' > .downloads/liver.manifest
+
+2. When you close it, flowfs checks every line. If all are good, Flow starts
+   building liver.zip; the manifest disappears and liver.status appears.
+   If a line is bad, the write fails ("Invalid argument"), nothing is
+   submitted, the manifest stays, and liver.error says what is wrong.
+
+3. cat liver.status shows progress (JSON, always fresh).
+   liver.zip appears here when the archive is ready; read or copy it
+   like any file. Archives expire (see "expires" in the status).
+
+4. rm liver.zip (or liver.status) deletes the job.
+
+Names: letters, digits, '.', '_' and '-', 1 to 100 characters, not starting
+with '.'. A manifest is at most 10 MiB. No subdirectories.
+"""

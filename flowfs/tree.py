@@ -37,6 +37,8 @@ class Node:
     is_dir = False
     mode = FILE_MODE
     kind = ""  # user.flow.kind
+    volatile = False  # True: the kernel must not cache its entry or attributes
+    direct_io = False  # True: every read comes to us (content that changes)
 
     def __init__(self, tree: Tree, mtime: float, *, root: bool = False) -> None:
         self.tree = tree
@@ -60,11 +62,13 @@ class FileNode(Node):
 
     keep_cache = True
 
-    def __init__(self, tree: Tree, data: DataFile, kind: str = "data") -> None:
+    def __init__(self, tree: Tree, data: DataFile, kind: str = "data",
+                 url: str | None = None, cache_key: str | None = None) -> None:
         super().__init__(tree, data.created)
         self.data = data
         self.kind = kind
-        self.url = tree.api.data_url(data.id, data.filename)
+        self.url = url or tree.api.data_url(data.id, data.filename)
+        self._cache_key = cache_key or data.id
 
     @property
     def size(self) -> int:
@@ -72,7 +76,7 @@ class FileNode(Node):
 
     @property
     def cache_key(self) -> str:
-        return self.data.id
+        return self._cache_key
 
     def xattrs(self) -> dict[str, bytes]:
         attrs = {"user.flow.id": self.data.id.encode(), "user.flow.url": self.url.encode(),
@@ -88,9 +92,13 @@ class TextFile(Node):
     keep_cache = True
     kind = "text"
 
-    def __init__(self, tree: Tree, content: str) -> None:
-        super().__init__(tree, tree.started)
-        self.content = content.encode()
+    def __init__(self, tree: Tree, content: str | bytes, mtime: float | None = None) -> None:
+        super().__init__(tree, tree.started if mtime is None else mtime)
+        self._content = content.encode() if isinstance(content, str) else bytes(content)
+
+    @property
+    def content(self) -> bytes:
+        return self._content
 
     @property
     def size(self) -> int:
@@ -201,6 +209,7 @@ class Tree:
         *,
         ttl: float,
         invalidate: Callable[[int, str], None],
+        extra: Callable[[Tree], dict[str, Node]] | None = None,
     ) -> None:
         self.api = api
         self.inodes = inodes
@@ -209,6 +218,8 @@ class Tree:
         self.started = time.time()
         self._files: dict[str, FileNode] = {}
         self.root = self._build_root()
+        if extra is not None:
+            self.root.children.update(extra(self))
 
     def _build_root(self) -> StaticDir:
         from flowfs.readme import ROOT_README

@@ -78,7 +78,8 @@ import hashlib, json, os, sys
 root = sys.argv[1]
 out = []
 for dirpath, dirnames, filenames in os.walk(root):
-    dirnames[:] = sorted(d for d in dirnames if not (dirpath == root and d == "by-id"))
+    dirnames[:] = sorted(d for d in dirnames
+                         if not (dirpath == root and d in ("by-id", ".downloads")))
     for name in sorted(filenames):
         path = os.path.join(dirpath, name)
         rel = os.path.relpath(path, root)
