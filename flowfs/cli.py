@@ -208,6 +208,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(mountpoint, wait=not args.no_wait)
 
 
+def cmd_downloads(args: argparse.Namespace) -> int:
+    from flowfs import downloads_cli as d
+
+    mount = d.find_mount(args.mount)
+    if args.action == "list":
+        return d.cmd_list(mount)
+    if args.action == "create":
+        return d.cmd_create(mount, args.name, args.paths, args.by_execution)
+    return d.cmd_wait(mount, args.name, args.timeout)
+
+
+def add_downloads(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("downloads", help="bulk ZIP downloads (.downloads/) from the shell")
+    p.add_argument("--mount", help="the flowfs mount (default: the one you are in)")
+    acts = p.add_subparsers(dest="action", required=True)
+    acts.add_parser("list", help="list bulk downloads and their state")
+    c = acts.add_parser("create", help="create a bulk download of PATHs (or id:<data id>)")
+    c.add_argument("name")
+    c.add_argument("paths", nargs="+")
+    c.add_argument("--by-execution", action="store_true", help="group the ZIP by execution")
+    w = acts.add_parser("wait", help="follow a bulk download until it is ready")
+    w.add_argument("name")
+    w.add_argument("--timeout", type=float, help="give up after this many seconds")
+    p.set_defaults(handler=cmd_downloads)
+
+
 # -- the table -----------------------------------------------------------------
 
 def add_mount(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -239,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_login)
     p = sub.add_parser("logout", help="forget the stored session")
     p.set_defaults(handler=cmd_logout)
+    add_downloads(sub)
     p = sub.add_parser("demo", help="a demo server with demo data, mounted and shown")
     p.add_argument("mountpoint", nargs="?", help="where to mount (default: a temporary dir)")
     p.add_argument("--no-wait", action="store_true", help="end after the tour")

@@ -57,6 +57,7 @@ class ManifestFile(TextFile):
         # as it is (a job from the remaining lines would silently miss them).
         self.problems: list[tuple[int, str]] = []
         self.dropped_lines = 0
+        self.refused: tuple[int, bytes] | None = None  # the last refused write
 
     @property
     def content(self) -> bytes:
@@ -81,7 +82,7 @@ class ManifestFile(TextFile):
         self.buffer.extend(b"\0" * (size - len(self.buffer)))
         self.checked = min(self.checked, size)
         if size == 0:  # a fresh start
-            self.problems, self.dropped_lines = [], 0
+            self.problems, self.dropped_lines, self.refused = [], 0, None
         self.mtime = time.time()
 
 
@@ -321,9 +322,12 @@ class DownloadsDir(DirNode):
             return manifest.store(offset, data)
         if offset + len(data) > MAX_MANIFEST_BYTES:
             raise TooBig(f"a manifest is limited to {MAX_MANIFEST_BYTES} bytes")
+        if manifest.refused == (offset, data):  # a writer retrying the same write
+            self._fail(manifest.stem, manifest.problems)
         parsed = parse(text[:end], self.mountpoint)
         _, problems = await self._resolve(parsed)
         if parsed.errors or problems:
+            manifest.refused = (offset, data)
             first = manifest.buffer.count(b"\n", 0, manifest.checked) + manifest.dropped_lines
             manifest.problems += [(n + first, m) for n, m in parsed.errors + problems]
             manifest.dropped_lines += data.count(b"\n")

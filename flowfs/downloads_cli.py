@@ -1,0 +1,182 @@
+"""`flowfs downloads list|create|wait`: the `.downloads/` protocol from the shell.
+
+Works through a mounted flowfs (it needs no credentials of its own): it reads
+`.status` files and writes manifests exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flowfs.errors import FlowError
+from flowfs.manifest import valid_name
+
+POLL = 1.0
+
+
+def find_mount(given: str | None) -> Path:
+    """The mount to use: the one given, the one containing the cwd, or the only one."""
+    if given:
+        path = Path(given).absolute()
+        if not (path / ".downloads").is_dir():
+            raise FlowError(f"{path} is not a flowfs mount (no .downloads/ in it)")
+        return path
+    mounts = flowfs_mounts()
+    cwd = Path.cwd()
+    inside = [m for m in mounts if cwd == m or m in cwd.parents]
+    if inside:
+        return inside[0]
+    if len(mounts) == 1:
+        return mounts[0]
+    if not mounts:
+        raise FlowError("no flowfs mount found: mount one with 'flowfs mount DIR' first")
+    raise FlowError("several flowfs mounts: choose one with --mount DIR")
+
+
+def flowfs_mounts() -> list[Path]:
+    found = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            left, _, right = line.partition(" - ")
+            if right.split(" ", 1)[0] == "fuse.flowfs":
+                found.append(Path(left.split()[4].replace("\\040", " ")))
+    return found
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {"status": "unknown"}
+
+
+def cmd_list(mount: Path) -> int:
+    rows = []
+    for status_file in sorted((mount / ".downloads").glob("*.status")):
+        st = read_status(status_file) or {}
+        rows.append((status_file.stem, str(st.get("status")), _pct(st), _size(st.get("size"))))
+    if not rows:
+        print("no bulk downloads")
+        return 0
+    width = max(len(r[0]) for r in rows)
+    print(f"{'NAME':<{width}}  {'STATUS':<10}  {'PROGRESS':>8}  SIZE")
+    for name, status, pct, size in rows:
+        print(f"{name:<{width}}  {status:<10}  {pct:>8}  {size}")
+    return 0
+
+
+def _pct(st: dict[str, Any]) -> str:
+    p = st.get("progress")
+    return f"{p}%" if isinstance(p, int | float) else "-"
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, int):
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+def cmd_create(mount: Path, name: str, paths: list[str], by_execution: bool) -> int:
+    if not valid_name(name):
+        raise FlowError(f"{name!r}: use letters, digits, '.', '_', '-' (1-100, no leading '.')")
+    lines = [p if p.startswith("id:") else str(Path(p).absolute()) for p in paths]
+    if by_execution:
+        lines.append("by_execution: true")
+    manifest = mount / ".downloads" / f"{name}.manifest"
+    try:
+        with open(manifest, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+    except OSError as exc:
+        error = mount / ".downloads" / f"{name}.error"
+        detail = error.read_text() if error.exists() else ""
+        raise FlowError(f"{exc.strerror}\n{detail}".rstrip()) from None
+    print(f"created {name}: follow it with 'flowfs downloads wait {name}'")
+    return 0
+
+
+def cmd_wait(mount: Path, name: str, timeout: float | None) -> int:
+    """Follow a job until it completes (0) or fails, expires or vanishes (1)."""
+    status_file = mount / ".downloads" / f"{name}.status"
+    bar = _progress_bar(name)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = None
+    try:
+        while True:
+            st = read_status(status_file)
+            if st is None:
+                print(f"{name}: no such bulk download", file=sys.stderr)
+                return 1
+            state = st.get("status")
+            bar.update(st)
+            if state == "completed":
+                bar.close(f"{name}: ready: {mount / '.downloads' / (name + '.zip')}")
+                return 0
+            if state in ("failed", "expired"):
+                bar.close(f"{name}: {state}: {st.get('error') or ''}".rstrip(": "))
+                return 1
+            if deadline is not None and time.monotonic() > deadline:
+                bar.close(f"{name}: still {state} after {timeout:.0f} s")
+                return 1
+            if state != last:
+                last = state
+            time.sleep(POLL)
+    finally:
+        bar.close(None)
+
+
+class _Plain:
+    """Progress as plain lines (not a terminal): one line per change."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.last: tuple[Any, Any] | None = None
+        self.closed = False
+
+    def update(self, st: dict[str, Any]) -> None:
+        now = (st.get("status"), st.get("progress"))
+        if now != self.last:
+            self.last = now
+            print(f"{self.name}: {now[0]} {_pct(st)}", flush=True)
+
+    def close(self, message: str | None) -> None:
+        if message and not self.closed:
+            print(message, flush=True)
+        self.closed = self.closed or message is not None
+
+
+class _Bar(_Plain):
+    """A tqdm progress bar on a terminal."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, desc=name, unit="%",
+                        bar_format="{desc}: {bar} {n:.0f}% {postfix}")
+
+    def update(self, st: dict[str, Any]) -> None:
+        p = st.get("progress")
+        if isinstance(p, int | float):
+            self.bar.n = p
+        self.bar.set_postfix_str(str(st.get("status")))
+
+    def close(self, message: str | None) -> None:
+        if not self.closed:
+            self.bar.close()
+        super().close(message)
+
+
+def _progress_bar(name: str) -> _Plain:
+    return _Bar(name) if sys.stdout.isatty() and os.environ.get("TERM") != "dumb" else _Plain(name)
