@@ -1,0 +1,149 @@
+"""``flowfs serve``: command-line entry point of the reference server.
+
+Exit codes: 0 after a clean stop (SIGINT/SIGTERM included), 2 for a bad
+catalog or bad settings (one line on stderr, never a traceback), 1 if the
+server cannot listen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+from flowfs.server import config as defaults
+from flowfs.server.app import API_PREFIX, open_server
+from flowfs.server.catalog import CatalogError
+from flowfs.server.config import ServerConfig
+from flowfs.server.runner import announce, base_url, bind, serve
+
+log = logging.getLogger(__name__)
+_PROG = "flowfs serve"
+
+
+class _Stopped(Exception):
+    """A signal arrived before the server was up."""
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be 0-65535")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (every flag is described in docs/server.md)."""
+    parser = argparse.ArgumentParser(prog=_PROG, description="Serve a catalog as a Flow API.")
+    add = parser.add_argument
+    add("--catalog", type=Path, required=True, help="catalog JSON file")
+    add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    add("--port", type=_port, default=defaults.DEFAULT_PORT, help="port (0: any free port)")
+    add("--state-dir", type=Path, help="secrets, md5 cache, jobs (default: a temp dir)")
+    add("--files-url", help="files server URL handed out in download URLs")
+    add("--token-ttl", type=_positive_seconds, default=defaults.DEFAULT_TOKEN_TTL)
+    add("--refresh-ttl", type=_positive_seconds, default=defaults.DEFAULT_REFRESH_TTL)
+    add("--job-ttl", type=_positive_seconds, default=defaults.DEFAULT_JOB_TTL,
+        help="seconds a finished bulk archive stays downloadable")
+    add("--job-delay", type=_seconds, default=0.0,
+        help="test knob: every job spends at least this long processing")
+    add("--workers", type=int, default=defaults.DEFAULT_WORKERS, help="archive threads")
+    add("--ready-file", type=Path, help="write {api, files, pid} JSON here once ready")
+    add("--access-log", type=Path, help="append one JSON line per request here")
+    add("--export-dir", type=Path, help="maintain downloads/<id>/<filename> symlinks here")
+    add("--debug", action="store_true", help="log more (never secrets)")
+    return parser
+
+
+@contextlib.contextmanager
+def _state_dir(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(mode=0o700, parents=True, exist_ok=True)
+        yield given.resolve()
+        return
+    temp = Path(tempfile.mkdtemp(prefix="flowfs-serve-"))
+    try:
+        yield temp
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _raise_stopped(sig: int, frame: FrameType | None) -> None:
+    raise _Stopped
+
+
+def _config(args: argparse.Namespace, state_dir: Path) -> ServerConfig:
+    return ServerConfig(
+        catalog=args.catalog, state_dir=state_dir, host=args.host, port=args.port,
+        files_url=args.files_url, token_ttl=args.token_ttl, refresh_ttl=args.refresh_ttl,
+        job_ttl=args.job_ttl, job_delay=args.job_delay, workers=max(1, args.workers),
+        ready_file=args.ready_file, access_log=args.access_log, export_dir=args.export_dir,
+    )
+
+
+def _run(config: ServerConfig) -> int:
+    try:
+        sock = bind(config.host, config.port)
+    except OSError as exc:
+        print(f"{_PROG}: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    with sock, open_server(config) as app:
+        files = base_url(sock)
+        serve(app, sock, lambda: announce(files + API_PREFIX, files, config.ready_file))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the reference server until SIGINT/SIGTERM; the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with _signals_stop_startup():
+        try:
+            with _state_dir(args.state_dir) as state_dir:
+                return _run(_config(args, state_dir))
+        except CatalogError as exc:
+            print(f"{_PROG}: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"{_PROG}: {exc}", file=sys.stderr)
+            return 2
+        except _Stopped:
+            return 0
+
+
+@contextlib.contextmanager
+def _signals_stop_startup() -> Iterator[None]:
+    """Until the server runs (it has its own handlers), SIGINT/SIGTERM end startup quietly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
