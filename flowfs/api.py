@@ -24,6 +24,9 @@ import trio
 from flowfs import __version__
 from flowfs.auth import Credentials, TokenState
 from flowfs.errors import AuthExpired, BadReply, Forbidden, NotFound, Transient
+from flowfs.transport import BODY_EXTENSION, CHUNK_EXTENSION, RangeTransport
+
+Bytes = bytes | bytearray | list[bytearray]  # a range's bytes, possibly in block-sized pieces
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +89,9 @@ def new_client(max_connections: int = 64) -> httpx.AsyncClient:
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
     timeout = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=60.0)
+    inner = httpx.AsyncHTTPTransport(limits=limits)
     return httpx.AsyncClient(
-        limits=limits, timeout=timeout, follow_redirects=True,
+        transport=RangeTransport(inner), timeout=timeout, follow_redirects=True,
         headers={"User-Agent": f"flowfs/{__version__}"},
     )
 
@@ -204,16 +208,22 @@ class FlowAPI:
         return merged
 
     # -- bytes ------------------------------------------------------------------
-    async def fetch_range(self, url: str, start: int, end: int) -> bytes:
-        """Exactly the bytes [start, end) of ``url``, checked before they are returned."""
+    async def fetch_range(self, url: str, start: int, end: int, chunk: int = 0) -> Bytes:
+        """Exactly the bytes [start, end) of ``url``, checked before they are returned.
+
+        With ``chunk``, the bytes may come as a list of pieces of that size (the last
+        one shorter), received in place without a copy.
+        """
         if end <= start:
             return b""
         headers = {"Range": f"bytes={start}-{end - 1}"}
+        extensions = {CHUNK_EXTENSION: chunk} if chunk else None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                async with self._request("GET", url, headers=headers) as resp:
+                async with self._request("GET", url, headers=headers,
+                                         extensions=extensions) as resp:
                     data = await _read_range(resp, start, end)
-                self.bytes_fetched += len(data)
+                self.bytes_fetched += end - start
                 return data
             except (BadReply, _Truncated) as exc:
                 if attempt == MAX_ATTEMPTS:
@@ -306,7 +316,7 @@ async def _read_bounded(resp: httpx.Response, limit: int, allow_truncate: bool =
     return b"".join(chunks)
 
 
-async def _read_range(resp: httpx.Response, start: int, end: int) -> bytes:
+async def _read_range(resp: httpx.Response, start: int, end: int) -> Bytes:
     """Check a Range reply and read exactly [start, end) of the file from it."""
     want = end - start
     skip = 0
@@ -326,6 +336,12 @@ async def _read_range(resp: httpx.Response, start: int, end: int) -> bytes:
             raise BadReply(f"a full reply of {length} bytes cannot hold bytes up to {end}")
     else:
         raise BadReply(f"unexpected HTTP {resp.status_code} to a Range request")
+    body = resp.extensions.get(BODY_EXTENSION)
+    if isinstance(body, list) and resp.status_code == 206:
+        got = sum(len(piece) for piece in body)
+        if got != want:  # the lean transport read exactly Content-Length bytes
+            raise _Truncated(f"body of {got} bytes for {want}")
+        return body[0] if len(body) == 1 else body
     buf = bytearray(want)
     view = memoryview(buf)
     try:
@@ -335,7 +351,7 @@ async def _read_range(resp: httpx.Response, start: int, end: int) -> bytes:
         raise _Truncated(f"body cut short ({type(exc).__name__})") from None
     if got != want:
         raise _Truncated(f"body ended after {got} of {want} bytes")
-    return bytes(buf)
+    return buf
 
 
 async def _fill(body: AsyncIterator[bytes], view: memoryview, skip: int, want: int,

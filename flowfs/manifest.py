@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 MAX_MANIFEST_BYTES = 10 * 2**20
 MAX_LINE_CHARS = 4096
-NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _OPTION_RE = re.compile(r"^by_execution\s*:\s*(\S*)\s*$", re.IGNORECASE)
 _ID_RE = re.compile(r"^id:\s*(\S*)$")
 
@@ -36,7 +36,7 @@ class Manifest:
 
 def valid_name(name: str) -> bool:
     """A job name as design.md allows: [A-Za-z0-9._-], 1-100 characters, no leading dot."""
-    return bool(NAME_RE.match(name))
+    return bool(NAME_RE.fullmatch(name))
 
 
 def parse(raw: bytes, mountpoint: str) -> Manifest:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyfuse3
 import trio
@@ -96,12 +97,14 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready) -> N
         downloads = tree.root.children[".downloads"]
         assert isinstance(downloads, DownloadsDir)
 
-        async def fetch(target: FileNode, start: int, end: int) -> bytes:
-            return await api.fetch_range(target.url, start, end)
+        reader_config = ReaderConfig(cache_bytes=config.cache_size, io_timeout=config.io_timeout)
+
+        async def fetch(target: FileNode, start: int, end: int) -> Any:
+            # Block-sized pieces go straight into the cache without another copy.
+            return await api.fetch_range(target.url, start, end, chunk=reader_config.block_size)
 
         async with trio.open_nursery() as nursery:
-            reader = Reader(fetch, nursery, ReaderConfig(  # type: ignore[arg-type]
-                cache_bytes=config.cache_size, io_timeout=config.io_timeout))
+            reader = Reader(fetch, nursery, reader_config)  # type: ignore[arg-type]
             ops = Operations(tree, inodes, reader, uid=config.uid, gid=config.gid,
                              ttl=config.dir_ttl)
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))

@@ -39,7 +39,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 from cachetools import LRUCache
@@ -67,7 +67,7 @@ class Target(Protocol):
         ...
 
 
-Fetch = Callable[[Target, int, int], Awaitable[bytes]]
+Fetch = Callable[[Target, int, int], Awaitable[Any]]  # bytes, bytearray or block pieces
 """``fetch(target, start, end)``: exactly the bytes ``[start, end)`` or a domain error."""
 
 
@@ -358,7 +358,7 @@ class Reader:
         """Fetch one run of blocks; always settles its pending entries (rule 3)."""
         target = request.target
         start, end = run_span(request.blocks, target.size, self._bs)
-        data: bytes | None = None
+        data: Any = None
         error: FlowError | None = None
         try:
             with request.scope, trio.move_on_after(self._config.io_timeout) as deadline:
@@ -368,9 +368,9 @@ class Reader:
                     f"fetch of {target.cache_key} [{start}, {end}) "
                     f"{_why_empty(request.scope, deadline)}"
                 )
-            elif len(data) != end - start:
+            elif _length(data) != end - start:
                 error = BadReply(
-                    f"{target.cache_key} [{start}, {end}): got {len(data)} bytes, "
+                    f"{target.cache_key} [{start}, {end}): got {_length(data)} bytes, "
                     f"expected {end - start}"
                 )
                 data = None
@@ -387,7 +387,7 @@ class Reader:
                 error = Transient(f"fetch of {target.cache_key} [{start}, {end}) abandoned")
             self._settle(request, data, error)
 
-    def _settle(self, request: _Request, data: bytes | None, error: FlowError | None) -> None:
+    def _settle(self, request: _Request, data: Any, error: FlowError | None) -> None:
         """Deliver a request's outcome to its pending entries, synchronously (rule 2)."""
         self._release(request)
         key = request.target.cache_key
@@ -396,7 +396,7 @@ class Reader:
                 self._counts["fetch_errors"] += 1
             log.debug("fetch %s blocks %s failed: %s", key, request.blocks, error)
         else:
-            self._counts["bytes_fetched"] += len(data)
+            self._counts["bytes_fetched"] += _length(data)
         blocks = _split(data, len(request.blocks), self._bs) if data is not None else None
         outcome = zip(request.blocks, request.pendings, strict=True)
         for offset, (index, pending) in enumerate(outcome):
@@ -428,12 +428,21 @@ class Reader:
             self._ra_requests -= 1
 
 
-def _split(data: bytes, count: int, block_size: int) -> list[bytes]:
-    """Cut a run's bytes into per-block ``bytes`` (one copy each; none for one block).
+def _length(data: Any) -> int:
+    return sum(len(p) for p in data) if isinstance(data, list) else len(data)
+
+
+def _split(data: Any, count: int, block_size: int) -> list[Any]:
+    """Cut a run's bytes into per-block buffers (one copy each; none for one block).
 
     Blocks are copied out of the reply rather than kept as views of it, so that an evicted
-    block really frees its memory and the cache's byte accounting stays true.
+    block really frees its memory and the cache's byte accounting stays true. A reply that
+    already comes as block-sized pieces (received in place) is used as it is.
     """
+    if isinstance(data, list):
+        if len(data) == count and all(len(p) == block_size for p in data[:-1]):
+            return data
+        data = b"".join(data)
     if count == 1 and type(data) is bytes:
         return [data]
     with memoryview(data) as view:
@@ -445,7 +454,8 @@ def _assemble(have: dict[int, bytes], start: int, end: int, block_size: int) -> 
     parts = list(pieces(start, end, block_size))
     if len(parts) == 1:
         index, lo, hi = parts[0]
-        return have[index][lo:hi]
+        block = have[index]
+        return block[lo:hi] if type(block) is bytes else bytes(memoryview(block)[lo:hi])
     return b"".join(memoryview(have[index])[lo:hi] for index, lo, hi in parts)
 
 

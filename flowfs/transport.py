@@ -1,0 +1,230 @@
+"""A lean httpx transport for the byte path: Range GETs read straight into one buffer.
+
+Plain httpx moves a few hundred MB/s per core: every 64 KiB chunk of a body
+passes through several layers of async generators. For the one request that
+carries nearly all bytes (``GET`` with ``Range`` over plain HTTP), this
+transport writes the request itself, reads the response head, and then
+``recv_into``s the body directly into a preallocated ``bytearray`` over a
+pooled keep-alive connection. The response keeps the httpx shape (status,
+headers, a stream), so retries, authentication and status mapping in ``api``
+are unchanged; ``api`` takes the filled buffer from the response extension
+``flowfs_body`` without copying it.
+
+Everything else — other methods, HTTPS, chunked or unsized bodies, a ``200``
+to a Range request, redirects — goes through the regular httpx transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import trio
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD = 64 * 1024
+MAX_ERROR_BODY = 1024 * 1024
+MAX_IDLE_PER_HOST = 64
+BODY_EXTENSION = "flowfs_body"
+CHUNK_EXTENSION = "flowfs_chunk"  # request: receive the body as pieces of this size
+
+
+class _Unsupported(Exception):
+    """A reply the lean path does not handle; the request is repeated through httpx."""
+
+
+class _Stale(Exception):
+    """A pooled connection that the server had closed: retry on a fresh one."""
+
+
+class _BufferStream(httpx.AsyncByteStream):
+    def __init__(self, body: list[bytearray]) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self._body:
+            yield bytes(piece)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class RangeTransport(httpx.AsyncBaseTransport):
+    """Range GETs over plain HTTP the lean way; everything else through ``inner``."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self._inner = inner or httpx.AsyncHTTPTransport()
+        self._idle: dict[tuple[str, int], list[trio.socket.SocketType]] = {}
+
+    async def aclose(self) -> None:
+        for socks in self._idle.values():
+            for sock in socks:
+                sock.close()
+        self._idle.clear()
+        await self._inner.aclose()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not (request.method == "GET" and request.url.scheme == "http"
+                and "range" in request.headers):
+            return await self._inner.handle_async_request(request)
+        try:
+            return await self._lean(request)
+        except _Unsupported:
+            return await self._inner.handle_async_request(request)
+
+    async def _lean(self, request: httpx.Request) -> httpx.Response:
+        key = (request.url.host, request.url.port or 80)
+        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
+        for attempt in (1, 2):
+            sock, reused = await self._checkout(key, timeouts.get("connect"))
+            clean = False
+            try:
+                response, keep = await self._exchange(sock, request, timeouts, reused)
+                clean = keep
+                return response
+            except _Stale:
+                if attempt == 2:
+                    raise httpx.RemoteProtocolError("server closed the connection") from None
+            finally:
+                if clean:
+                    self._checkin(key, sock)
+                else:
+                    sock.close()
+        raise AssertionError("unreachable")
+
+    async def _checkout(self, key: tuple[str, int],
+                        timeout: float | None) -> tuple[trio.socket.SocketType, bool]:
+        idle = self._idle.get(key)
+        if idle:
+            return idle.pop(), True
+        try:
+            with trio.fail_after(timeout or 60.0):
+                infos = await trio.socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)
+                family, type_, proto, _, addr = infos[0]
+                sock = trio.socket.socket(family, type_, proto)
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    await sock.connect(addr)
+                except BaseException:
+                    sock.close()
+                    raise
+        except trio.TooSlowError:
+            raise httpx.ConnectTimeout(f"connecting to {key[0]}:{key[1]}") from None
+        except OSError as exc:
+            raise httpx.ConnectError(f"{key[0]}:{key[1]}: {exc.strerror or exc}") from None
+        return sock, False
+
+    def _checkin(self, key: tuple[str, int], sock: trio.socket.SocketType) -> None:
+        idle = self._idle.setdefault(key, [])
+        if len(idle) < MAX_IDLE_PER_HOST:
+            idle.append(sock)
+        else:
+            sock.close()
+
+    async def _exchange(self, sock: trio.socket.SocketType, request: httpx.Request,
+                        timeouts: dict[str, Any], reused: bool) -> tuple[httpx.Response, bool]:
+        read_timeout = timeouts.get("read") or 60.0
+        try:
+            await _send_all(sock, _request_bytes(request))
+            with trio.fail_after(read_timeout):
+                status, headers, extra = await _read_head(sock, reused)
+            length = _content_length(headers)
+            if status == 200 or length is None or length > _limit(status):
+                raise _Unsupported  # a full body, chunked, or unknown length: httpx's job
+            chunk = request.extensions.get(CHUNK_EXTENSION) or length or 1
+            body = [bytearray(min(chunk, length - at)) for at in range(0, length, chunk)]
+            await _receive_into(sock, body, extra, read_timeout)
+        except trio.TooSlowError:
+            raise httpx.ReadTimeout("the server did not answer in time") from None
+        except OSError as exc:
+            if reused:
+                raise _Stale from None
+            raise httpx.ReadError(str(exc.strerror or exc)) from None
+        keep = not any(k == b"connection" and v.lower() == b"close" for k, v in headers)
+        response = httpx.Response(status, headers=headers, stream=_BufferStream(body),
+                                  request=request,
+                                  extensions={BODY_EXTENSION: body, "http_version": b"HTTP/1.1"})
+        return response, keep
+
+
+async def _receive_into(sock: trio.socket.SocketType, pieces: list[bytearray], extra: bytes,
+                        timeout: float) -> None:
+    """Fill ``pieces`` in order: first from ``extra`` (read with the head), then the socket."""
+    for piece in pieces:
+        view = memoryview(piece)
+        got = min(len(extra), len(piece))
+        view[:got] = extra[:got]
+        extra = extra[got:]
+        while got < len(piece):
+            with trio.fail_after(timeout):
+                n = await sock.recv_into(view[got:])
+            if n == 0:
+                raise httpx.RemoteProtocolError("connection closed before the whole body")
+            got += n
+
+
+def _limit(status: int) -> int:
+    return 1 << 40 if status == 206 else MAX_ERROR_BODY
+
+
+def _request_bytes(request: httpx.Request) -> bytes:
+    target = request.url.raw_path
+    lines = [b"GET " + target + b" HTTP/1.1"]
+    for name, value in request.headers.raw:
+        if name.lower() == b"accept-encoding":
+            continue  # byte ranges of the stored bytes, never a re-encoding of them
+        lines.append(name + b": " + value)
+    lines.append(b"Accept-Encoding: identity")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        sent = await sock.send(view)
+        view = view[sent:]
+
+
+async def _read_head(sock: trio.socket.SocketType,
+                     reused: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and the body bytes that arrived with them."""
+    buf = bytearray()
+    while True:
+        chunk = await sock.recv(MAX_HEAD)
+        if not chunk:
+            if reused and not buf:
+                raise _Stale
+            raise httpx.RemoteProtocolError("connection closed before a complete response head")
+        buf += chunk
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        if len(buf) > MAX_HEAD:
+            raise httpx.RemoteProtocolError("response head too large")
+    lines = bytes(buf[:end]).split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise httpx.RemoteProtocolError("not an HTTP/1.x response")
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            raise httpx.RemoteProtocolError("malformed response header")
+        headers.append((name.lower(), value.strip()))
+    if parts[0] == b"HTTP/1.0":
+        headers.append((b"connection", b"close"))
+    return int(parts[1]), headers, bytes(buf[end + 4:])
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    if any(k == b"transfer-encoding" for k, _ in headers):
+        return None
+    values = {v for k, v in headers if k == b"content-length"}
+    if len(values) != 1:
+        return None
+    value = values.pop()
+    return int(value) if value.isdigit() and len(value) < 19 else None
