@@ -189,7 +189,11 @@ class Operations(pyfuse3.Operations):
             return handle.node.content[off:off + size]
         if handle.stream is None:
             raise NotFound("not a readable file")
-        return await self.reader.read(handle.stream, off, size)
+        try:
+            return await self.reader.read(handle.stream, off, size)
+        except NotFound:
+            self.tree.expire()  # 404/410: the file is gone; the listings showing it are stale
+            raise
 
     @fuse_errors
     async def release(self, fh: FileHandleT) -> None:

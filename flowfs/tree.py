@@ -153,14 +153,17 @@ class ListingDir(DirNode):
         self._children: dict[str, Node] = {}
         self._keys: dict[str, Hashable] = {}
         self._fetched_at: float | None = None
+        self._generation = tree.generation
         self._lock = trio.Lock()
 
     async def _fetch(self) -> list[Child]:
         raise NotImplementedError
 
     def _fresh(self) -> bool:
-        return self._fetched_at is not None and (
-            time.monotonic() - self._fetched_at < self.tree.ttl
+        return (
+            self._fetched_at is not None
+            and self._generation == self.tree.generation
+            and time.monotonic() - self._fetched_at < self.tree.ttl
         )
 
     async def entries(self) -> dict[str, Node]:
@@ -178,6 +181,7 @@ class ListingDir(DirNode):
                 return self._children
             self._reconcile(fresh)
             self._fetched_at = time.monotonic()
+            self._generation = self.tree.generation
         return self._children
 
     def _reconcile(self, fresh: list[Child]) -> None:
@@ -216,6 +220,7 @@ class Tree:
         self.ttl = ttl
         self.invalidate = invalidate
         self.started = time.time()
+        self.generation = 0  # bumped to make every listing stale at once
         self._files: dict[str, FileNode] = {}
         self.root = self._build_root()
         if extra is not None:
@@ -248,6 +253,10 @@ class Tree:
             node = FileNode(self, data)
             self._files[data.id] = node
         return node
+
+    def expire(self) -> None:
+        """Something we showed is gone on the server: refresh listings on next use."""
+        self.generation += 1
 
     def forget_entry(self, parent: DirNode, name: str, node: Node) -> None:
         """A name left a listing (or changed meaning)."""

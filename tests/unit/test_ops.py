@@ -1,0 +1,223 @@
+"""Operations called directly (no kernel): the FUSE answers a tool would get."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pyfuse3
+import pytest
+import trio
+
+from flowfs.api import FlowAPI
+from flowfs.auth import Credentials
+from flowfs.downloads import DownloadsDir
+from flowfs.inodes import ROOT_INODE, InodeTable
+from flowfs.ops import Operations
+from flowfs.reader import Reader, ReaderConfig
+from flowfs.tree import Node, Tree
+
+BYTES = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: crosses blocks, ends part-way
+DATA = [
+    {"id": "100", "filename": "reads.fastq.gz", "size": len(BYTES), "created": 1700000000,
+     "md5": "m" * 32, "sample": {"id": "10"}, "execution": None},
+    {"id": "101", "filename": "reads.fastq.gz", "size": 4, "created": 1700000001,
+     "sample": {"id": "10"}, "execution": None},
+]
+
+
+class FakeFlow:
+    """A tiny in-memory Flow: enough API for the tree, ranges and bulk jobs."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.jobs: list[dict[str, Any]] = []
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        path = req.url.path
+        self.requests.append(f"{req.method} {path}")
+        if path.startswith("/downloads/100/"):
+            return self.ranged(req, BYTES)
+        if path.startswith("/downloads/101/"):
+            return self.ranged(req, b"abcd")
+        if req.method == "POST" and path == "/api/downloads":
+            body = json.loads(req.content)
+            job = {"id": "job-1", "name": body["name"], "status": "pending", "progress": 0,
+                   "data": body["data_ids"]}
+            self.jobs.append(job)
+            return httpx.Response(201, json=job)
+        listing = self.listing(path)
+        if listing is None:
+            return httpx.Response(404, json={"error": "Not found"})
+        key, items = listing
+        return httpx.Response(200, json={"count": len(items), "page": 1, key: items})
+
+    def listing(self, path: str) -> tuple[str, list[dict[str, Any]]] | None:
+        table: dict[str, tuple[str, list[dict[str, Any]]]] = {
+            "/api/projects/owned": ("projects", [{"id": "1", "name": "P", "created": 5}]),
+            "/api/projects/shared": ("projects", []),
+            "/api/projects/1/samples": ("samples", [{"id": "10", "name": "s/1"}]),
+            "/api/projects/1/executions": ("executions", []),
+            "/api/samples/10/data": ("data", DATA),
+            "/api/downloads": ("jobs", self.jobs),
+        }
+        return table.get(path)
+
+    @staticmethod
+    def ranged(req: httpx.Request, data: bytes) -> httpx.Response:
+        a, b = (int(x) for x in req.headers["range"].removeprefix("bytes=").split("-"))
+        return httpx.Response(206, stream=httpx.ByteStream(data[a:b + 1]),
+                              headers={"Content-Range": f"bytes {a}-{b}/{len(data)}"})
+
+
+@pytest.fixture
+async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
+    flow = FakeFlow()
+    client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
+    api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
+    inodes: InodeTable[Node] = InodeTable()
+    tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None,
+                extra=lambda t: {".downloads": DownloadsDir(t, "/mnt", lambda i, n: None)})
+    async with client, trio.open_nursery() as nursery:
+        reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
+        yield Operations(tree, inodes, reader, uid=os.getuid(), gid=os.getgid(), ttl=60), flow
+        nursery.cancel_scope.cancel()
+
+
+def api_fetch(api: FlowAPI) -> Any:
+    async def fetch(target: Any, start: int, end: int) -> Any:
+        return await api.fetch_range(target.url, start, end)
+    return fetch
+
+
+async def walk(ops: Operations, *names: str) -> pyfuse3.EntryAttributes:
+    ino = ROOT_INODE
+    attr = await ops.getattr(ino)
+    for name in names:
+        attr = await ops.lookup(ino, name.encode())
+        ino = attr.st_ino
+    return attr
+
+
+async def test_a_file_has_exact_attributes_and_xattrs(ops: Any) -> None:
+    o, _ = ops
+    attr = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+    assert stat.S_ISREG(attr.st_mode) and attr.st_mode & 0o777 == 0o444
+    assert attr.st_size == len(BYTES)
+    assert attr.st_mtime_ns == 1700000000 * 10**9
+    assert await o.getxattr(attr.st_ino, b"user.flow.id", None) == b"100"
+    names = set(await o.listxattr(attr.st_ino, None))
+    assert {b"user.flow.id", b"user.flow.md5", b"user.flow.url", b"user.flow.kind"} <= names
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.getxattr(attr.st_ino, b"user.other", None)
+    assert err.value.errno == pyfuse3.ENOATTR
+
+
+async def test_collisions_keep_the_lowest_id_bare(ops: Any) -> None:
+    o, _ = ops
+    attr = await walk(o, "projects", "P", "samples", "s_1", "reads~101.fastq.gz")
+    assert attr.st_size == 4
+
+
+async def test_reads_return_exact_bytes_across_blocks(ops: Any) -> None:
+    o, _ = ops
+    attr = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+    info = await o.open(attr.st_ino, os.O_RDONLY, None)
+    assert info.keep_cache
+    for off, size in [(0, 10), (262140, 10), (len(BYTES) - 3, 100), (len(BYTES), 10)]:
+        assert await o.read(info.fh, off, size) == BYTES[off:off + size]
+    await o.release(info.fh)
+
+
+async def test_getattr_and_a_second_lookup_send_no_request(ops: Any) -> None:
+    o, flow = ops
+    attr = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+    before = len(flow.requests)
+    await o.getattr(attr.st_ino)
+    await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+    assert len(flow.requests) == before
+
+
+async def test_unknown_names_are_enoent(ops: Any) -> None:
+    o, _ = ops
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await walk(o, "projects", "nope")
+    assert err.value.errno == errno.ENOENT
+
+
+@pytest.mark.parametrize("call", ["mkdir", "unlink", "create", "open_write", "setattr"])
+async def test_changes_outside_downloads_are_erofs(ops: Any, call: str) -> None:
+    o, _ = ops
+    parent = await walk(o, "projects")
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        if call == "mkdir":
+            await o.mkdir(parent.st_ino, b"x", 0o755, None)
+        elif call == "unlink":
+            await o.unlink(parent.st_ino, b"P", None)
+        elif call == "create":
+            await o.create(parent.st_ino, b"x", 0o644, os.O_WRONLY, None)
+        elif call == "open_write":
+            await o.open(ROOT_INODE + 1, os.O_WRONLY, None)
+        else:
+            await o.setattr(ROOT_INODE + 1, pyfuse3.EntryAttributes(), pyfuse3.SetattrFields(),
+                            None, None)
+    assert err.value.errno == errno.EROFS
+
+
+async def test_a_manifest_becomes_a_job_on_close(ops: Any) -> None:
+    o, flow = ops
+    dl = await walk(o, ".downloads")
+    assert dl.st_mode & 0o777 == 0o755
+    info, attr = await o.create(dl.st_ino, b"x.manifest", 0o644, os.O_WRONLY, None)
+    text = b"# a comment\nprojects/P/samples\n"
+    assert await o.write(info.fh, 0, text) == len(text)
+    await o.flush(info.fh)
+    await o.release(info.fh)
+    assert flow.jobs and sorted(flow.jobs[0]["data"]) == ["100", "101"]
+    status = await o.lookup(dl.st_ino, b"x.status")
+    sinfo = await o.open(status.st_ino, os.O_RDONLY, None)
+    assert sinfo.direct_io
+    assert json.loads(await o.read(sinfo.fh, 0, 65536))["status"] == "pending"
+
+
+async def test_a_bad_line_fails_the_write_and_creates_no_job(ops: Any) -> None:
+    o, flow = ops
+    dl = await walk(o, ".downloads")
+    info, _ = await o.create(dl.st_ino, b"bad.manifest", 0o644, os.O_WRONLY, None)
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.write(info.fh, 0, b"projects/nope\n")
+    assert err.value.errno == errno.EINVAL
+    with pytest.raises(pyfuse3.FUSEError):
+        await o.flush(info.fh)
+    assert flow.jobs == []
+    error = await o.lookup(dl.st_ino, b"bad.error")
+    einfo = await o.open(error.st_ino, os.O_RDONLY, None)
+    assert b"line 1: projects/nope" in await o.read(einfo.fh, 0, 4096)
+
+
+@pytest.mark.parametrize(("name", "code"), [(b".x.manifest", errno.EINVAL),
+                                            (b"x.txt", errno.EINVAL)])
+async def test_bad_names_in_downloads(ops: Any, name: bytes, code: int) -> None:
+    o, _ = ops
+    dl = await walk(o, ".downloads")
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.create(dl.st_ino, name, 0o644, os.O_WRONLY, None)
+    assert err.value.errno == code
+
+
+async def test_an_unexpected_bug_is_eio_not_a_crash(ops: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    o, _ = ops
+
+    def boom(ino: int) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(o.tree, "node", boom)
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.getattr(ROOT_INODE)
+    assert err.value.errno == errno.EIO
