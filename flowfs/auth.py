@@ -8,6 +8,7 @@ api layer passes in, so there is one place that talks to the network.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -110,9 +111,31 @@ def discover(api_url: str, env: dict[str, str] | None = None) -> Credentials | N
 
 
 def scrub_environment() -> None:
-    """Drop secrets from our own environment once read (children must not inherit them)."""
+    """Drop secrets from our environment once read.
+
+    ``os.environ.pop`` alone is not enough: /proc/<pid>/environ shows the
+    environment block the process started with, so the strings there are
+    overwritten in place too.
+    """
+    _wipe_initial_environment(SECRET_ENV)
     for name in SECRET_ENV:
         os.environ.pop(name, None)
+
+
+def _wipe_initial_environment(names: tuple[str, ...]) -> None:
+    try:
+        libc = ctypes.CDLL(None)
+        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+    except (OSError, ValueError):  # not glibc-like: nothing more we can do
+        return
+    prefixes = tuple(f"{name}=".encode() for name in names)
+    i = 0
+    while environ[i]:
+        address = environ[i]
+        entry = ctypes.string_at(address)
+        if entry.startswith(prefixes):
+            ctypes.memset(address, 0, len(entry))
+        i += 1
 
 
 Login = Callable[[str, str], Awaitable[tuple[str, str]]]  # (user, password) -> (token, refresh)
