@@ -221,3 +221,32 @@ async def test_an_unexpected_bug_is_eio_not_a_crash(ops: Any,
     with pytest.raises(pyfuse3.FUSEError) as err:
         await o.getattr(ROOT_INODE)
     assert err.value.errno == errno.EIO
+
+
+async def test_a_refresh_keeps_inodes_and_invalidates_changed_names() -> None:
+    flow = FakeFlow()
+    client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
+    api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
+    inodes: InodeTable[Node] = InodeTable()
+    invalidated: list[str] = []
+    tree = Tree(api, inodes, ttl=0, invalidate=lambda ino, name: invalidated.append(name))
+    async with client, trio.open_nursery() as nursery:
+        reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
+        o = Operations(tree, inodes, reader, uid=0, gid=0, ttl=0)
+        kept = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+        gone = await walk(o, "projects", "P", "samples", "s_1", "reads~101.fastq.gz")
+        DATA.append({"id": "102", "filename": "new.bam", "size": 1, "created": 1})
+        removed = DATA.pop(1)
+        try:
+            again = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+            new = await walk(o, "projects", "P", "samples", "s_1", "new.bam")
+            with pytest.raises(pyfuse3.FUSEError):
+                await walk(o, "projects", "P", "samples", "s_1", "reads~101.fastq.gz")
+        finally:
+            DATA.pop()
+            DATA.insert(1, removed)
+        assert again.st_ino == kept.st_ino
+        assert new.st_ino not in (kept.st_ino, gone.st_ino)
+        assert "reads~101.fastq.gz" in invalidated and "new.bam" in invalidated
+        assert "reads.fastq.gz" not in invalidated
+        nursery.cancel_scope.cancel()
