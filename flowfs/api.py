@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import re
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
@@ -89,11 +90,21 @@ def new_client(max_connections: int = 64) -> httpx.AsyncClient:
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
     timeout = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=60.0)
+    if _proxied():
+        # The lean transport speaks to the server directly; behind a proxy let httpx
+        # do everything (it reads HTTP_PROXY/HTTPS_PROXY/NO_PROXY itself).
+        return httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=True,
+                                 headers={"User-Agent": f"flowfs/{__version__}"})
     inner = httpx.AsyncHTTPTransport(limits=limits)
     return httpx.AsyncClient(
         transport=RangeTransport(inner), timeout=timeout, follow_redirects=True,
         headers={"User-Agent": f"flowfs/{__version__}"},
     )
+
+
+def _proxied() -> bool:
+    proxies = urllib.request.getproxies()
+    return "http" in proxies or "https" in proxies or "all" in proxies
 
 
 class FlowAPI:

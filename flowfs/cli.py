@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import getpass
+import json
 import logging
 import os
 import select
@@ -11,10 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from flowfs import __version__
-from flowfs.config import DEFAULT_API_URL, MountConfig, parse_size, state_dir
+from flowfs.config import MountConfig, state_dir
 from flowfs.errors import FlowError
+from flowfs.settings import OPTIONS, Value, mount_config, resolve
 
 log = logging.getLogger("flowfs")
 
@@ -32,35 +34,31 @@ def setup_logging(debug: bool, stream: object = None) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def api_url_default() -> str:
-    return os.environ.get("FLOW_API_URL", DEFAULT_API_URL)
-
-
 # -- mount ---------------------------------------------------------------------
 
-def mount_config(args: argparse.Namespace) -> MountConfig:
-    return MountConfig(
-        mountpoint=Path(args.mountpoint).absolute(),
-        api_url=args.api_url or api_url_default(),
-        files_url=args.files_url or os.environ.get("FLOW_FILES_URL", ""),
-        cache_size=parse_size(args.cache_size),
-        io_timeout=args.io_timeout,
-        dir_ttl=args.dir_ttl,
-        allow_other=args.allow_other,
-        foreground=args.foreground,
-        debug=args.debug,
-    )
+def option_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (None: not given)."""
+    return {option.key: getattr(args, option.key, None) for option in OPTIONS}
+
+
+def settings(args: argparse.Namespace) -> dict[str, Value]:
+    return resolve(option_flags(args))
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from flowfs.mount import check_mountpoint
 
-    config = mount_config(args)
+    config = mount_config(settings(args), foreground=args.foreground, debug=args.debug)
     if READY_FD_ENV not in os.environ:
+        if args.mkdir:
+            config.mountpoint.mkdir(parents=True, exist_ok=True)
         check_mountpoint(config.mountpoint)
     if args.foreground:
         return run_foreground(config)
-    return spawn_daemon(config)
+    argv = [*args.argv, "--foreground"]
+    if args.mountpoint is None:  # the daemon must mount where we checked, whatever happens
+        argv.append(str(config.mountpoint))
+    return spawn_daemon(config, argv)
 
 
 def run_foreground(config: MountConfig) -> int:
@@ -68,14 +66,18 @@ def run_foreground(config: MountConfig) -> int:
 
     from flowfs.auth import discover, scrub_environment
     from flowfs.mount import run
+    from flowfs.notify import Notifier
 
     setup_logging(config.debug)
     ready_fd = os.environ.pop(READY_FD_ENV, None)
+    notifier = Notifier.from_environment()
     reported = False
 
     def ready(error: str | None) -> None:
         nonlocal reported
         reported = True
+        if error is None:
+            notifier.ready(f"serving {config.api_url} at {config.mountpoint}")
         message = "ok" if error is None else f"error: {error}"
         if ready_fd is None:
             if error is None:
@@ -85,11 +87,15 @@ def run_foreground(config: MountConfig) -> int:
         os.write(int(ready_fd), (message + "\n").encode())
         os.close(int(ready_fd))
 
+    def stopping() -> None:
+        notifier.stopping(f"unmounting {config.mountpoint}")
+
     try:
         creds = discover(config.api_url)
         scrub_environment()
-        trio.run(run, config, creds, ready)
+        trio.run(run, config, creds, ready, stopping)
     except FlowError as exc:
+        notifier.send(f"STATUS=failed: {exc}")
         if not reported:
             if ready_fd is not None:
                 ready(str(exc))
@@ -98,7 +104,7 @@ def run_foreground(config: MountConfig) -> int:
     return 0
 
 
-def spawn_daemon(config: MountConfig) -> int:
+def spawn_daemon(config: MountConfig, args: list[str]) -> int:
     """Start `mount --foreground` detached; return once it reports the mount ready."""
     logdir = state_dir()
     logdir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -106,7 +112,7 @@ def spawn_daemon(config: MountConfig) -> int:
     logpath = logdir / f"mount-{slug}.log"
     fd = os.open(logpath, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     read_end, write_end = os.pipe()
-    argv = [sys.executable, "-m", "flowfs", *sys.argv[1:], "--foreground"]
+    argv = [sys.executable, "-m", "flowfs", *args]
     env = {**os.environ, READY_FD_ENV: str(write_end)}
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env,
                             pass_fds=(write_end,), start_new_session=True)
@@ -147,47 +153,73 @@ def _wait_ready(read_end: int, proc: subprocess.Popen[bytes]) -> str:
 def cmd_umount(args: argparse.Namespace) -> int:
     from flowfs.mount import unmount
 
-    print(f"{args.mountpoint}: {unmount(Path(args.mountpoint).absolute())}")
+    if args.mountpoint is not None:
+        path = Path(args.mountpoint).absolute()
+    else:
+        path = settings(args)["mountpoint"].value
+    print(f"{path}: {unmount(path)}")
     return 0
 
 
 # -- credentials ---------------------------------------------------------------
 
 def cmd_login(args: argparse.Namespace) -> int:
-    import trio
+    from flowfs import account
+    from flowfs.auth import session_path
 
-    from flowfs.api import FlowAPI, new_client
-    from flowfs.auth import save_session, session_path
-    from flowfs.config import normalise_url
-
-    api_url = normalise_url(args.api_url or api_url_default())
-    username = args.username or input("Flow username: ").strip()
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("Flow password: ")
-
-    async def login() -> tuple[str, str]:
-        async with new_client() as client:
-            return await FlowAPI(api_url, api_url, None, client).login(username, password)
-
-    token, refresh = trio.run(login)
-    if not refresh:
-        raise FlowError("the server gave no refresh cookie; use FLOW_API_TOKEN instead")
-    save_session(session_path(), api_url, username, token, refresh)
+    api_url = settings(args)["api_url"].value
+    username = account.read_username(args.username)
+    account.login(api_url, username, account.read_password(args.password_stdin))
     print(f"Logged in to {api_url} as {username}; session saved in {session_path()}")
     return 0
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    from flowfs.auth import session_path
+    from flowfs.account import logout
 
-    try:
-        session_path().unlink()
-    except FileNotFoundError:
-        print("not logged in")
-        return 0
-    print("logged out")
+    print("logged out" if logout() else "not logged in")
+    return 0
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    from flowfs.account import describe, whoami
+
+    api_url = settings(args)["api_url"].value
+    user, creds = whoami(api_url)
+    print(describe(user, creds, api_url))
+    return 0
+
+
+# -- the daily helpers -----------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from flowfs.status import render, statuses
+
+    only = Path(os.path.realpath(args.mountpoint)) if args.mountpoint else None
+    found = statuses(only)
+    if args.json:
+        print(json.dumps([status.as_json() for status in found], indent=2))
+    elif not found:
+        print(f"{only} is not a flowfs mount" if only else
+              "no flowfs mounts (mount one with 'flowfs mount DIR')")
+    else:
+        print("\n".join(render(status) for status in found))
+    if only is not None and not found:
+        return 1
+    return 1 if any(status.problem for status in found) else 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from flowfs.settings import config_file, render
+
+    print(render(settings(args), config_file()), end="")
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from flowfs.completion import bash_script
+
+    print(bash_script(build_parser()), end="")
     return 0
 
 
@@ -219,7 +251,7 @@ def cmd_downloads(args: argparse.Namespace) -> int:
     return d.cmd_wait(mount, args.name, args.timeout)
 
 
-def add_downloads(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_downloads(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("downloads", help="bulk ZIP downloads (.downloads/) from the shell")
     p.add_argument("--mount", help="the flowfs mount (default: the one you are in)")
     acts = p.add_subparsers(dest="action", required=True)
@@ -236,35 +268,73 @@ def add_downloads(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 # -- the table -----------------------------------------------------------------
 
-def add_mount(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("mount", help="mount Flow at MOUNTPOINT")
-    p.add_argument("mountpoint")
-    p.add_argument("--api-url", help=f"Flow API URL (env FLOW_API_URL; {DEFAULT_API_URL})")
-    p.add_argument("--files-url", help="files server URL (default: derived from the API URL)")
+def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
+    """Flags for the settings in ``keys`` (default None: "not given", see settings.py)."""
+    for option in OPTIONS:
+        if option.key not in keys:
+            continue
+        help_text = f"{option.help}; env {option.env}"
+        if option.key == "allow_other":
+            p.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_text)
+        else:
+            p.add_argument(option.flag, default=None, metavar=option.key.upper(),
+                           help=help_text)
+
+
+MOUNT_KEYS = ("api_url", "files_url", "cache_size", "io_timeout", "dir_ttl", "allow_other")
+
+
+def add_mount(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mount", help="mount Flow at MOUNTPOINT (default: the configured one)")
+    p.add_argument("mountpoint", nargs="?", help="where to mount (default: ~/flow, see "
+                   "'flowfs config')")
+    add_option_flags(p, MOUNT_KEYS)
     p.add_argument("--foreground", "-f", action="store_true", help="stay attached")
-    p.add_argument("--cache-size", default="512M", help="block cache budget (512M)")
-    p.add_argument("--io-timeout", type=float, default=60.0, help="per-read deadline, s (60)")
-    p.add_argument("--dir-ttl", type=float, default=60.0, help="listing cache TTL, s (60)")
-    p.add_argument("--allow-other", action="store_true", help="let other users in")
+    p.add_argument("--mkdir", action="store_true", help="create MOUNTPOINT if missing")
     p.add_argument("--debug", action="store_true", help="log every operation")
     p.set_defaults(handler=cmd_mount)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowfs", description="Mount Flow as a filesystem.")
-    parser.add_argument("--version", action="version", version=f"flowfs {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_mount(sub)
-    p = sub.add_parser("umount", help="unmount (also a stale mount of a dead daemon)")
-    p.add_argument("mountpoint")
-    p.set_defaults(handler=cmd_umount)
+def add_credentials(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("login", help="log in and store a refreshable session")
-    p.add_argument("--api-url")
+    add_option_flags(p, ("api_url",))
     p.add_argument("--username")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.set_defaults(handler=cmd_login)
     p = sub.add_parser("logout", help="forget the stored session")
     p.set_defaults(handler=cmd_logout)
+    p = sub.add_parser("whoami", help="who the server says you are, and which credentials")
+    add_option_flags(p, ("api_url",))
+    p.set_defaults(handler=cmd_whoami)
+
+
+def add_helpers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="flowfs mounts and their cache, traffic and jobs")
+    p.add_argument("mountpoint", nargs="?", help="only this mount")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_status)
+    p = sub.add_parser("config", help="the effective settings and where each comes from")
+    add_option_flags(p, MOUNT_KEYS)
+    p.set_defaults(handler=cmd_config)
+    p = sub.add_parser("completion", help="print a shell completion script")
+    p.add_argument("shell", choices=["bash"])
+    p.set_defaults(handler=cmd_completion)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowfs", description="Mount Flow as a filesystem.",
+                                     epilog="Settings: flags > environment > "
+                                     "~/.config/flowfs/config.toml > defaults "
+                                     "(see 'flowfs config').")
+    parser.add_argument("--version", action="version", version=f"flowfs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_mount(sub)
+    p = sub.add_parser("umount", help="unmount (also a stale mount of a dead daemon)")
+    p.add_argument("mountpoint", nargs="?", help="default: the configured mount point")
+    p.set_defaults(handler=cmd_umount)
+    add_credentials(sub)
+    add_helpers(sub)
     add_downloads(sub)
     p = sub.add_parser("demo", help="a demo server with demo data, mounted and shown")
     p.add_argument("mountpoint", nargs="?", help="where to mount (default: a temporary dir)")
@@ -276,9 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return int(args.handler(args))
     except FlowError as exc:

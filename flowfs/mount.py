@@ -28,6 +28,7 @@ from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transi
 from flowfs.inodes import InodeTable
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
+from flowfs.stats import STATS_DIR, MountState, stats_dir
 from flowfs.tree import FileNode, Node, Tree
 
 log = logging.getLogger(__name__)
@@ -55,20 +56,28 @@ def check_mountpoint(path: Path) -> None:
         raise ConfigError(f"mount point {path} is not empty")
 
 
-async def preflight(api: FlowAPI, creds: Credentials | None) -> None:
-    """Talk to the server once before mounting, so bad credentials fail loudly now."""
+async def preflight(api: FlowAPI, creds: Credentials | None) -> str | None:
+    """Talk to the server once before mounting, so bad credentials fail loudly now.
+
+    Returns the user's name as the server knows it.
+    """
     if creds is None:
         raise ConfigError(
             "no credentials: run 'flowfs login', or set FLOW_API_TOKEN or FLOW_TOKEN_FILE"
         )
     try:
-        await api.get_json("/me")
+        me = await api.get_json("/me")
     except (AuthExpired, Forbidden):
         raise ConfigError(
             f"the server refused the credentials from {creds.source}: run 'flowfs login'"
         ) from None
     except Transient as exc:
-        raise ConfigError(f"cannot reach Flow at {api.api_url}: {exc}") from None
+        raise ConfigError(
+            f"cannot reach Flow at {api.api_url}: {exc} (check the URL with 'flowfs config', "
+            "and any proxy settings)"
+        ) from None
+    user = me.get("username")
+    return user if isinstance(user, str) else None
 
 
 def fuse_options(config: MountConfig) -> set[str]:
@@ -85,17 +94,16 @@ def _invalidate(parent: int, name: str) -> None:
     pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
 
 
-async def run(config: MountConfig, creds: Credentials | None, ready: Ready) -> None:
-    """Mount and serve until unmounted or signalled. Reports readiness through ``ready``."""
+async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
+              stopping: Callable[[], None] | None = None) -> None:
+    """Mount and serve until unmounted or signalled.
+
+    Reports readiness through ``ready``; calls ``stopping`` once unmounting begins.
+    """
     async with new_client() as client:
         api = FlowAPI(config.api_url, config.files_url, creds, client)
-        await preflight(api, creds)
+        user = await preflight(api, creds)
         inodes: InodeTable[Node] = InodeTable()
-        tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate,
-                    extra=lambda t: {".downloads": DownloadsDir(
-                        t, str(config.mountpoint), _invalidate)})
-        downloads = tree.root.children[".downloads"]
-        assert isinstance(downloads, DownloadsDir)
 
         reader_config = ReaderConfig(cache_bytes=config.cache_size, io_timeout=config.io_timeout)
 
@@ -105,6 +113,16 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready) -> N
 
         async with trio.open_nursery() as nursery:
             reader = Reader(fetch, nursery, reader_config)  # type: ignore[arg-type]
+
+            def extra(tree: Tree) -> dict[str, Node]:
+                downloads = DownloadsDir(tree, str(config.mountpoint), _invalidate)
+                state = MountState(config, api, reader, inodes, downloads, user,
+                                   creds.source if creds else None)
+                return {".downloads": downloads, STATS_DIR: stats_dir(tree, state.snapshot)}
+
+            tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate, extra=extra)
+            downloads = tree.root.children[".downloads"]
+            assert isinstance(downloads, DownloadsDir)
             ops = Operations(tree, inodes, reader, uid=config.uid, gid=config.gid,
                              ttl=config.dir_ttl)
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
@@ -115,6 +133,8 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready) -> N
                 await pyfuse3.main(min_tasks=4, max_tasks=64)
             finally:
                 log.info("unmounting %s", config.mountpoint)
+                if stopping is not None:
+                    stopping()
                 pyfuse3.close(unmount=True)
                 nursery.cancel_scope.cancel()
 

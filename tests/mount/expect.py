@@ -79,7 +79,7 @@ root = sys.argv[1]
 out = []
 for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = sorted(d for d in dirnames
-                         if not (dirpath == root and d in ("by-id", ".downloads")))
+                         if not (dirpath == root and d in ("by-id", ".downloads", ".flowfs")))
     for name in sorted(filenames):
         path = os.path.join(dirpath, name)
         rel = os.path.relpath(path, root)

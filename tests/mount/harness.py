@@ -161,3 +161,178 @@ def user_env(username: str, password: str, **extra: str) -> dict[str, str]:
     env.update(FLOW_USERNAME=username, FLOW_PASSWORD=password, **extra)
     env["XDG_CONFIG_HOME"] = env.get("XDG_CONFIG_HOME_TEST", "/nonexistent-flowfs-config")
     return env
+
+
+# -- helpers for the read, fault, lifecycle and listing-cost tests ----------------------------
+
+FLOWFS = (sys.executable, "-m", "flowfs")
+
+# Reads every path given and prints {path: md5 hex, or "error: <strerror>"} as JSON.
+MD5S = r"""
+import hashlib, json, sys
+out = {}
+for path in sys.argv[1:]:
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            h = hashlib.md5()
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        out[path] = h.hexdigest()
+    except OSError as exc:
+        out[path] = "error: " + (exc.strerror or str(exc))
+json.dump(out, sys.stdout)
+"""
+
+
+def md5s(paths: Sequence[str], timeout: float = DEADLINE) -> dict[str, str]:
+    """md5 of each file read in one child process; failures as ``"error: <strerror>"``."""
+    return json.loads(sh(sys.executable, "-c", MD5S, *paths, timeout=timeout).stdout)
+
+
+def flowfs(*args: str, env: dict[str, str],
+           timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
+    """Run the ``flowfs`` command with a deadline; callers check the exit status."""
+    return subprocess.run([*FLOWFS, *args], capture_output=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """An environment with no Flow credentials at all (and no stored session)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_")}
+    env["XDG_CONFIG_HOME"] = "/nonexistent-flowfs-config"
+    env.update(extra)
+    return env
+
+
+def daemon_pids(mountpoint: Path) -> list[int]:
+    """Live flowfs daemons serving ``mountpoint``, found by command line like ``pgrep -f``."""
+    target = str(mountpoint)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if "flowfs" in args and "mount" in args and target in args and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop_pid(pid: int) -> None:
+    """SIGTERM a process that is not our child, then SIGKILL it if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < end:
+            time.sleep(0.05)
+        if not alive(pid):
+            return
+
+
+def login_token(server: Server, username: str, password: str) -> str:
+    """An access token from the server's login endpoint (what an API key user would hold)."""
+    import httpx
+
+    resp = httpx.post(f"{server.api}/login", json={"username": username, "password": password},
+                      timeout=10)
+    resp.raise_for_status()
+    return str(resp.json()["token"])
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def data_source(catalog_path: Path, data_id: str) -> Path:
+    """The file on disk behind a data id of a catalog."""
+    catalog = json.loads(catalog_path.read_text())
+    entry = next(d for d in catalog["data"] if d["id"] == data_id)
+    path = Path(entry["path"])
+    return path if path.is_absolute() else catalog_path.parent / path
+
+
+# -- the fault-injection proxy (tests/faults/proxy.py) between a mount and its server -------
+
+PROXY_SCRIPT = Path(__file__).resolve().parents[1] / "faults" / "proxy.py"
+
+
+@dataclass
+class FaultProxy:
+    """tests/faults/proxy.py in a subprocess, in front of a running :class:`Server`.
+
+    ``endpoint()`` is a ``Server`` whose URLs point at the proxy: give it to ``Mount``
+    (or the ``own_mounts`` fixture) where a server is expected.
+    """
+
+    upstream: Server
+    workdir: Path
+    spec: str = "off"
+    seed: int = 0
+    args: Sequence[str] = ()
+    proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    def start(self) -> FaultProxy:
+        ready = self.workdir / "proxy-ready.json"
+        ready.unlink(missing_ok=True)
+        cmd = [sys.executable, str(PROXY_SCRIPT), "--upstream", self.upstream.files,
+               "--port", "0", "--ready-file", str(ready), "--faults", self.spec,
+               "--seed", str(self.seed), *self.args]
+        out = open(self.workdir / "proxy.out", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        out.close()
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"proxy exited: {(self.workdir / 'proxy.out').read_text()}")
+            return ready.exists()
+
+        wait_for(up, what="the fault proxy")
+        self.url = json.loads(ready.read_text())["url"]
+        return self
+
+    def endpoint(self) -> Server:
+        """A stand-in server for ``Mount``: the proxy's URLs, the upstream's catalog."""
+        return Server(self.upstream.catalog, self.workdir, api=f"{self.url}/api",
+                      files=self.url)
+
+    def set_faults(self, spec: str, seed: int | None = None) -> None:
+        """Replace the fault spec (``"off"``: none); ``seed`` restarts the random draws."""
+        import httpx
+
+        params = {} if seed is None else {"seed": str(seed)}
+        resp = httpx.put(f"{self.url}/__proxy__/faults", content=spec.encode(),
+                         params=params, timeout=10)
+        assert resp.status_code == 204, resp.text
+
+    def stats(self) -> dict[str, int]:
+        """Counters: ``requests.files``, ``requests.api``, ``fault.<kind>``, ``path./api/x``."""
+        import httpx
+
+        resp = httpx.get(f"{self.url}/__proxy__/stats", timeout=10)
+        resp.raise_for_status()
+        return {k: int(v) for k, v in resp.json().items()}
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.proc = None

@@ -1,0 +1,233 @@
+"""Settings: every mount option's effective value, and where it came from.
+
+Sources, highest first: command-line flags, environment variables, the config
+file (``$XDG_CONFIG_HOME/flowfs/config.toml``, else ``~/.config/flowfs/``),
+built-in defaults. Each option is one row of :data:`OPTIONS` (config as data);
+a bad value fails with one line naming the option and the source it came from.
+The result feeds :class:`~flowfs.config.MountConfig`, built once.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowfs.config import (
+    DEFAULT_API_URL,
+    MiB,
+    MountConfig,
+    config_dir,
+    derive_files_url,
+    normalise_url,
+    parse_size,
+)
+from flowfs.errors import ConfigError
+
+MIN_CACHE = 16 * MiB
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string URL")
+    return normalise_url(value)
+
+
+def _optional_url(value: Any) -> str:
+    return "" if value == "" else _url(value)
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 512M")
+    size = value if isinstance(value, int) else parse_size(str(value))
+    if size < MIN_CACHE:
+        raise ValueError(f"{value!r} is too small: at least 16M")
+    return size
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number of seconds") from None
+
+
+def _positive(value: Any) -> float:
+    seconds = _number(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be more than 0 seconds")
+    return seconds
+
+
+def _not_negative(value: Any) -> float:
+    seconds = _number(value)
+    if seconds < 0:
+        raise ValueError(f"{value!r} must not be negative")
+    return seconds
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _path(value: Any) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise ValueError("must be a directory path")
+    return Path(os.path.expanduser(str(value))).absolute()
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its config.toml key, its environment variable and flag, how to parse it."""
+
+    key: str
+    env: str
+    parse: Callable[[Any], Any]
+    default: Callable[[], Any]
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("api_url", "FLOW_API_URL", _url, lambda: DEFAULT_API_URL, "the Flow API URL"),
+    Option("files_url", "FLOW_FILES_URL", _optional_url, lambda: "",
+           "the files server (default: derived from api_url)"),
+    Option("cache_size", "FLOWFS_CACHE_SIZE", _size, lambda: 512 * MiB,
+           "memory for cached blocks and read-ahead (512M)"),
+    Option("dir_ttl", "FLOWFS_DIR_TTL", _not_negative, lambda: 60.0,
+           "seconds a listing is reused (60)"),
+    Option("io_timeout", "FLOWFS_IO_TIMEOUT", _positive, lambda: 60.0,
+           "seconds one read may take before EIO (60)"),
+    Option("mountpoint", "FLOWFS_MOUNTPOINT", _path, lambda: Path.home() / "flow",
+           "the default mount point (~/flow)"),
+    Option("allow_other", "FLOWFS_ALLOW_OTHER", _bool, lambda: False,
+           "let other local users in (needs user_allow_other in /etc/fuse.conf)"),
+)
+BY_KEY = {option.key: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Value:
+    """An effective value and its source: "flag --x", "env X", "file PATH" or "default"."""
+
+    value: Any
+    source: str
+
+
+def config_file() -> Path:
+    return config_dir() / "config.toml"
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The config file's keys (none if it does not exist); unknown keys are an error."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8", errors="replace"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key in data:
+        if key not in BY_KEY:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(BY_KEY)})")
+    return data
+
+
+def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
+            path: Path | None = None) -> dict[str, Value]:
+    """Every option's effective value. ``flags`` maps keys to a value, or None if not given."""
+    env = os.environ if env is None else env
+    path = config_file() if path is None else path
+    from_file = read_file(path)
+    out: dict[str, Value] = {}
+    for option in OPTIONS:
+        if flags.get(option.key) is not None:
+            raw, source = flags[option.key], f"flag {option.flag}"
+        elif env.get(option.env, "") != "":
+            raw, source = env[option.env], f"env {option.env}"
+        elif option.key in from_file:
+            raw, source = from_file[option.key], f"file {path}"
+        else:
+            out[option.key] = Value(option.default(), "default")
+            continue
+        try:
+            out[option.key] = Value(option.parse(raw), source)
+        except (ValueError, ConfigError) as exc:
+            where = str(path) if source.startswith("file") else source.split(" ", 1)[1]
+            raise ConfigError(f"{where}: {option.key}: {exc}") from None
+    return out
+
+
+def effective_files_url(values: Mapping[str, Value]) -> Value:
+    """files_url as the mount will use it: given, or derived from api_url."""
+    given = values["files_url"]
+    if given.value:
+        return given
+    return Value(derive_files_url(values["api_url"].value), "derived from api_url")
+
+
+def mount_config(values: Mapping[str, Value], *, foreground: bool = False,
+                 debug: bool = False) -> MountConfig:
+    """The one MountConfig of a mount, from resolved settings."""
+    return MountConfig(
+        mountpoint=values["mountpoint"].value,
+        api_url=values["api_url"].value,
+        files_url=values["files_url"].value,
+        cache_size=values["cache_size"].value,
+        io_timeout=values["io_timeout"].value,
+        dir_ttl=values["dir_ttl"].value,
+        allow_other=values["allow_other"].value,
+        foreground=foreground,
+        debug=debug,
+    )
+
+
+def format_size(size: int) -> str:
+    for unit, factor in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def as_toml(key: str, value: Any) -> str:
+    """One ``key = value`` line that config.toml would accept."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif key == "cache_size":
+        text = f'"{format_size(value)}"'
+    elif isinstance(value, int | float):
+        text = f"{value:g}"
+    else:
+        text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{key} = {text}"
+
+
+def render(values: Mapping[str, Value], path: Path) -> str:
+    """``flowfs config``: the effective settings as TOML, each with its source."""
+    exists = "" if path.exists() else " (not found: defaults apply)"
+    lines = [f"# config file: {path}{exists}"]
+    shown = {**values, "files_url": effective_files_url(values)}
+    rows = [(as_toml(key, shown[key].value), shown[key].source) for key in BY_KEY]
+    width = max(len(text) for text, _ in rows)
+    lines += [f"{text:<{width}}  # {source}" for text, source in rows]
+    return "\n".join(lines) + "\n"

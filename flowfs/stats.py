@@ -1,0 +1,94 @@
+"""`.flowfs/`: the mount's own state, as files anyone (and `flowfs status`) can `cat`.
+
+``.flowfs/stats`` is JSON rendered anew on every open from the live objects of
+the mount (counters only: never a token). It is ``volatile`` and ``direct_io``,
+so neither the kernel's attribute cache nor its page cache ever serves an old
+rendering.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowfs import __version__
+from flowfs.api import FlowAPI
+from flowfs.config import MountConfig
+from flowfs.downloads import ACTIVE, DownloadsDir
+from flowfs.inodes import InodeTable
+from flowfs.reader import Reader
+from flowfs.tree import Node, StaticDir, TextFile, Tree
+
+STATS_DIR = ".flowfs"
+STATS_FILE = "stats"
+
+README = """\
+This hidden directory shows the state of this flowfs mount.
+
+stats   JSON: server, user, uptime, cache hits and misses, bytes fetched,
+        requests, inodes, active bulk downloads. Fresh on every read.
+        'flowfs status' shows it for every mount.
+"""
+
+
+class StatsFile(TextFile):
+    """``.flowfs/stats``: ``render()`` as JSON, computed for every open."""
+
+    volatile = True
+    direct_io = True
+
+    def __init__(self, tree: Tree, render: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(tree, b"")
+        self._render = render
+
+    @property
+    def content(self) -> bytes:
+        return (json.dumps(self._render(), indent=2) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class MountState:
+    """The live objects of one mount that its stats are read from."""
+
+    config: MountConfig
+    api: FlowAPI
+    reader: Reader
+    inodes: InodeTable[Node]
+    downloads: DownloadsDir
+    user: str | None = None
+    credentials: str | None = None  # where they came from, e.g. "FLOW_API_TOKEN"
+    started: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The stats document (documented in docs/usage.md)."""
+        jobs = list(self.downloads.jobs.values())
+        return {
+            "version": __version__,
+            "api_url": self.config.api_url,
+            "files_url": self.config.files_url,
+            "mountpoint": str(self.config.mountpoint),
+            "pid": os.getpid(),
+            "user": self.user,
+            "credentials": self.credentials,
+            "started": round(self.started, 3),
+            "uptime": round(time.monotonic() - self.started_monotonic, 3),
+            "cache_size": self.config.cache_size,
+            "cache": self.reader.stats(),
+            "api": {"requests": self.api.requests, "bytes_fetched": self.api.bytes_fetched},
+            "inodes": len(self.inodes),
+            "downloads": {"jobs": len(jobs),
+                          "active": sum(1 for job in jobs if job.status in ACTIVE)},
+        }
+
+
+def stats_dir(tree: Tree, render: Callable[[], dict[str, Any]]) -> StaticDir:
+    """The ``.flowfs/`` directory: README.txt and stats."""
+    directory = StaticDir(tree, tree.started)
+    directory.children = {"README.txt": TextFile(tree, README),
+                          STATS_FILE: StatsFile(tree, render)}
+    return directory

@@ -1,0 +1,150 @@
+"""`flowfs status`: every flowfs mount of this machine and what it is doing.
+
+Mounts come from ``/proc/self/mountinfo`` (filesystem type ``fuse.flowfs``);
+each one's numbers from its own ``.flowfs/stats``, read in a helper thread
+with a deadline, because a hung daemon would block a plain ``open`` forever.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowfs.stats import STATS_DIR, STATS_FILE
+
+FSTYPE = "fuse.flowfs"
+READ_TIMEOUT = 5.0
+_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def parse_mountinfo(text: str) -> list[Path]:
+    """The mount points of flowfs mounts in a mountinfo text."""
+    found = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if sep and len(fields) > 4 and right.split(" ", 1)[0] == FSTYPE:
+            found.append(Path(_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])))
+    return found
+
+
+def flowfs_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Path]:
+    return parse_mountinfo(mountinfo.read_text(errors="replace"))
+
+
+@dataclass(frozen=True)
+class MountStatus:
+    """One mount: its stats document, or the problem that kept us from reading it."""
+
+    mountpoint: Path
+    stats: dict[str, Any] | None
+    problem: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"mountpoint": str(self.mountpoint), "ok": self.problem is None,
+                "problem": self.problem, "stats": self.stats}
+
+
+def _problem(mountpoint: Path, exc: OSError) -> str:
+    if exc.errno == errno.ENOTCONN:
+        return f"stale: its daemon is gone; run 'flowfs umount {mountpoint}'"
+    if exc.errno == errno.EACCES:
+        return "not readable by you (another user's mount without allow_other?)"
+    if exc.errno == errno.ENOENT:
+        return f"no {STATS_DIR}/{STATS_FILE} (a daemon from an older flowfs?)"
+    return f"cannot read its stats: {exc.strerror}"
+
+
+def _start_read(mountpoint: Path) -> tuple[threading.Thread, list[bytes | OSError]]:
+    result: list[bytes | OSError] = []
+
+    def read() -> None:
+        try:
+            result.append((mountpoint / STATS_DIR / STATS_FILE).read_bytes())
+        except OSError as exc:
+            result.append(exc)
+
+    # A daemon thread: if the mount hangs, the thread is abandoned, not waited for.
+    thread = threading.Thread(target=read, daemon=True, name="flowfs-status")
+    thread.start()
+    return thread, result
+
+
+def _finish(mountpoint: Path, result: list[bytes | OSError], timeout: float) -> MountStatus:
+    if not result:
+        return MountStatus(mountpoint, None, f"not answering within {timeout:g} s; if it "
+                           f"stays so, 'flowfs umount {mountpoint}' and mount again")
+    data = result[0]
+    if isinstance(data, OSError):
+        return MountStatus(mountpoint, None, _problem(mountpoint, data))
+    try:
+        stats = json.loads(data)
+    except ValueError:
+        return MountStatus(mountpoint, None, "its stats are not JSON (a different flowfs?)")
+    return MountStatus(mountpoint, stats if isinstance(stats, dict) else None)
+
+
+def read_statuses(mountpoints: list[Path], timeout: float = READ_TIMEOUT) -> list[MountStatus]:
+    """Read every mount's ``.flowfs/stats`` at once, giving up on each after ``timeout`` s."""
+    reads = [(m, *_start_read(m)) for m in mountpoints]
+    deadline = time.monotonic() + timeout
+    for _, thread, _ in reads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [_finish(m, result, timeout) for m, _, result in reads]
+
+
+def read_status(mountpoint: Path, timeout: float = READ_TIMEOUT) -> MountStatus:
+    return read_statuses([mountpoint], timeout)[0]
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    s = int(seconds)
+    d, h, m = s // 86400, s // 3600 % 24, s // 60 % 60
+    if d:
+        return f"{d}d{h}h"
+    if h:
+        return f"{h}h{m:02d}m"
+    return f"{m}m{s % 60:02d}s" if m else f"{s}s"
+
+
+def render(status: MountStatus) -> str:
+    """The human form of one mount's status."""
+    if status.stats is None:
+        return f"{status.mountpoint}: {status.problem}"
+    s = status.stats
+    cache, api, jobs = s.get("cache", {}), s.get("api", {}), s.get("downloads", {})
+    who = f"{s.get('user')} at " if s.get("user") else ""
+    lines = [
+        f"{status.mountpoint}: {who}{s.get('api_url')} "
+        f"(pid {s.get('pid')}, up {human_duration(s.get('uptime', 0))})",
+        f"  cache    {cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses; "
+        f"{human_bytes(cache.get('cached_bytes', 0))} cached of "
+        f"{human_bytes(s.get('cache_size', 0))}",
+        f"  network  {human_bytes(api.get('bytes_fetched', 0))} fetched in "
+        f"{api.get('requests', 0)} requests",
+        f"  inodes   {s.get('inodes', 0)}",
+        f"  bulk     {jobs.get('active', 0)} active of {jobs.get('jobs', 0)} jobs",
+    ]
+    return "\n".join(lines)
+
+
+def statuses(only: Path | None = None) -> list[MountStatus]:
+    """The status of every flowfs mount (or of ``only``)."""
+    mounts = flowfs_mounts()
+    if only is not None:
+        mounts = [m for m in mounts if m == only]
+    return read_statuses(mounts)

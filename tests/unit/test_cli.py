@@ -1,0 +1,173 @@
+"""The command line without a server: --version, config, completion, errors, notify, status."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flowfs import __version__
+from flowfs.cli import build_parser, main
+from flowfs.completion import bash_script
+from flowfs.notify import Notifier
+from flowfs.status import MountStatus, parse_mountinfo, read_status, render
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user with no Flow credentials and no config file."""
+    for name in list(os.environ):
+        if name.startswith(("FLOW_", "FLOWFS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    return tmp_path
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"flowfs {__version__}"
+
+
+def test_config_shows_each_value_and_its_source(home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (home / "cfg" / "flowfs").mkdir(parents=True)
+    (home / "cfg" / "flowfs" / "config.toml").write_text('cache_size = "1G"\n')
+    monkeypatch.setenv("FLOW_API_URL", "http://flow.test/api")
+    assert main(["config", "--dir-ttl", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert 'api_url = "http://flow.test/api"  # env FLOW_API_URL' in [
+        " ".join(line.split()[:3]) + "  " + " ".join(line.split()[3:]) for line in lines]
+    by_key = {line.split()[0]: line for line in lines if not line.startswith("#")}
+    assert by_key["cache_size"].endswith(f"# file {home}/cfg/flowfs/config.toml")
+    assert by_key["dir_ttl"].endswith("# flag --dir-ttl")
+    assert by_key["mountpoint"].endswith("# default")
+
+
+def test_a_bad_config_file_is_one_line_on_stderr(home: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (home / "cfg" / "flowfs").mkdir(parents=True)
+    (home / "cfg" / "flowfs" / "config.toml").write_text("color = 1\n")
+    assert main(["config"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'color'" in err and "config.toml" in err
+
+
+def test_mount_without_a_mount_point_uses_the_configured_one(
+        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (home / "cfg" / "flowfs").mkdir(parents=True)
+    (home / "cfg" / "flowfs" / "config.toml").write_text(f'mountpoint = "{home}/mnt/flow"\n')
+    assert main(["mount"]) == 1
+    assert f"mount point {home}/mnt/flow does not exist (mkdir -p {home}/mnt/flow)" in (
+        capsys.readouterr().err)
+
+
+def test_whoami_without_credentials_names_flowfs_login(
+        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["whoami", "--api-url", "http://127.0.0.1:9/api"]) == 1
+    err = capsys.readouterr().err
+    assert "not logged in" in err and "flowfs login" in err
+
+
+def test_logout_when_not_logged_in(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["logout"]) == 0
+    assert capsys.readouterr().out.strip() == "not logged in"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+@pytest.mark.parametrize("words, expected", [
+    (["flowfs", "mo"], {"mount"}),
+    (["flowfs", "mount", "--ca"], {"--cache-size"}),
+    (["flowfs", "completion", ""], {"bash"}),
+    (["flowfs", "downloads", "w"], {"wait"}),
+])
+def test_bash_completion(words: list[str], expected: set[str], tmp_path: Path) -> None:
+    script = bash_script(build_parser())
+    driver = (script + "\nCOMP_WORDS=(" + " ".join(f"'{w}'" for w in words) + ")\n"
+              f"COMP_CWORD={len(words) - 1}\n_flowfs\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n")
+    out = subprocess.run(["bash", "-c", driver], capture_output=True, text=True, timeout=30,
+                         check=True, cwd=tmp_path).stdout
+    assert set(out.split()) == expected
+
+
+# -- sd_notify ------------------------------------------------------------------
+
+@pytest.fixture
+def listener() -> Iterator[tuple[socket.socket, str]]:
+    """A datagram socket standing in for the service manager (short path: AF_UNIX limit)."""
+    folder = tempfile.mkdtemp(prefix="ffs-", dir="/tmp")
+    path = os.path.join(folder, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(path)
+        sock.settimeout(5)
+        yield sock, path
+    finally:
+        sock.close()
+        shutil.rmtree(folder)
+
+
+def test_notify_sends_ready_and_stopping(listener: tuple[socket.socket, str]) -> None:
+    sock, path = listener
+    env = {"NOTIFY_SOCKET": path, "OTHER": "x"}
+    notifier = Notifier.from_environment(env)
+    assert "NOTIFY_SOCKET" not in env  # children must not inherit it
+    assert notifier.ready("serving")
+    assert sock.recv(4096) == b"READY=1\nSTATUS=serving"
+    assert notifier.stopping()
+    assert sock.recv(4096) == b"STOPPING=1"
+
+
+def test_notify_to_an_abstract_socket() -> None:
+    name = f"flowfs-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(5)
+        assert Notifier.from_environment({"NOTIFY_SOCKET": "@" + name}).ready()
+        assert sock.recv(4096) == b"READY=1"
+
+
+def test_notify_without_a_manager_does_nothing_and_never_raises(tmp_path: Path) -> None:
+    assert not Notifier.from_environment({}).ready()
+    assert not Notifier(str(tmp_path / "gone")).stopping()
+
+
+# -- status ---------------------------------------------------------------------
+
+MOUNTINFO = """\
+22 1 0:21 / /proc rw,nosuid - proc proc rw
+51 22 0:45 / /home/alice/flow rw,nosuid,nodev - fuse.flowfs flowfs rw,user_id=1000
+52 22 0:46 / /home/alice/my\\040flow rw,nosuid,nodev - fuse.flowfs flowfs rw,user_id=1000
+53 22 0:47 / /mnt/other rw - fuse.sshfs host: rw
+"""
+
+
+def test_flowfs_mounts_are_found_in_mountinfo() -> None:
+    assert parse_mountinfo(MOUNTINFO) == [Path("/home/alice/flow"), Path("/home/alice/my flow")]
+
+
+def test_status_of_a_directory_without_stats_says_so(tmp_path: Path) -> None:
+    status = read_status(tmp_path)
+    assert status.stats is None and status.problem and ".flowfs/stats" in status.problem
+
+
+def test_status_renders_the_numbers_a_user_looks_for() -> None:
+    stats = {"api_url": "https://app.flow.bio/api", "user": "alice", "pid": 42, "uptime": 3725,
+             "cache_size": 512 * 2**20, "cache": {"hits": 7, "misses": 3,
+                                                  "cached_bytes": 3 * 2**20},
+             "api": {"requests": 12, "bytes_fetched": 5 * 2**20}, "inodes": 99,
+             "downloads": {"jobs": 2, "active": 1}}
+    text = render(MountStatus(Path("/home/alice/flow"), stats))
+    assert text.splitlines()[0] == (
+        "/home/alice/flow: alice at https://app.flow.bio/api (pid 42, up 1h02m)")
+    assert "7 hits, 3 misses; 3.0M cached of 512.0M" in text
+    assert "5.0M fetched in 12 requests" in text
+    assert "1 active of 2 jobs" in text

@@ -1,0 +1,119 @@
+"""Settings: config file, environment and flags, each value with its source."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from flowfs.config import MiB
+from flowfs.errors import ConfigError
+from flowfs.settings import BY_KEY, config_file, mount_config, read_file, render, resolve
+
+NO_FLAGS: dict[str, object] = {}
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_when_nothing_is_set(tmp_path: Path) -> None:
+    values = resolve(NO_FLAGS, env={}, path=tmp_path / "none.toml")
+    assert values["api_url"].value == "https://app.flow.bio/api"
+    assert values["cache_size"].value == 512 * MiB
+    assert values["mountpoint"].value == Path.home() / "flow"
+    assert values["allow_other"].value is False
+    assert {v.source for v in values.values()} == {"default"}
+
+
+def test_the_file_lives_under_xdg_config_home(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert config_file() == tmp_path / "flowfs" / "config.toml"
+    write(config_file(), 'api_url = "http://flow.example:8000/api/"\ncache_size = "1G"\n')
+    values = resolve(NO_FLAGS, env={})
+    assert values["api_url"].value == "http://flow.example:8000/api"
+    assert values["cache_size"].value == 2**30
+    assert values["cache_size"].source == f"file {config_file()}"
+
+
+def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", "dir_ttl = 5\nio_timeout = 7\ncache_size = 100000000\n")
+    env = {"FLOWFS_DIR_TTL": "6", "FLOWFS_IO_TIMEOUT": "8"}
+    values = resolve({"dir_ttl": "9"}, env=env, path=path)
+    assert (values["dir_ttl"].value, values["dir_ttl"].source) == (9.0, "flag --dir-ttl")
+    assert (values["io_timeout"].value, values["io_timeout"].source) == (8.0,
+                                                                         "env FLOWFS_IO_TIMEOUT")
+    assert values["cache_size"].value == 100000000
+    assert values["cache_size"].source == f"file {path}"
+
+
+def test_an_unknown_key_names_the_key_and_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", 'cache_sise = "1G"\n')
+    with pytest.raises(ConfigError) as err:
+        resolve(NO_FLAGS, env={}, path=path)
+    message = str(err.value)
+    assert str(path) in message and "cache_sise" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("line, key", [
+    ('cache_size = "lots"', "cache_size"),
+    ('cache_size = "1M"', "cache_size"),
+    ("io_timeout = 0", "io_timeout"),
+    ('dir_ttl = "-1"', "dir_ttl"),
+    ('allow_other = "maybe"', "allow_other"),
+    ('api_url = "ftp://x"', "api_url"),
+    ("mountpoint = 3", "mountpoint"),
+])
+def test_a_bad_value_in_the_file_names_the_key_and_the_file(tmp_path: Path, line: str,
+                                                           key: str) -> None:
+    path = write(tmp_path / "c.toml", line + "\n")
+    with pytest.raises(ConfigError) as err:
+        resolve(NO_FLAGS, env={}, path=path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: {key}: ") and "\n" not in message
+
+
+def test_a_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="^FLOWFS_CACHE_SIZE: cache_size: "):
+        resolve(NO_FLAGS, env={"FLOWFS_CACHE_SIZE": "big"}, path=tmp_path / "none.toml")
+
+
+def test_broken_toml_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", "api_url = \n")
+    with pytest.raises(ConfigError, match=f"^{path}: not valid TOML"):
+        read_file(path)
+
+
+def test_environment_booleans_and_paths(tmp_path: Path) -> None:
+    env = {"FLOWFS_ALLOW_OTHER": "yes", "FLOWFS_MOUNTPOINT": "~/somewhere"}
+    values = resolve(NO_FLAGS, env=env, path=tmp_path / "none.toml")
+    assert values["allow_other"].value is True
+    assert values["mountpoint"].value == Path.home() / "somewhere"
+
+
+def test_the_mount_config_is_frozen_and_derives_the_files_url(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", 'api_url = "https://app.flow.bio/api"\nallow_other = true\n')
+    config = mount_config(resolve(NO_FLAGS, env={}, path=path), foreground=True)
+    assert config.files_url == "https://files.flow.bio"
+    assert config.allow_other and config.foreground
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.cache_size = 1  # type: ignore[misc]
+
+
+def test_flowfs_config_output_is_toml_the_file_accepts(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", 'cache_size = "2G"\nmountpoint = "/data/flow"\n')
+    values = resolve({"io_timeout": "30"}, env={"FLOW_API_URL": "http://h:1/api"}, path=path)
+    text = render(values, path)
+    assert f"# file {path}" in text and "# flag --io-timeout" in text
+    assert "# env FLOW_API_URL" in text and "# derived from api_url" in text
+    again = write(tmp_path / "again.toml", text)
+    reparsed = resolve(NO_FLAGS, env={}, path=again)
+    assert set(tomllib.loads(text)) == set(BY_KEY)
+    for key in BY_KEY:
+        if key != "files_url":
+            assert reparsed[key].value == values[key].value, key
