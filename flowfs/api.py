@@ -24,7 +24,7 @@ import trio
 
 from flowfs import __version__
 from flowfs.auth import Credentials, TokenState
-from flowfs.errors import AuthExpired, BadReply, Forbidden, NotFound, Transient
+from flowfs.errors import AuthExpired, BadReply, Forbidden, NotFound, Rejected, Transient
 from flowfs.transport import BODY_EXTENSION, CHUNK_EXTENSION, RangeTransport
 
 Bytes = bytes | bytearray | list[bytearray]  # a range's bytes, possibly in block-sized pieces
@@ -59,6 +59,8 @@ def error_for_status(status: int, body: bytes, what: str) -> Exception:
         return Forbidden(f"{what}: {message}")
     if status in (404, 410):
         return NotFound(f"{what}: {message}")
+    if status in (400, 409, 413, 422):
+        return Rejected(message)
     return Transient(f"{what}: {message}")
 
 
@@ -314,7 +316,7 @@ async def _read_bounded(resp: httpx.Response, limit: int, allow_truncate: bool =
     chunks: list[bytes] = []
     total = 0
     try:
-        async with aclosing(resp.aiter_bytes()) as body:
+        async with aclosing(resp.aiter_bytes()) as body:  # type: ignore[type-var]
             async for chunk in body:
                 total += len(chunk)
                 if total > limit:
@@ -356,7 +358,7 @@ async def _read_range(resp: httpx.Response, start: int, end: int) -> Bytes:
     buf = bytearray(want)
     view = memoryview(buf)
     try:
-        async with aclosing(resp.aiter_raw()) as body:
+        async with aclosing(resp.aiter_raw()) as body:  # type: ignore[type-var]
             got = await _fill(body, view, skip, want, exact=resp.status_code == 206)
     except httpx.TransportError as exc:
         raise _Truncated(f"body cut short ({type(exc).__name__})") from None

@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
@@ -27,6 +28,7 @@ from flowfs.errors import (
     InvalidName,
     NotFound,
     NotPermitted,
+    Rejected,
     TooBig,
 )
 from flowfs.manifest import MAX_MANIFEST_BYTES, Manifest, format_errors, parse, valid_name
@@ -136,6 +138,7 @@ class Job:
                             created=parse_time(self.info.get("finished")) or self.created)
             self._zip = FileNode(self.tree, data, kind="bulk-zip",
                                  url=self.tree.api.job_url(self.id), cache_key=f"zip:{self.id}")
+            self._zip.entry_ttl = 0.0  # it vanishes on expiry: never cache its name
         return self._zip
 
     def render(self) -> bytes:
@@ -172,7 +175,10 @@ class DownloadsDir(DirNode):
 
     def __init__(self, tree: Tree, mountpoint: str, invalidate: Callable[[int, str], None]):
         super().__init__(tree, tree.started)
+        # Absolute manifest paths may name the mount point as given or as resolved
+        # (through symlinks). Resolved now: once mounted, resolving it would ask ourselves.
         self.mountpoint = mountpoint
+        self.roots = tuple(dict.fromkeys([mountpoint, os.path.realpath(mountpoint)]))
         self._invalidate = invalidate
         self.readme = TextFile(tree, DOWNLOADS_README)
         self.manifests: dict[str, ManifestFile] = {}
@@ -286,7 +292,7 @@ class DownloadsDir(DirNode):
             return  # already submitted or removed
         if manifest.problems:
             self._fail(manifest.stem, manifest.problems)
-        parsed = parse(manifest.content, self.mountpoint)
+        parsed = parse(manifest.content, self.roots)
         if not parsed.entries and not parsed.errors:
             return  # nothing written yet (e.g. `touch`): keep composing
         ids, problems = await self._resolve(parsed)
@@ -299,7 +305,7 @@ class DownloadsDir(DirNode):
                    "by_execution": parsed.by_execution}
         try:
             info = await self.tree.api.post_json("/downloads", payload)
-        except (Forbidden, NotFound) as exc:
+        except (Forbidden, NotFound, Rejected) as exc:
             self._fail(manifest.stem, [(0, f"the server refused the job: {exc}")])
         if not isinstance(info.get("id"), str | int):
             self._fail(manifest.stem, [(0, "the server's reply has no job id")])
@@ -314,6 +320,14 @@ class DownloadsDir(DirNode):
         """Store a write; complete lines appended are checked at once, so that even a
         shell redirection (whose close() errors nobody reports) sees its write fail.
         A refused write stores nothing and the manifest cannot be submitted as is."""
+        try:
+            return await self._write(manifest, offset, data)
+        except TooBig:
+            manifest.problems.append((0, f"larger than {MAX_MANIFEST_BYTES} bytes; split it"))
+            self._fail(manifest.stem, manifest.problems, TooBig)
+            raise
+
+    async def _write(self, manifest: ManifestFile, offset: int, data: bytes) -> int:
         if offset != len(manifest.buffer) or offset < manifest.checked:
             return manifest.store(offset, data)  # not an append: checked on close
         text = bytes(manifest.buffer[manifest.checked:]) + data
@@ -324,7 +338,7 @@ class DownloadsDir(DirNode):
             raise TooBig(f"a manifest is limited to {MAX_MANIFEST_BYTES} bytes")
         if manifest.refused == (offset, data):  # a writer retrying the same write
             self._fail(manifest.stem, manifest.problems)
-        parsed = parse(text[:end], self.mountpoint)
+        parsed = parse(text[:end], self.roots)
         _, problems = await self._resolve(parsed)
         if parsed.errors or problems:
             manifest.refused = (offset, data)
@@ -336,11 +350,13 @@ class DownloadsDir(DirNode):
         manifest.checked = manifest.checked + end
         return written
 
-    def _fail(self, stem: str, problems: list[tuple[int, str]]) -> None:
+    def _fail(self, stem: str, problems: list[tuple[int, str]],
+              error: type[FlowError] = BadManifest) -> NoReturn:
+        """Explain the problems in <stem>.error and refuse (EINVAL, or EFBIG for size)."""
         text = format_errors(problems, stem).replace("line 0: ", "")
         self.errors[stem] = TextFile(self.tree, text, time.time())
         self._invalidate(self.inode, f"{stem}.error")
-        raise BadManifest(f"{stem}.manifest: {len(problems)} problem(s), see {stem}.error")
+        raise error(f"{stem}.manifest: {len(problems)} problem(s), see {stem}.error")
 
     async def _resolve(self, parsed: Manifest) -> tuple[list[str], list[tuple[int, str]]]:
         """Data ids of every entry (directories expanded), in order, without duplicates."""
@@ -350,7 +366,9 @@ class DownloadsDir(DirNode):
         for entry in parsed.entries:
             try:
                 if entry.kind == "id":
-                    node = await (await root.lookup("by-id")).lookup(entry.value)
+                    by_id = await root.lookup("by-id")
+                    assert isinstance(by_id, DirNode)
+                    node = await by_id.lookup(entry.value)
                 else:
                     node = await self._walk(root, entry.value.split("/"))
                 found = await self._files_of(node)

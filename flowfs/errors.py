@@ -33,6 +33,10 @@ class BadReply(Transient):
     """The server answered something we cannot trust (wrong Content-Range, short body...)."""
 
 
+class Rejected(FlowError):
+    """The server understood the request and refused it (400, 409, 413, 422)."""
+
+
 class ReadOnly(FlowError):
     """A write outside ``.downloads/``."""
 
@@ -69,6 +73,7 @@ ERRNO_TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (AuthExpired, errno.EACCES),
     (BadReply, errno.EIO),
     (Transient, errno.EIO),
+    (Rejected, errno.EINVAL),
     (ReadOnly, errno.EROFS),
     (BadManifest, errno.EINVAL),
     (InvalidName, errno.EINVAL),

@@ -39,7 +39,7 @@ def valid_name(name: str) -> bool:
     return bool(NAME_RE.fullmatch(name))
 
 
-def parse(raw: bytes, mountpoint: str) -> Manifest:
+def parse(raw: bytes, mountpoint: str | tuple[str, ...]) -> Manifest:
     """Entries, the by_execution option and per-line errors of a manifest's bytes."""
     out = Manifest()
     for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
@@ -56,7 +56,8 @@ def parse(raw: bytes, mountpoint: str) -> Manifest:
     return out
 
 
-def _parse_line(line: str, number: int, mountpoint: str, out: Manifest) -> str | None:
+def _parse_line(line: str, number: int, mountpoint: str | tuple[str, ...],
+                out: Manifest) -> str | None:
     if len(line) > MAX_LINE_CHARS:
         return f"line longer than {MAX_LINE_CHARS} characters"
     if "\x00" in line:
@@ -82,12 +83,17 @@ def _parse_line(line: str, number: int, mountpoint: str, out: Manifest) -> str |
     return None
 
 
-def relative_path(text: str, mountpoint: str) -> tuple[str, str | None]:
-    """A manifest path as components relative to the mount root, or why it is not one."""
+def relative_path(text: str, mountpoint: str | tuple[str, ...]) -> tuple[str, str | None]:
+    """A manifest path as components relative to the mount root, or why it is not one.
+
+    ``mountpoint`` may list several spellings of the mount root (as given, resolved).
+    """
+    roots = (mountpoint,) if isinstance(mountpoint, str) else mountpoint
     if text.startswith("/"):
-        root = mountpoint.rstrip("/") + "/"
-        if not (text + "/").startswith(root):
-            return "", f"outside the mount ({mountpoint})"
+        root = next((r.rstrip("/") + "/" for r in roots
+                     if (text + "/").startswith(r.rstrip("/") + "/")), None)
+        if root is None:
+            return "", f"outside the mount ({roots[0]})"
         text = text[len(root):]
     parts = [p for p in text.split("/") if p not in ("", ".")]
     if ".." in parts:

@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -33,7 +33,7 @@ R = TypeVar("R")
 BLKSIZE = 128 * 1024
 
 
-def fuse_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Map every exception of a handler to a FUSEError (the only kind pyfuse3 accepts)."""
 
     @functools.wraps(fn)
@@ -100,6 +100,8 @@ class Operations(pyfuse3.Operations):
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = ns
         timeout = 0.0 if node.volatile else self.ttl
         attr.entry_timeout = attr.attr_timeout = timeout
+        if node.entry_ttl is not None:
+            attr.entry_timeout = node.entry_ttl
         return attr
 
     def _new_handle(self, obj: Any) -> FileHandleT:

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -38,6 +39,7 @@ class Node:
     mode = FILE_MODE
     kind = ""  # user.flow.kind
     volatile = False  # True: the kernel must not cache its entry or attributes
+    entry_ttl: float | None = None  # overrides the TTL of its name in the kernel's cache
     direct_io = False  # True: every read comes to us (content that changes)
 
     def __init__(self, tree: Tree, mtime: float, *, root: bool = False) -> None:
@@ -280,7 +282,7 @@ def file_children(
     shown = shown or {}
     names = assign_names(((i, shown.get(i, f.filename)) for i, f in by_id.items()), taken)
     return [
-        Child(names[i], ("data", i, by_id[i].size), lambda d=by_id[i]: tree.file_for(d))
+        Child(names[i], ("data", i, by_id[i].size), partial(tree.file_for, by_id[i]))
         for i in by_id
     ]
 
@@ -301,7 +303,7 @@ class ProjectsDir(ListingDir):
             nursery.start_soon(get, "shared")
         projects = {p.id: p for p in found["owned"] + found["shared"]}
         names = assign_names((p.id, p.name) for p in projects.values())
-        return [Child(names[i], ("project", i), lambda p=p: ProjectDir(self.tree, p))
+        return [Child(names[i], ("project", i), partial(ProjectDir, self.tree, p))
                 for i, p in projects.items()]
 
 
@@ -320,14 +322,14 @@ class ProjectDir(StaticDir):
 def sample_children(tree: Tree, samples: Iterable[Sample]) -> list[Child]:
     by_id = {s.id: s for s in samples}
     names = assign_names((s.id, s.name) for s in by_id.values())
-    return [Child(names[i], ("sample", i), lambda s=s: SampleDir(tree, s))
+    return [Child(names[i], ("sample", i), partial(SampleDir, tree, s))
             for i, s in by_id.items()]
 
 
 def execution_children(tree: Tree, executions: Iterable[Execution]) -> list[Child]:
     by_id = {e.id: e for e in executions}
     names = assign_names((e.id, e.dirname) for e in by_id.values())
-    return [Child(names[i], ("execution", i), lambda e=e: ExecutionDir(tree, e))
+    return [Child(names[i], ("execution", i), partial(ExecutionDir, tree, e))
             for i, e in by_id.items()]
 
 
@@ -435,7 +437,7 @@ class ExecutionDir(ListingDir):
         for prefix in dirs.keys() | files.keys():
             subdirs = sorted(dirs.get(prefix, ()))
             children = [Child(d, ("outdir", prefix + (d,)),
-                              lambda p=prefix + (d,): OutputDir(self.tree, self, p))
+                              partial(OutputDir, self.tree, self, prefix + (d,)))
                         for d in subdirs]
             children += file_children(self.tree, files.get(prefix, []), subdirs, shown)
             levels[prefix] = children

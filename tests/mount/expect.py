@@ -40,9 +40,9 @@ def shown_data_ids(catalog: dict[str, Any], user: str) -> set[str]:
                    if e.get("project") in shown_projects or e.get("owner") == user}
     ids = set()
     for d in catalog["data"]:
-        if d.get("sample") in shown_samples or d.get("execution") in shown_execs:
-            ids.add(d["id"])
-        elif not d.get("sample") and not d.get("execution") and d.get("owner") == user:
+        placed = d.get("sample") in shown_samples or d.get("execution") in shown_execs
+        loose = not d.get("sample") and not d.get("execution") and d.get("owner") == user
+        if placed or loose:
             ids.add(d["id"])
     return ids
 
