@@ -197,27 +197,37 @@ class FlowAPI:
             pass
 
     async def list_all(self, path: str, key: str) -> list[dict[str, Any]]:
-        """Every item of a paginated list: page 1, then the rest concurrently."""
+        """Every item of a paginated list: page 1, then the rest concurrently.
+
+        The total from page 1 says how many pages to ask for, but is not trusted
+        beyond that: the first short page ends the list (a server claiming 10**12
+        items costs one extra request, not a billion).
+        """
         first = await self.get_json(path, {"page": 1, "count": PAGE_SIZE})
         items = _page_items(first, key, path)
         total = first.get("count")
-        if not isinstance(total, int) or isinstance(total, bool) or total <= len(items):
+        if (not isinstance(total, int) or isinstance(total, bool) or total <= len(items)
+                or len(items) < PAGE_SIZE):
             return items
-        pages = min(math.ceil(total / PAGE_SIZE), 100_000)
         results: dict[int, list[dict[str, Any]]] = {1: items}
-        limiter = trio.CapacityLimiter(PAGE_CONCURRENCY)
+        state = {"next": 2, "end": math.ceil(total / PAGE_SIZE)}
 
-        async def fetch(page: int) -> None:
-            async with limiter:
-                obj = await self.get_json(path, {"page": page, "count": PAGE_SIZE})
-            results[page] = _page_items(obj, key, path)
+        async def worker() -> None:
+            while state["next"] <= state["end"]:
+                page = state["next"]
+                state["next"] += 1
+                got = _page_items(await self.get_json(path, {"page": page, "count": PAGE_SIZE}),
+                                  key, path)
+                results[page] = got
+                if len(got) < PAGE_SIZE:
+                    state["end"] = min(state["end"], page)
 
         async with trio.open_nursery() as nursery:
-            for page in range(2, pages + 1):
-                nursery.start_soon(fetch, page)
+            for _ in range(PAGE_CONCURRENCY):
+                nursery.start_soon(worker)
         merged: list[dict[str, Any]] = []
-        for page in range(1, pages + 1):
-            merged.extend(results[page])
+        for page in range(1, state["end"] + 1):
+            merged.extend(results.get(page, []))
         return merged
 
     # -- bytes ------------------------------------------------------------------

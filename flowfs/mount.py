@@ -120,7 +120,8 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
                                    creds.source if creds else None)
                 return {".downloads": downloads, STATS_DIR: stats_dir(tree, state.snapshot)}
 
-            tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate, extra=extra)
+            tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate, extra=extra,
+                        io_timeout=config.io_timeout)
             downloads = tree.root.children[".downloads"]
             assert isinstance(downloads, DownloadsDir)
             ops = Operations(tree, inodes, reader, uid=config.uid, gid=config.gid,

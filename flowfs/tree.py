@@ -175,7 +175,14 @@ class ListingDir(DirNode):
             if self._fresh():
                 return self._children
             try:
-                fresh = await self._fetch()
+                with trio.fail_after(self.tree.io_timeout):
+                    fresh = await self._fetch()
+            except trio.TooSlowError:
+                if self._fetched_at is None:
+                    raise Transient(
+                        f"listing took longer than {self.tree.io_timeout:.0f} s") from None
+                log.warning("serving a stale listing: the refresh timed out")
+                return self._children
             except Transient as exc:
                 if self._fetched_at is None:
                     raise
@@ -216,8 +223,10 @@ class Tree:
         ttl: float,
         invalidate: Callable[[int, str], None],
         extra: Callable[[Tree], dict[str, Node]] | None = None,
+        io_timeout: float = 60.0,
     ) -> None:
         self.api = api
+        self.io_timeout = io_timeout  # no listing or lookup waits longer
         self.inodes = inodes
         self.ttl = ttl
         self.invalidate = invalidate
@@ -469,7 +478,11 @@ class ByIdDir(DirNode):
             raise NotFound(name)
         node = self._found.get(name)
         if node is None:
-            obj = await self.tree.api.get_json(f"/data/{name}")
+            try:
+                with trio.fail_after(self.tree.io_timeout):
+                    obj = await self.tree.api.get_json(f"/data/{name}")
+            except trio.TooSlowError:
+                raise Transient(f"looking up data {name} took too long") from None
             data = DataFile.from_json(obj)
             if data.is_directory or data.id != name:
                 raise NotFound(name)
