@@ -176,7 +176,7 @@ class FlowAPI:
             body = await _read_bounded(resp, MAX_JSON_BYTES)
         try:
             obj = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BadReply(f"{path}: the server sent something that is not JSON") from None
         if not isinstance(obj, dict):
             raise BadReply(f"{path}: expected a JSON object")
@@ -188,7 +188,7 @@ class FlowAPI:
             body = await _read_bounded(resp, MAX_JSON_BYTES)
         try:
             obj = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BadReply(f"{path}: the server sent something that is not JSON") from None
         return obj if isinstance(obj, dict) else {}
 
@@ -231,11 +231,13 @@ class FlowAPI:
         return merged
 
     # -- bytes ------------------------------------------------------------------
-    async def fetch_range(self, url: str, start: int, end: int, chunk: int = 0) -> Bytes:
+    async def fetch_range(self, url: str, start: int, end: int, chunk: int = 0,
+                          size: int | None = None) -> Bytes:
         """Exactly the bytes [start, end) of ``url``, checked before they are returned.
 
         With ``chunk``, the bytes may come as a list of pieces of that size (the last
-        one shorter), received in place without a copy.
+        one shorter), received in place without a copy. ``size``, the file's known
+        length, lets a ``200`` reply (a server ignoring Range) be checked too.
         """
         if end <= start:
             return b""
@@ -245,7 +247,7 @@ class FlowAPI:
             try:
                 async with self._request("GET", url, headers=headers,
                                          extensions=extensions) as resp:
-                    data = await _read_range(resp, start, end)
+                    data = await _read_range(resp, start, end, size)
                 self.bytes_fetched += end - start
                 return data
             except (BadReply, _Truncated) as exc:
@@ -339,7 +341,8 @@ async def _read_bounded(resp: httpx.Response, limit: int, allow_truncate: bool =
     return b"".join(chunks)
 
 
-async def _read_range(resp: httpx.Response, start: int, end: int) -> Bytes:
+async def _read_range(resp: httpx.Response, start: int, end: int,
+                      size: int | None = None) -> Bytes:
     """Check a Range reply and read exactly [start, end) of the file from it."""
     want = end - start
     skip = 0
@@ -354,9 +357,13 @@ async def _read_range(resp: httpx.Response, start: int, end: int) -> Bytes:
     elif resp.status_code == 200:
         # The server ignored Range: skip to our bytes and stop reading after them.
         skip = start
+        # The server ignored Range. Only the whole file, of exactly the known size, is
+        # trusted: an error page from a proxy must never pass for file bytes.
         length = resp.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) < end):
+        if length is None or not length.isdigit() or int(length) < end:
             raise BadReply(f"a full reply of {length} bytes cannot hold bytes up to {end}")
+        if size is not None and int(length) != size:
+            raise BadReply(f"a full reply of {length} bytes for a file of {size}")
     else:
         raise BadReply(f"unexpected HTTP {resp.status_code} to a Range request")
     body = resp.extensions.get(BODY_EXTENSION)

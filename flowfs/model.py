@@ -17,7 +17,7 @@ def parse_id(value: Any) -> str:
     """An object id as a canonical digit string; never via float."""
     if isinstance(value, bool):
         raise BadReply(f"bad id {value!r}")
-    if isinstance(value, int):
+    if isinstance(value, int) and value >= 0:
         return str(value)
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 40:
         return value

@@ -201,10 +201,10 @@ async def _read_head(sock: trio.socket.SocketType,
             raise httpx.RemoteProtocolError("connection closed before a complete response head")
         buf += chunk
         end = buf.find(b"\r\n\r\n")
+        if end > MAX_HEAD or (end < 0 and len(buf) > MAX_HEAD):
+            raise httpx.RemoteProtocolError("response head too large")
         if end >= 0:
             break
-        if len(buf) > MAX_HEAD:
-            raise httpx.RemoteProtocolError("response head too large")
     lines = bytes(buf[:end]).split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
