@@ -366,8 +366,12 @@ async def _read_range(resp: httpx.Response, start: int, end: int,
             raise BadReply(f"a full reply of {length} bytes for a file of {size}")
     else:
         raise BadReply(f"unexpected HTTP {resp.status_code} to a Range request")
-    body = resp.extensions.get(BODY_EXTENSION)
-    if isinstance(body, list) and resp.status_code == 206:
+    shared = resp.extensions.pop(BODY_EXTENSION, None)
+    if isinstance(shared, list) and resp.status_code == 206:
+        # httpx responses live in reference cycles until the garbage collector runs;
+        # emptying the list the response's stream shares frees the body with us.
+        body = list(shared)
+        shared.clear()
         got = sum(len(piece) for piece in body)
         if got != want:  # the lean transport read exactly Content-Length bytes
             raise _Truncated(f"body of {got} bytes for {want}")

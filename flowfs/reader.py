@@ -103,12 +103,18 @@ class ReaderConfig:
 
     @property
     def readahead_budget(self) -> int:
-        """Bound on read-ahead bytes in flight across all streams (a quarter of the cache).
+        """Bound on read-ahead bytes in flight across all streams (a quarter of the budget).
 
-        In-flight bytes come on top of the cache, so this keeps memory within 1.25x the
-        cache budget however many streams are open.
+        The cache itself holds the other three quarters (``cache_capacity``), so cached
+        and in-flight read-ahead bytes together stay within ``cache_bytes`` however many
+        streams are open.
         """
         return self.cache_bytes // 4
+
+    @property
+    def cache_capacity(self) -> int:
+        """Bytes of blocks the LRU cache keeps: the budget less the read-ahead in flight."""
+        return max(self.block_size, self.cache_bytes - self.readahead_budget)
 
     @property
     def readahead_share(self) -> int:
@@ -176,7 +182,7 @@ class Reader:
             max_blocks=max(1, config.readahead_max // self._bs),
             slack=config.seq_slack,
         )
-        self._cache: LRUCache[_BlockKey, bytes] = LRUCache(config.cache_bytes, getsizeof=len)
+        self._cache: LRUCache[_BlockKey, bytes] = LRUCache(config.cache_capacity, getsizeof=len)
         self._pending: dict[_BlockKey, _Pending] = {}
         self._ra_bytes = 0
         self._ra_requests = 0
