@@ -1,0 +1,286 @@
+"""What is timed. Each workload runs every contender once per round, alternating, each time
+on a fresh (cold) view, and returns raw samples; ``report`` turns them into medians.
+
+"Cold" means: a new mount (so no page cache of the mounted file and, for rclone's full mode,
+an empty VFS cache), then the page cache dropped, then the *server's* copies of the files read
+back into memory. Every contender so gets the same warm nginx and the VM's disk is not what
+is measured. A failed run is recorded as an error for that contender and the benchmark goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.data import BenchData, Item, MiB, catalog_md5, regions
+from bench.procs import (
+    BenchError,
+    drop_caches,
+    proc_status,
+    run_output,
+    run_parallel,
+    run_timed,
+    warm,
+)
+from bench.services import Contender, View, Workspace, flowfs_mount, reference_server
+
+log = logging.getLogger(__name__)
+
+Result = dict[str, Any]
+WARM_READS = 3
+TIMEOUT = 300.0
+
+
+@dataclass
+class Ctx:
+    """Everything a workload needs; built once by the driver."""
+
+    ws: Workspace
+    data: BenchData
+    rounds: int
+    contenders: dict[str, Contender]
+    cache_size: str
+    cache_bytes: int
+    bam_queries: int
+    open_reads: int = 8  # MiB read from each of the 200 open files
+    drop: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def _cold(ctx: Ctx, sources: Sequence[Path]) -> None:
+    if ctx.drop and not drop_caches():
+        ctx.drop = False
+        ctx.notes.append("page cache not dropped (not root): cold = fresh mount only")
+    warm(sources)
+
+
+def _samples(names: Sequence[str]) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+    return {n: [] for n in names}, {n: [] for n in names}
+
+
+@contextlib.contextmanager
+def _recorded(errors: dict[str, list[str]], name: str, rnd: int) -> Iterator[None]:
+    """Record a failed run as an error of ``name`` and carry on with the next one."""
+    try:
+        yield
+    except (BenchError, subprocess.TimeoutExpired, OSError) as exc:
+        log.warning("round %d, %s failed: %s", rnd + 1, name, exc)
+        errors[name].append(f"round {rnd + 1}: {exc}"[:600])
+
+
+def _mib_s(nbytes: int, seconds: float) -> float:
+    return nbytes / MiB / seconds
+
+
+# -- 1 + 2: cold sequential read, then warm re-reads on the same mount ------------------------
+
+SEQ_CONTENDERS = ("flowfs", "rclone", "rclone_full", "curl")
+
+
+def sequential(ctx: Ctx) -> dict[str, Result]:
+    big = ctx.data.big
+    cold, errors = _samples(SEQ_CONTENDERS)
+    warm, warm_errors = _samples((*SEQ_CONTENDERS[:3], "local"))
+    verified: dict[str, bool] = {}
+    for rnd in range(ctx.rounds):
+        for name in SEQ_CONTENDERS:
+            log.info("sequential: round %d, %s", rnd + 1, name)
+            with _recorded(errors, name, rnd), ctx.contenders[name].fresh() as view:
+                _cold(ctx, [big.source])
+                cold[name].append(_mib_s(big.size, run_timed(view.read_cmd(big), TIMEOUT)))
+                if name in warm:
+                    warm[name].append(_warm_reads(view, big))
+                if rnd == 0 and name != "curl":
+                    verified[name] = _md5(view.path(big)) == catalog_md5(ctx.data.catalog, big.id)
+        with _recorded(warm_errors, "local", rnd), ctx.contenders["local"].fresh() as view:
+            warm["local"].append(_warm_reads(view, big))
+    return {
+        "cold_seq": {"unit": "MiB/s", "higher_is_better": True, "bytes": big.size,
+                     "runs": cold, "errors": errors, "md5_verified": verified},
+        "warm_reread": {"unit": "MiB/s", "higher_is_better": True, "bytes": big.size,
+                        "runs": warm, "errors": warm_errors},
+    }
+
+
+def _md5(path: str) -> str:
+    """md5 of a file as read through a view (once per contender: wrong bytes fast are no win)."""
+    _, out = run_output(["md5sum", path], TIMEOUT)
+    return out.split()[0]
+
+
+def _warm_reads(view: View, item: Item) -> float:
+    times = [run_timed(view.read_cmd(item), TIMEOUT) for _ in range(WARM_READS)]
+    return _mib_s(item.size, statistics.median(times))
+
+
+# -- 3: BAM region queries --------------------------------------------------------------------
+
+BAM_CONTENDERS = ("flowfs", "samtools_http", "rclone", "rclone_full")
+
+
+def bam_queries(ctx: Ctx) -> dict[str, Result]:
+    data = ctx.data
+    regs = regions(ctx.bam_queries, seed=0)
+    totals, errors = _samples(BAM_CONTENDERS)
+    latencies: dict[str, list[float]] = {n: [] for n in BAM_CONTENDERS}
+    counts: dict[str, list[int]] = {}
+    scratch = ctx.ws.root / "samtools-cwd"
+    for rnd in range(ctx.rounds):
+        for name in BAM_CONTENDERS:
+            log.info("bam: round %d, %s (%d queries)", rnd + 1, name, len(regs))
+            contender = ctx.contenders["curl" if name == "samtools_http" else name]
+            with _recorded(errors, name, rnd), contender.fresh() as view:
+                _cold(ctx, [data.bam.source, data.bai.source])
+                # htslib keeps a downloaded index in the working directory: start each
+                # round without one, as a user's first query would.
+                shutil.rmtree(scratch, ignore_errors=True)
+                scratch.mkdir(parents=True)
+                times, found = _query_all(view, data, [str(r) for r in regs], scratch)
+                totals[name].append(sum(times))
+                latencies[name].extend(t * 1000 for t in times)
+                counts.setdefault(name, found)
+    agree = len({tuple(c) for c in counts.values()}) <= 1
+    return {"bam_queries": {
+        "unit": "s", "higher_is_better": False, "queries": len(regs), "bam_bytes": data.bam.size,
+        "runs": totals, "errors": errors, "latencies_ms": latencies, "counts_agree": agree,
+        "reads_counted": sum(next(iter(counts.values()), [])),
+    }}
+
+
+def _query_all(view: View, data: BenchData, regs: Sequence[str],
+               cwd: Path) -> tuple[list[float], list[int]]:
+    bam, bai = view.path(data.bam), view.path(data.bai)
+    times, found = [], []
+    for region in regs:
+        seconds, out = run_output(["samtools", "view", "-c", "-X", bam, bai, region], 60, cwd)
+        times.append(seconds)
+        found.append(int(out.strip()))
+    return times, found
+
+
+# -- 4: several files read at once ------------------------------------------------------------
+
+def concurrent(ctx: Ctx) -> dict[str, Result]:
+    par = ctx.data.par
+    total = sum(item.size for item in par)
+    runs, errors = _samples(SEQ_CONTENDERS)
+    for rnd in range(ctx.rounds):
+        for name in SEQ_CONTENDERS:
+            log.info("concurrent: round %d, %s (%d files)", rnd + 1, name, len(par))
+            with _recorded(errors, name, rnd), ctx.contenders[name].fresh() as view:
+                _cold(ctx, [item.source for item in par])
+                seconds = run_parallel([view.read_cmd(item) for item in par], TIMEOUT)
+                runs[name].append(_mib_s(total, seconds))
+    return {"concurrent": {"unit": "MiB/s", "higher_is_better": True, "files": len(par),
+                           "bytes": total, "runs": runs, "errors": errors}}
+
+
+# -- 5: find over a project of 50,000 files ---------------------------------------------------
+
+_NOT_LISTS = {"/api/me", "/api/login", "/api/token"}
+
+
+def find_many(ctx: Ctx) -> dict[str, Result]:
+    runs, errors = _samples(("flowfs",))
+    requests: list[int] = []
+    entries: list[int] = []
+    ideal: list[int] = []
+    mnt = ctx.ws.root / "mnt" / "flowfs-many"
+    catalog = ctx.data.many_catalog
+    with reference_server(ctx.ws, "many", catalog) as server:
+        for rnd in range(ctx.rounds):
+            log.info("find: round %d", rnd + 1)
+            with _recorded(errors, "flowfs", rnd), flowfs_mount(
+                    ctx.ws, mnt, server.api, server.files, ctx.cache_size):
+                mark = server.log_lines()
+                seconds, out = run_output(
+                    ["find", str(mnt / "projects" / "Many files"), "-printf", "%y %p\\n"],
+                    TIMEOUT)
+                paths = out.splitlines()
+                lists = [r for r in server.requests_since(mark)
+                         if str(r["path"]).startswith("/api/") and r["path"] not in _NOT_LISTS]
+                runs["flowfs"].append(seconds)
+                requests.append(len(lists))
+                entries.append(len(paths) - 1)  # find prints the starting directory too
+                ideal.append(_ideal_lists(paths))
+    return {"find": {"unit": "s", "higher_is_better": False, "files": ctx.data.many_files,
+                     "runs": runs, "errors": errors, "list_requests": requests,
+                     "entries": entries, "ideal_requests": ideal}}
+
+
+def _ideal_lists(lines: Sequence[str]) -> int:
+    """List requests needed at 100 entries a page: for each directory, ceil(entries/100), >= 1.
+
+    ``lines`` are ``find -printf '%y %p\\n'`` output: a type letter, a space, a path.
+    """
+    children: dict[str, int] = {}
+    for line in lines:
+        kind, _, path = line.partition(" ")
+        if kind == "d":
+            children.setdefault(path, 0)
+        parent = path.rsplit("/", 1)[0]
+        if parent in children:
+            children[parent] += 1
+    return sum(max(1, -(-n // 100)) for n in children.values())
+
+
+# -- 6: memory of the daemon ------------------------------------------------------------------
+
+# Opens every path given, then reads CHUNK bytes from each in turn, ROUNDS times, all open.
+_OPEN_MANY = r"""
+import sys
+chunk, rounds = int(sys.argv[1]), int(sys.argv[2])
+files = [open(p, "rb", buffering=0) for p in sys.argv[3:]]
+for _ in range(rounds):
+    for fh in files:
+        fh.read(chunk)
+for fh in files:
+    fh.close()
+"""
+
+
+def memory(ctx: Ctx) -> dict[str, Result]:
+    runs, errors = _samples(("stream8", "open200"))
+    idle: dict[str, list[float]] = {"stream8": [], "open200": []}  # RSS of the mounted daemon
+    flowfs = ctx.contenders["flowfs"]
+    par, opened = ctx.data.par, ctx.data.opened
+    phases: dict[str, Callable[[View], None]] = {
+        "stream8": lambda v: _ignore(run_parallel([v.read_cmd(i) for i in par], TIMEOUT)),
+        "open200": lambda v: _ignore(run_timed(
+            [sys.executable, "-c", _OPEN_MANY, str(MiB), str(ctx.open_reads),
+             *(v.path(i) for i in opened)], TIMEOUT)),
+    }
+    for rnd in range(ctx.rounds):
+        for phase, work in phases.items():
+            log.info("memory: round %d, %s", rnd + 1, phase)
+            with _recorded(errors, phase, rnd), flowfs.fresh() as view:
+                _cold(ctx, [item.source for item in par] + [ctx.data.big.source])
+                assert view.daemon is not None
+                idle[phase].append(proc_status(view.daemon.pid)["VmRSS"] / MiB)
+                work(view)
+                runs[phase].append(proc_status(view.daemon.pid)["VmHWM"] / MiB)
+    return {"memory": {"unit": "MiB", "higher_is_better": False, "cache_size": ctx.cache_size,
+                       "budget_mib": ctx.cache_bytes / MiB + 100, "runs": runs,
+                       "errors": errors, "idle_rss_mib": idle, "open_files": len(opened),
+                       "open_read_mib": ctx.open_reads}}
+
+
+def _ignore(_: float) -> None:
+    return None
+
+
+WORKLOADS: dict[str, Callable[[Ctx], dict[str, Result]]] = {
+    "seq": sequential,
+    "bam": bam_queries,
+    "concurrent": concurrent,
+    "find": find_many,
+    "memory": memory,
+}
