@@ -14,7 +14,7 @@ import math
 import random
 import re
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 from urllib.parse import quote
@@ -24,7 +24,15 @@ import trio
 
 from flowfs import __version__
 from flowfs.auth import Credentials, TokenState
-from flowfs.errors import AuthExpired, BadReply, Forbidden, NotFound, Rejected, Transient
+from flowfs.errors import (
+    AuthExpired,
+    BadReply,
+    FlowError,
+    Forbidden,
+    NotFound,
+    Rejected,
+    Transient,
+)
 from flowfs.transport import BODY_EXTENSION, CHUNK_EXTENSION, RangeTransport
 
 Bytes = bytes | bytearray | list[bytearray]  # a range's bytes, possibly in block-sized pieces
@@ -102,6 +110,36 @@ def new_client(max_connections: int = 64) -> httpx.AsyncClient:
         transport=RangeTransport(inner), timeout=timeout, follow_redirects=True,
         headers={"User-Agent": f"flowfs/{__version__}"},
     )
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first leaf of an exception group, preferring domain errors (for the errno)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    flow = [e for e in leaves if isinstance(e, FlowError)]
+    return (flow or leaves)[0]
+
+
+async def gather(*jobs: Callable[[], Awaitable[None]]) -> None:
+    """Run ``jobs`` concurrently; on failure raise one plain error, not a group.
+
+    trio wraps errors from a nursery in an ExceptionGroup; callers here catch
+    domain errors (``except Transient``), which a group would slip past.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(job)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
 
 
 def _proxied() -> bool:
@@ -222,9 +260,7 @@ class FlowAPI:
                 if len(got) < PAGE_SIZE:
                     state["end"] = min(state["end"], page)
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(PAGE_CONCURRENCY):
-                nursery.start_soon(worker)
+        await gather(*[worker] * PAGE_CONCURRENCY)
         merged: list[dict[str, Any]] = []
         for page in range(1, state["end"] + 1):
             merged.extend(results.get(page, []))
@@ -241,7 +277,8 @@ class FlowAPI:
         """
         if end <= start:
             return b""
-        headers = {"Range": f"bytes={start}-{end - 1}"}
+        # identity: byte ranges of the stored bytes, never of a compressed rendition
+        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
         extensions = {CHUNK_EXTENSION: chunk} if chunk else None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
@@ -287,7 +324,7 @@ class FlowAPI:
             finally:
                 await resp.aclose()
             refusal = status in (401, 403, 404) and (status == 401 or not body.strip())
-            if refusal and not refreshed and not self.auth.anonymous:
+            if refusal and not refreshed and self.auth.refreshable(status):
                 refreshed = True
                 await self.auth.refresh(token)
                 continue
@@ -346,18 +383,22 @@ async def _read_range(resp: httpx.Response, start: int, end: int,
     """Check a Range reply and read exactly [start, end) of the file from it."""
     want = end - start
     skip = 0
+    if resp.headers.get("content-encoding", "identity").lower() != "identity":
+        raise BadReply(f"a {resp.headers['content-encoding']}-encoded reply to a Range request")
     if resp.status_code == 206:
         cr = parse_content_range(resp.headers.get("content-range"))
         if cr is None or cr[0] != start or cr[1] != end:
             raise BadReply(f"Content-Range {resp.headers.get('content-range')!r} "
                            f"does not match bytes {start}-{end - 1}")
+        if size is not None and cr[2] is not None and cr[2] != size:
+            raise BadReply(f"the file is {cr[2]} bytes on the server, {size} in the listing")
         length = resp.headers.get("content-length")
         if length is not None and length != str(want):
             raise BadReply(f"Content-Length {length} for {want} bytes")
     elif resp.status_code == 200:
         # The server ignored Range: skip to our bytes and stop reading after them.
         skip = start
-        # The server ignored Range. Only the whole file, of exactly the known size, is
+        # Only the whole file, of exactly the known size, is
         # trusted: an error page from a proxy must never pass for file bytes.
         length = resp.headers.get("content-length")
         if length is None or not length.isdigit() or int(length) < end:
@@ -370,12 +411,12 @@ async def _read_range(resp: httpx.Response, start: int, end: int,
     if isinstance(shared, list) and resp.status_code == 206:
         # httpx responses live in reference cycles until the garbage collector runs;
         # emptying the list the response's stream shares frees the body with us.
-        body = list(shared)
+        pieces = list(shared)
         shared.clear()
-        got = sum(len(piece) for piece in body)
+        got = sum(len(piece) for piece in pieces)
         if got != want:  # the lean transport read exactly Content-Length bytes
             raise _Truncated(f"body of {got} bytes for {want}")
-        return body[0] if len(body) == 1 else body
+        return pieces[0] if len(pieces) == 1 else pieces
     buf = bytearray(want)
     view = memoryview(buf)
     try:

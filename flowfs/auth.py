@@ -164,6 +164,17 @@ class TokenState:
     def anonymous(self) -> bool:
         return self._creds is None
 
+    def refreshable(self, status: int) -> bool:
+        """Whether a refusal with ``status`` is worth one refresh and retry.
+
+        A 401 always is (for a static token the attempt says "log in again"); an
+        empty 403/404, which real Flow sends for an expired token too, only when a
+        new token can actually be had.
+        """
+        if self._creds is None:
+            return False
+        return status == 401 or self._creds.kind != "token"
+
     async def current(self) -> str | None:
         if self._token is None and self._creds is not None:
             await self.refresh(None)

@@ -84,8 +84,11 @@ def run_foreground(config: MountConfig) -> int:
                 print(f"flowfs: mounted {config.api_url} at {config.mountpoint}; "
                       "Ctrl-C unmounts", file=sys.stderr)
             return
-        os.write(int(ready_fd), (message + "\n").encode())
-        os.close(int(ready_fd))
+        try:
+            os.write(int(ready_fd), (message + "\n").encode())
+            os.close(int(ready_fd))
+        except OSError:  # the parent gave up waiting (Ctrl-C): the mount serves on
+            pass
 
     def stopping() -> None:
         notifier.stopping(f"unmounting {config.mountpoint}")

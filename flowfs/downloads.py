@@ -9,7 +9,6 @@ bad line, and the manifest stays for the user to fix.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from flowfs.errors import (
     NotPermitted,
     Rejected,
     TooBig,
+    Transient,
 )
 from flowfs.manifest import MAX_MANIFEST_BYTES, Manifest, format_errors, parse, valid_name
 from flowfs.model import DataFile, parse_time
@@ -60,6 +60,8 @@ class ManifestFile(TextFile):
         self.problems: list[tuple[int, str]] = []
         self.dropped_lines = 0
         self.refused: tuple[int, bytes] | None = None  # the last refused write
+        self.submitting = False
+        self.submitted = False
 
     @property
     def content(self) -> bytes:
@@ -212,7 +214,11 @@ class DownloadsDir(DirNode):
             return
         self._listed_at = time.monotonic()
         try:
-            items = await self.tree.api.list_all("/downloads", "jobs")
+            with trio.fail_after(self.tree.io_timeout):
+                items = await self.tree.api.list_all("/downloads", "jobs")
+        except trio.TooSlowError:
+            log.warning("listing bulk jobs timed out: showing the jobs known so far")
+            return
         except NotFound:
             self._can_list = False  # a Flow without the job list: show our own jobs only
             return
@@ -274,8 +280,13 @@ class DownloadsDir(DirNode):
         elif ext == "error" and stem in self.errors:
             del self.errors[stem]
         elif ext in ("status", "zip") and (job := self._job_by_stem(stem)) is not None:
-            with contextlib.suppress(NotFound):  # already gone on the server
-                await self.tree.api.delete(f"/downloads/{job.id}")
+            try:
+                with trio.fail_after(self.tree.io_timeout):
+                    await self.tree.api.delete(f"/downloads/{job.id}")
+            except NotFound:
+                pass  # already gone on the server
+            except trio.TooSlowError:
+                raise Transient(f"deleting the job {stem} timed out; try again") from None
             self._drop(job.id)
         elif name == "README.txt":
             raise NotPermitted("README.txt stays")
@@ -287,14 +298,28 @@ class DownloadsDir(DirNode):
         return next((j for j in self.jobs.values() if j.stem == stem), None)
 
     async def submit(self, manifest: ManifestFile) -> None:
-        """Validate a closed manifest and create its job; BadManifest explains refusals."""
-        if self.manifests.get(manifest.stem) is not manifest:
-            return  # already submitted or removed
+        """Validate a closed manifest and create its job; BadManifest explains refusals.
+
+        The manifest is claimed before the first await, so two closes racing (dup'd
+        descriptors) cannot create two jobs; on any refusal it is put back, as it was.
+        """
+        if self.manifests.get(manifest.stem) is not manifest or manifest.submitting:
+            return  # already submitted, being submitted, or removed
         if manifest.problems:
             self._fail(manifest.stem, manifest.problems)
         parsed = parse(manifest.content, self.roots)
         if not parsed.entries and not parsed.errors:
             return  # nothing written yet (e.g. `touch`): keep composing
+        manifest.submitting = True
+        try:
+            with trio.fail_after(self.tree.io_timeout * 2):
+                await self._submit(manifest, parsed)
+        except trio.TooSlowError:
+            raise Transient("the server did not take the job in time; try again") from None
+        finally:
+            manifest.submitting = False
+
+    async def _submit(self, manifest: ManifestFile, parsed: Manifest) -> None:
         ids, problems = await self._resolve(parsed)
         problems = parsed.errors + problems
         if not ids and not problems:
@@ -310,6 +335,7 @@ class DownloadsDir(DirNode):
         if not isinstance(info.get("id"), str | int):
             self._fail(manifest.stem, [(0, "the server's reply has no job id")])
         self.manifests.pop(manifest.stem, None)
+        manifest.submitted = True
         self._invalidate(self.inode, f"{manifest.stem}.manifest")
         if self.errors.pop(manifest.stem, None) is not None:
             self._invalidate(self.inode, f"{manifest.stem}.error")
@@ -328,6 +354,11 @@ class DownloadsDir(DirNode):
             raise
 
     async def _write(self, manifest: ManifestFile, offset: int, data: bytes) -> int:
+        if manifest.submitted or manifest.submitting:
+            # Another descriptor closed first and the job went out without these bytes:
+            # say so rather than drop them silently.
+            raise Transient(f"{manifest.stem}.manifest was already submitted; these lines "
+                            "were not part of it: write a new manifest")
         if offset != len(manifest.buffer) or offset < manifest.checked:
             return manifest.store(offset, data)  # not an append: checked on close
         text = bytes(manifest.buffer[manifest.checked:]) + data
@@ -392,16 +423,23 @@ class DownloadsDir(DirNode):
         return node
 
     async def _files_of(self, node: Node) -> list[str]:
+        """Data ids of a file, or of every file below a directory (empty parts are fine)."""
         if isinstance(node, FileNode) and node.kind == "data":
             return [node.data.id]
         if isinstance(node, DownloadsDir) or not isinstance(node, DirNode):
             raise BadManifest("not a Flow data file or directory")
-        found: list[str] = []
-        for child in (await node.entries()).values():
-            if child.is_dir or (isinstance(child, FileNode) and child.kind == "data"):
-                found += await self._files_of(child)
+        found = await self._files_below(node)
         if not found:
             raise BadManifest("no data files below it")
+        return found
+
+    async def _files_below(self, node: DirNode) -> list[str]:
+        found: list[str] = []
+        for child in (await node.entries()).values():
+            if isinstance(child, FileNode) and child.kind == "data":
+                found.append(child.data.id)
+            elif isinstance(child, DirNode) and not isinstance(child, DownloadsDir):
+                found += await self._files_below(child)
         return found
 
     # -- polling ------------------------------------------------------------------

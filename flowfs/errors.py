@@ -85,6 +85,8 @@ ERRNO_TABLE: tuple[tuple[type[BaseException], int], ...] = (
 
 def errno_for(exc: BaseException) -> int | None:
     """The errno for a domain error, or None for an unexpected exception."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
     for cls, code in ERRNO_TABLE:
         if isinstance(exc, cls):
             return code

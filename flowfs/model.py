@@ -29,7 +29,10 @@ def parse_time(value: Any) -> float:
     if isinstance(value, bool) or value is None:
         return 0.0
     if isinstance(value, int | float):
-        return float(value) if value >= 0 else 0.0
+        try:
+            return float(value) if 0 <= value < 1e12 else 0.0
+        except OverflowError:
+            return 0.0
     if isinstance(value, str):
         try:
             return float(value)

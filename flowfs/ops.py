@@ -8,6 +8,7 @@ than ``FUSEError`` escaping a handler would take the whole mount down).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -21,7 +22,7 @@ import pyfuse3
 from pyfuse3 import EntryAttributes, FileHandleT, FileInfo, FUSEError, InodeT
 
 from flowfs.downloads import DownloadsDir, ManifestFile
-from flowfs.errors import NotFound, NotPermitted, ReadOnly, errno_for
+from flowfs.errors import FlowError, NotFound, NotPermitted, ReadOnly, errno_for
 from flowfs.inodes import InodeTable
 from flowfs.reader import Reader, Stream
 from flowfs.tree import DirNode, FileNode, Node, TextFile, Tree
@@ -204,6 +205,11 @@ class Operations(pyfuse3.Operations):
             self.reader.close(handle.stream)
         if isinstance(handle, OpenFile) and handle.writer and isinstance(handle.node, ManifestFile):
             handle.node.writers -= 1
+            if handle.node.writers == 0:
+                # Two writers that flushed while both were open never saw "the last close";
+                # the last release submits (an error can only go to <name>.error now).
+                with contextlib.suppress(FlowError):
+                    await self._downloads().submit(handle.node)
 
     # -- .downloads/: the only writable place -------------------------------------
     @fuse_errors

@@ -17,6 +17,7 @@ to a Range request, redirects — goes through the regular httpx transport.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -56,9 +57,12 @@ class _BufferStream(httpx.AsyncByteStream):
 class RangeTransport(httpx.AsyncBaseTransport):
     """Range GETs over plain HTTP the lean way; everything else through ``inner``."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport | None = None,
+                 max_connections: int = 64) -> None:
         self._inner = inner or httpx.AsyncHTTPTransport()
         self._idle: dict[tuple[str, int], list[trio.socket.SocketType]] = {}
+        # Bounds open sockets (and so file descriptors) however many fetches run at once.
+        self._slots = trio.Semaphore(max_connections)
 
     async def aclose(self) -> None:
         for socks in self._idle.values():
@@ -79,8 +83,14 @@ class RangeTransport(httpx.AsyncBaseTransport):
     async def _lean(self, request: httpx.Request) -> httpx.Response:
         key = (request.url.host, request.url.port or 80)
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
+        async with self._slots:
+            return await self._attempts(key, request, timeouts)
+
+    async def _attempts(self, key: tuple[str, int], request: httpx.Request,
+                        timeouts: dict[str, Any]) -> httpx.Response:
         for attempt in (1, 2):
-            sock, reused = await self._checkout(key, timeouts.get("connect"))
+            # A pooled connection the server closed is retried once, on a new one.
+            sock, reused = await self._checkout(key, timeouts.get("connect"), attempt == 1)
             clean = False
             try:
                 response, keep = await self._exchange(sock, request, timeouts, reused)
@@ -96,27 +106,21 @@ class RangeTransport(httpx.AsyncBaseTransport):
                     sock.close()
         raise AssertionError("unreachable")
 
-    async def _checkout(self, key: tuple[str, int],
-                        timeout: float | None) -> tuple[trio.socket.SocketType, bool]:
-        idle = self._idle.get(key)
-        if idle:
-            return idle.pop(), True
+    async def _checkout(self, key: tuple[str, int], timeout: float | None,
+                        reuse: bool) -> tuple[trio.socket.SocketType, bool]:
+        idle = self._idle.get(key, [])
+        while reuse and idle:
+            sock = idle.pop()
+            if _still_open(sock):
+                return sock, True
+            sock.close()
         try:
             with trio.fail_after(timeout or 60.0):
-                infos = await trio.socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)
-                family, type_, proto, _, addr = infos[0]
-                sock = trio.socket.socket(family, type_, proto)
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    await sock.connect(addr)
-                except BaseException:
-                    sock.close()
-                    raise
+                return await _connect(key), False
         except trio.TooSlowError:
             raise httpx.ConnectTimeout(f"connecting to {key[0]}:{key[1]}") from None
         except OSError as exc:
             raise httpx.ConnectError(f"{key[0]}:{key[1]}: {exc.strerror or exc}") from None
-        return sock, False
 
     def _checkin(self, key: tuple[str, int], sock: trio.socket.SocketType) -> None:
         idle = self._idle.setdefault(key, [])
@@ -137,14 +141,16 @@ class RangeTransport(httpx.AsyncBaseTransport):
                 raise _Unsupported  # a full body, chunked, or unknown length: httpx's job
             chunk = request.extensions.get(CHUNK_EXTENSION) or length or 1
             body = [bytearray(min(chunk, length - at)) for at in range(0, length, chunk)]
-            await _receive_into(sock, body, extra, read_timeout)
+            over = await _receive_into(sock, body, extra, read_timeout)
         except trio.TooSlowError:
             raise httpx.ReadTimeout("the server did not answer in time") from None
         except OSError as exc:
             if reused:
                 raise _Stale from None
             raise httpx.ReadError(str(exc.strerror or exc)) from None
-        keep = not any(k == b"connection" and v.lower() == b"close" for k, v in headers)
+        # Bytes beyond Content-Length mean we and the server disagree on framing: never reuse.
+        keep = not over and not any(
+            k == b"connection" and v.lower() == b"close" for k, v in headers)
         response = httpx.Response(status, headers=headers, stream=_BufferStream(body),
                                   request=request,
                                   extensions={BODY_EXTENSION: body, "http_version": b"HTTP/1.1"})
@@ -152,8 +158,11 @@ class RangeTransport(httpx.AsyncBaseTransport):
 
 
 async def _receive_into(sock: trio.socket.SocketType, pieces: list[bytearray], extra: bytes,
-                        timeout: float) -> None:
-    """Fill ``pieces`` in order: first from ``extra`` (read with the head), then the socket."""
+                        timeout: float) -> bool:
+    """Fill ``pieces`` in order: first from ``extra`` (read with the head), then the socket.
+
+    True if ``extra`` held more than the body (the connection must not be reused).
+    """
     for piece in pieces:
         view = memoryview(piece)
         got = min(len(extra), len(piece))
@@ -165,6 +174,35 @@ async def _receive_into(sock: trio.socket.SocketType, pieces: list[bytearray], e
             if n == 0:
                 raise httpx.RemoteProtocolError("connection closed before the whole body")
             got += n
+    return bool(extra)
+
+
+async def _connect(key: tuple[str, int]) -> trio.socket.SocketType:
+    """A connection to the first address of ``key`` that accepts one (IPv6 or IPv4)."""
+    infos = await trio.socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)
+    error: OSError = OSError(f"no address for {key[0]}")
+    for family, type_, proto, _, addr in infos:
+        sock = trio.socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await sock.connect(addr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise error
+
+
+def _still_open(sock: trio.socket.SocketType) -> bool:
+    """An idle keep-alive connection has nothing to read; readable means closed (or junk)."""
+    try:
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 def _limit(status: int) -> int:

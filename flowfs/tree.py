@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from flowfs.api import FlowAPI
+from flowfs.api import FlowAPI, gather
 from flowfs.errors import NotFound, Transient
 from flowfs.inodes import InodeTable
 from flowfs.model import DataFile, Execution, Project, Sample
@@ -70,7 +70,8 @@ class FileNode(Node):
         self.data = data
         self.kind = kind
         self.url = url or tree.api.data_url(data.id, data.filename)
-        self._cache_key = cache_key or data.id
+        # With the size: should an id ever come back with other bytes, old blocks can't mix in.
+        self._cache_key = cache_key or f"{data.id}:{data.size}"
 
     @property
     def size(self) -> int:
@@ -171,26 +172,26 @@ class ListingDir(DirNode):
     async def entries(self) -> dict[str, Node]:
         if self._fresh():
             return self._children
-        async with self._lock:  # one refresh at a time; others wait and reuse it
-            if self._fresh():
-                return self._children
-            try:
-                with trio.fail_after(self.tree.io_timeout):
-                    fresh = await self._fetch()
-            except trio.TooSlowError:
-                if self._fetched_at is None:
-                    raise Transient(
-                        f"listing took longer than {self.tree.io_timeout:.0f} s") from None
-                log.warning("serving a stale listing: the refresh timed out")
-                return self._children
-            except Transient as exc:
-                if self._fetched_at is None:
-                    raise
-                log.warning("serving a stale listing after: %s", exc)
-                return self._children
-            self._reconcile(fresh)
-            self._fetched_at = time.monotonic()
-            self._generation = self.tree.generation
+        if self._lock.locked() and self._fetched_at is not None:
+            return self._children  # a refresh is under way: the last listing meanwhile
+        try:
+            # The deadline covers waiting for the lock too: no caller waits on a queue
+            # of refreshes, each with a deadline of its own.
+            with trio.fail_after(self.tree.io_timeout):
+                async with self._lock:  # one refresh at a time; others wait and reuse it
+                    if not self._fresh():
+                        self._reconcile(await self._fetch())
+                        self._fetched_at = time.monotonic()
+                        self._generation = self.tree.generation
+        except trio.TooSlowError:
+            if self._fetched_at is None:
+                raise Transient(
+                    f"listing took longer than {self.tree.io_timeout:.0f} s") from None
+            log.warning("serving a stale listing: the refresh timed out")
+        except Transient as exc:
+            if self._fetched_at is None:
+                raise
+            log.warning("serving a stale listing after: %s", exc)
         return self._children
 
     def _reconcile(self, fresh: list[Child]) -> None:
@@ -307,9 +308,7 @@ class ProjectsDir(ListingDir):
         async def get(which: str) -> None:
             found[which] = await self.tree.list_items(f"/projects/{which}", "projects", Project)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(get, "owned")
-            nursery.start_soon(get, "shared")
+        await gather(partial(get, "owned"), partial(get, "shared"))
         projects = {p.id: p for p in found["owned"] + found["shared"]}
         names = assign_names((p.id, p.name) for p in projects.values())
         return [Child(names[i], ("project", i), partial(ProjectDir, self.tree, p))
@@ -372,9 +371,7 @@ class SamplesDir(ListingDir):
         async def get(which: str) -> None:
             found.extend(await self.tree.list_items(f"/samples/{which}", "samples", Sample))
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(get, "owned")
-            nursery.start_soon(get, "shared")
+        await gather(partial(get, "owned"), partial(get, "shared"))
         return sample_children(self.tree, found)
 
 

@@ -51,6 +51,9 @@ class FakeFlow:
                    "data": body["data_ids"]}
             self.jobs.append(job)
             return httpx.Response(201, json=job)
+        by_id = {f"/api/data/{d['id']}": d for d in DATA}
+        if path in by_id:
+            return httpx.Response(200, json=by_id[path])
         listing = self.listing(path)
         if listing is None:
             return httpx.Response(404, json={"error": "Not found"})
@@ -250,3 +253,43 @@ async def test_a_refresh_keeps_inodes_and_invalidates_changed_names() -> None:
         assert "reads~101.fastq.gz" in invalidated and "new.bam" in invalidated
         assert "reads.fastq.gz" not in invalidated
         nursery.cancel_scope.cancel()
+
+
+async def test_a_whole_project_with_an_empty_part_can_be_archived(ops: Any) -> None:
+    o, flow = ops  # the project has samples with data but no executions at all
+    dl = await walk(o, ".downloads")
+    info, _ = await o.create(dl.st_ino, b"p.manifest", 0o644, os.O_WRONLY, None)
+    await o.write(info.fh, 0, b"projects/P\n")
+    await o.flush(info.fh)
+    await o.release(info.fh)
+    assert flow.jobs and sorted(flow.jobs[0]["data"]) == ["100", "101"]
+
+
+async def test_lines_written_after_an_early_submission_fail_instead_of_vanishing(
+    ops: Any,
+) -> None:
+    o, flow = ops  # e.g. `{ echo a; cmd; echo b; } > m`: cmd's exit flushes the shared file
+    dl = await walk(o, ".downloads")
+    info, _ = await o.create(dl.st_ino, b"e.manifest", 0o644, os.O_WRONLY, None)
+    await o.write(info.fh, 0, b"id:100\n")
+    await o.flush(info.fh)
+    assert len(flow.jobs) == 1
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.write(info.fh, 7, b"id:101\n")
+    assert err.value.errno == errno.EIO
+    await o.release(info.fh)
+    assert len(flow.jobs) == 1
+
+
+async def test_two_writers_closing_together_still_submit(ops: Any) -> None:
+    o, flow = ops
+    dl = await walk(o, ".downloads")
+    first, attr = await o.create(dl.st_ino, b"two.manifest", 0o644, os.O_WRONLY, None)
+    second = await o.open(attr.st_ino, os.O_WRONLY | os.O_APPEND, None)
+    await o.write(first.fh, 0, b"id:100\n")
+    await o.flush(first.fh)  # both still open: not the last close
+    await o.flush(second.fh)
+    assert flow.jobs == []
+    await o.release(first.fh)
+    await o.release(second.fh)  # the last release submits
+    assert len(flow.jobs) == 1 and flow.jobs[0]["data"] == ["100"]
