@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 ACTIVE = ("pending", "processing")
 LIST_INTERVAL = 2.0  # seconds between two listings of the server's jobs
 POLL_MIN, POLL_MAX = 0.5, 30.0
+EXPIRED_KEPT = 3600.0  # seconds an expired job's status stays visible before it vanishes
 
 
 class ManifestFile(TextFile):
@@ -118,6 +119,7 @@ class Job:
         self.created = parse_time(info.get("created")) or time.time()
         self.status_node = StatusFile(tree, self)
         self._zip: FileNode | None = None
+        self._expired_seen: float | None = None
 
     @property
     def status(self) -> str:
@@ -129,6 +131,19 @@ class Job:
     def expired_locally(self) -> bool:
         expires = parse_time(self.info.get("expires"))
         return bool(expires) and expires < time.time()
+
+    def gone(self, now: float) -> bool:
+        """Expired for longer than EXPIRED_KEPT: the job vanishes from `.downloads/`.
+
+        Counted from `expires` (the same in every mount), or from when this mount first
+        saw the job expired if the server gave no time.
+        """
+        if self.status != "expired":
+            return False
+        if self._expired_seen is None:
+            self._expired_seen = now
+        since = parse_time(self.info.get("expires")) or self._expired_seen
+        return now - since > EXPIRED_KEPT
 
     def zip_node(self) -> FileNode | None:
         """The archive, once completed and not expired."""
@@ -198,6 +213,9 @@ class DownloadsDir(DirNode):
             out[f"{stem}.manifest"] = manifest
         for stem, err in self.errors.items():
             out[f"{stem}.error"] = err
+        now = time.time()
+        for job in [j for j in self.jobs.values() if j.gone(now)]:
+            self._drop(job.id)
         for job in self.jobs.values():
             out[f"{job.stem}.status"] = job.status_node
             archive = job.zip_node()
@@ -241,13 +259,17 @@ class DownloadsDir(DirNode):
         job = self.jobs.get(job_id)
         if job is not None:
             job.info, job.updated, job.poll_error = info, time.time(), None
+            if job.gone(time.time()):
+                self._drop(job_id)
+                return None
             return job
-        if info.get("status") == "expired":
-            return None  # expired before we ever saw it: it has vanished
         stem = stem_of(info.get("name"), job_id)
         if stem in self._stems():
             stem = f"{stem}~{job_id[:8]}"
-        job = self.jobs[job_id] = Job(self.tree, stem, info)
+        job = Job(self.tree, stem, info)
+        if job.gone(time.time()):
+            return None  # expired long before we saw it: it has vanished
+        self.jobs[job_id] = job
         if job.status in ACTIVE:
             self._wake.set()
         return job

@@ -6,7 +6,9 @@ import errno
 import json
 import os
 import stat
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,7 +18,7 @@ import trio
 
 from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
-from flowfs.downloads import DownloadsDir
+from flowfs.downloads import EXPIRED_KEPT, DownloadsDir
 from flowfs.inodes import ROOT_INODE, InodeTable
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
@@ -293,3 +295,38 @@ async def test_two_writers_closing_together_still_submit(ops: Any) -> None:
     await o.release(first.fh)
     await o.release(second.fh)  # the last release submits
     assert len(flow.jobs) == 1 and flow.jobs[0]["data"] == ["100"]
+
+
+
+async def test_expired_jobs_say_so_then_vanish_after_an_hour(ops: Any) -> None:
+    o, flow = ops
+    now = time.time()
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat()
+
+    flow.jobs += [
+        {"id": "j-recent", "name": "recent.zip", "status": "expired", "size": 10,
+         "created": iso(now - 7200), "expires": iso(now - 60)},
+        {"id": "j-old", "name": "old.zip", "status": "expired", "size": 10,
+         "created": iso(now - 90000), "expires": iso(now - 2 * EXPIRED_KEPT)},
+        {"id": "j-done", "name": "done.zip", "status": "completed", "size": 10,
+         "created": iso(now - 60), "expires": iso(now + 3600)},
+    ]
+    dl = await walk(o, ".downloads")
+    node = o.inodes.get(dl.st_ino)
+    assert isinstance(node, DownloadsDir)
+    names = set(await node.entries())
+    assert {"recent.status", "done.status", "done.zip"} <= names
+    assert not {"recent.zip", "old.status", "old.zip"} & names
+    status = await o.lookup(dl.st_ino, b"recent.status")
+    fh = await o.open(status.st_ino, os.O_RDONLY, None)
+    assert json.loads(await o.read(fh.fh, 0, 65536))["status"] == "expired"
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.lookup(dl.st_ino, b"old.status")
+    assert err.value.errno == errno.ENOENT
+    # An hour after its expiry the recent one vanishes too, and its name is free again.
+    flow.jobs[0]["expires"] = iso(now - EXPIRED_KEPT - 1)
+    node._listed_at = 0.0
+    assert "recent.status" not in await node.entries()
+    await o.create(dl.st_ino, b"recent.manifest", 0o644, os.O_WRONLY, None)  # no EEXIST
