@@ -10,8 +10,8 @@ patterns (:mod:`flowfs.readahead`) decide what to read ahead.
 Concurrency rules.  trio is cooperative: code between two awaits runs without
 interleaving, and every rule below relies on it.
 
-1. The cache (a cachetools ``LRUCache``, not task-safe) is only touched in synchronous
-   code: no iterator over it and no half-done update is ever held across an await.
+1. The cache (a ``BlockCache``: a cachetools ``LRUCache``, not task-safe) is only touched
+   in synchronous code: no iterator over it and no half-done update is ever held across an await.
 2. A block key is in at most one of ``_cache`` and ``_pending``.  A pending entry is
    registered in the same synchronous step that schedules the task resolving it; the
    task's ``_settle`` stores the block (or the error), removes the entry and sets its
@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
-from cachetools import LRUCache
 
+from flowfs.blockcache import BlockCache
 from flowfs.blocks import block_count, clamp, iter_runs, pieces, run_span
 from flowfs.errors import BadReply, FlowError, Transient
 from flowfs.readahead import AccessPattern, Plan, Policy
@@ -182,7 +182,7 @@ class Reader:
             max_blocks=max(1, config.readahead_max // self._bs),
             slack=config.seq_slack,
         )
-        self._cache: LRUCache[_BlockKey, bytes] = LRUCache(config.cache_capacity, getsizeof=len)
+        self._cache = BlockCache(config.cache_capacity)
         self._pending: dict[_BlockKey, _Pending] = {}
         self._ra_bytes = 0
         self._ra_requests = 0
@@ -214,6 +214,10 @@ class Reader:
             self._start_readahead(stream, plan.prefetch)
         if waits:
             await self._wait(waits, have)
+        if stream._pattern.sequential:
+            # Read through: first to go when room is needed (see flowfs.blockcache).
+            for index in range(start // self._bs, end // self._bs):
+                self._cache.demote((key, index))
         return _assemble(have, start, end, self._bs)
 
     def close(self, stream: Stream) -> None:
@@ -247,6 +251,7 @@ class Reader:
             **self._counts,
             "cached_bytes": int(self._cache.currsize),
             "cached_blocks": len(self._cache),
+            "demoted_blocks": self._cache.demoted,
             "inflight": len(self._pending),
             "readahead_bytes": self._ra_bytes,
             "readahead_requests": self._ra_requests,

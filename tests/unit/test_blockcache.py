@@ -1,0 +1,52 @@
+"""The block cache's eviction order: read-through blocks first, then least recently used."""
+
+from __future__ import annotations
+
+from flowfs.blockcache import BlockCache
+
+
+def filled(*keys: str) -> BlockCache:
+    cache = BlockCache(maxsize=10 * len(keys))
+    for key in keys:
+        cache[key] = b"x" * 10
+    return cache
+
+
+def test_without_demotion_it_is_plain_lru() -> None:
+    cache = filled("a", "b", "c")
+    assert cache["a"]  # a is now the most recently used
+    cache["d"] = b"x" * 10
+    assert set(cache) == {"a", "c", "d"}
+
+
+def test_demoted_blocks_go_first_oldest_demotion_first() -> None:
+    cache = filled("a", "b", "c", "d")
+    cache.demote("c")
+    cache.demote("b")
+    cache["e"] = b"x" * 10
+    assert set(cache) == {"a", "b", "d", "e"}  # c, demoted first, went; not a, the LRU one
+    cache["f"] = b"x" * 10
+    assert set(cache) == {"a", "d", "e", "f"}
+    cache["g"] = b"x" * 10  # no demoted block left: back to LRU
+    assert set(cache) == {"d", "e", "f", "g"}
+
+
+def test_a_hit_promotes_a_demoted_block() -> None:
+    cache = filled("a", "b", "c")
+    cache.demote("c")
+    assert cache.get("c")  # another reader wants it after all
+    cache["d"] = b"x" * 10
+    assert set(cache) == {"b", "c", "d"}
+    assert cache.demoted == 0
+
+
+def test_removed_and_unknown_keys_leave_no_trace() -> None:
+    cache = filled("a", "b")
+    cache.demote("zz")  # not cached: nothing to demote
+    cache.demote("a")
+    del cache["a"]
+    cache.pop("b")
+    assert cache.demoted == 0 and len(cache) == 0 and cache.currsize == 0
+    cache["c"] = b"x" * 15
+    cache["d"] = b"x" * 5
+    assert set(cache) == {"c", "d"} and cache.currsize == 20
