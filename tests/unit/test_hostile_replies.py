@@ -23,7 +23,7 @@ from flowfs.auth import Credentials
 from flowfs.errors import BadReply, FlowError, Transient
 from flowfs.model import DataFile, Execution, Project, Sample, parse_id, parse_time
 from flowfs.names import MAX_NAME_BYTES, assign_names, sanitize
-from flowfs.transport import RangeTransport
+from flowfs.transport import CHUNK_EXTENSION, THREAD_MIN, RangeTransport
 
 API = "http://flow.test/api"
 FILES = "http://flow.test"
@@ -296,9 +296,16 @@ def wanted(request: bytes) -> bytes:
     return PAYLOAD[a:b + 1]
 
 
-def lean_client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=RangeTransport(httpx.AsyncHTTPTransport()),
-                             timeout=httpx.Timeout(5.0))
+@pytest.fixture(params=[THREAD_MIN, 0], ids=["loop-receive", "thread-receive"])
+def thread_min(request: pytest.FixtureRequest) -> int:
+    """Bodies from this size are received in a worker thread: 0 sends every body there."""
+    return int(request.param)
+
+
+def lean_client(thread_min: int = THREAD_MIN, timeout: float = 5.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=RangeTransport(httpx.AsyncHTTPTransport(), thread_min=thread_min),
+        timeout=httpx.Timeout(timeout))
 
 
 def good(request: bytes, _: int) -> bytes:
@@ -341,10 +348,10 @@ def wrong_length(request: bytes, _: int) -> bytes:
 
 
 async def test_the_lean_transport_reads_exact_bytes_into_its_buffer(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, thread_min: int,
 ) -> None:
     url, _ = await start_server(nursery, good)
-    async with lean_client() as client:
+    async with lean_client(thread_min) as client:
         resp = await client.get(f"{url}/downloads/1/f", headers={"Range": "bytes=10-109"})
         assert resp.status_code == 206 and resp.content == PAYLOAD[10:110]
 
@@ -363,9 +370,9 @@ async def test_unsized_replies_fall_back_to_httpx_with_right_bytes(
 @pytest.mark.parametrize("script", [huge_head, bad_status, cut_mid_body],
                          ids=["huge-head", "bad-status-line", "cut-mid-body"])
 async def test_broken_replies_are_httpx_errors(script: Callable[[bytes, int], bytes],
-                                               nursery: trio.Nursery) -> None:
+                                               nursery: trio.Nursery, thread_min: int) -> None:
     url, _ = await start_server(nursery, script)
-    async with lean_client() as client:
+    async with lean_client(thread_min) as client:
         with pytest.raises(httpx.TransportError):
             await client.get(f"{url}/downloads/1/f", headers={"Range": "bytes=10-109"})
 
@@ -375,10 +382,10 @@ async def test_broken_replies_are_httpx_errors(script: Callable[[bytes, int], by
                          ids=["no-length", "chunked", "huge-head", "bad-status-line",
                               "cut-mid-body", "wrong-length", "good"])
 async def test_through_the_api_a_range_is_right_or_a_domain_error(
-    script: Callable[[bytes, int], bytes], nursery: trio.Nursery,
+    script: Callable[[bytes, int], bytes], nursery: trio.Nursery, thread_min: int,
 ) -> None:
     url, _ = await start_server(nursery, script)
-    async with lean_client() as client:
+    async with lean_client(thread_min) as client:
         api = FlowAPI(API, url, Credentials("token", "test", token="good"), client)
         with trio.fail_after(60):
             got = await outcome(api.fetch_range(f"{url}/downloads/1/f", 10, 110))
@@ -387,3 +394,70 @@ async def test_through_the_api_a_range_is_right_or_a_domain_error(
     else:
         assert as_bytes(got) == PAYLOAD[10:110]
 
+
+
+# -- large bodies, received by a worker thread --------------------------------------------
+
+BIG = bytes(range(251)) * 12_000  # ~2.9 MiB: a prime period, so a misplaced byte shows
+
+
+def big_good(request: bytes, _: int) -> bytes:
+    return head(b"HTTP/1.1 206 Partial Content",
+                [b"Content-Length: %d" % len(BIG), b"Content-Range: bytes 0-%d/%d"
+                 % (len(BIG) - 1, len(BIG))], BIG)
+
+
+async def test_a_large_body_lands_exactly_in_its_pieces(nursery: trio.Nursery) -> None:
+    url, _ = await start_server(nursery, big_good)
+    async with lean_client() as client:  # the default: bodies of 1 MiB and more in a thread
+        resp = await client.get(f"{url}/downloads/1/f",
+                                headers={"Range": f"bytes=0-{len(BIG) - 1}"},
+                                extensions={CHUNK_EXTENSION: 256 * 1024})
+        pieces = resp.extensions["flowfs_body"]
+        assert [len(p) for p in pieces[:-1]] == [256 * 1024] * (len(pieces) - 1)
+        assert b"".join(pieces) == BIG
+
+
+async def stall_after_half(stream: trio.SocketStream, sent: trio.Event) -> None:
+    """Send the head and half of a large body, then nothing (but keep the connection)."""
+    async with stream:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += await stream.receive_some(65536)
+        whole = big_good(buf, 0)
+        await stream.send_all(whole[: len(whole) // 2])
+        sent.set()
+        await trio.sleep_forever()
+
+
+async def start_staller(nursery: trio.Nursery) -> tuple[str, trio.Event]:
+    sent = trio.Event()
+    listeners = await nursery.start(partial(trio.serve_tcp, partial(stall_after_half, sent=sent),
+                                            0, host="127.0.0.1"))
+    return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}", sent
+
+
+async def test_a_body_that_stalls_in_the_thread_times_out(nursery: trio.Nursery) -> None:
+    url, _ = await start_staller(nursery)
+    async with lean_client(timeout=1.0) as client:
+        start = trio.current_time()
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(f"{url}/downloads/1/f", headers={"Range": f"bytes=0-{len(BIG) - 1}"})
+        assert trio.current_time() - start < 5.0
+
+
+async def test_a_cancelled_thread_receive_returns_at_once(nursery: trio.Nursery) -> None:
+    url, sent = await start_staller(nursery)
+    transport = RangeTransport(httpx.AsyncHTTPTransport())
+    async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(60.0)) as client:
+        with trio.move_on_after(10):
+            async with trio.open_nursery() as inner:
+                inner.start_soon(partial(client.get, f"{url}/downloads/1/f",
+                                         headers={"Range": f"bytes=0-{len(BIG) - 1}"}))
+                await sent.wait()
+                with trio.fail_after(5):
+                    while transport.receiving_threads == 0:  # until the thread waits for more
+                        await trio.sleep(0.01)
+                start = trio.current_time()
+                inner.cancel_scope.cancel()
+        assert trio.current_time() - start < 1.0  # not the 60 s read timeout
