@@ -95,7 +95,9 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
     return int(m.group(1)), int(m.group(2)) + 1, total
 
 
-def new_client(max_connections: int = 64) -> httpx.AsyncClient:
+def new_client(max_connections: int = 64,
+               allocate: Callable[[int], bytearray] = bytearray) -> httpx.AsyncClient:
+    """The HTTP client of a mount; ``allocate`` makes the buffers Range bodies land in."""
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
@@ -107,7 +109,7 @@ def new_client(max_connections: int = 64) -> httpx.AsyncClient:
                                  headers={"User-Agent": f"flowfs/{__version__}"})
     inner = httpx.AsyncHTTPTransport(limits=limits)
     return httpx.AsyncClient(
-        transport=RangeTransport(inner), timeout=timeout, follow_redirects=True,
+        transport=RangeTransport(inner, allocate=allocate), timeout=timeout, follow_redirects=True,
         headers={"User-Agent": f"flowfs/{__version__}"},
     )
 

@@ -10,12 +10,16 @@ wanted again, and the kernel's page cache keeps them for re-reads anyway.
 So a reader *demotes* what it has read through: demoted blocks are evicted first, oldest
 first, and only then does eviction fall back to least recently used. A hit on a demoted
 block (another reader on the same file) promotes it back to an ordinary entry.
+
+An evicted block that nothing else refers to any more (no reader, no view) is handed
+to ``recycle`` (see :mod:`flowfs.buffers`), so its memory takes the next body.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from cachetools import LRUCache
@@ -24,9 +28,10 @@ from cachetools import LRUCache
 class BlockCache(LRUCache):
     """``LRUCache`` sized by ``len`` of its values, with :meth:`demote`."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, recycle: Callable[[Any], None] | None = None) -> None:
         super().__init__(maxsize, getsizeof=len)
         self._demoted: OrderedDict[Hashable, None] = OrderedDict()
+        self._recycle = recycle
 
     def demote(self, key: Hashable) -> None:
         """Make ``key`` (if cached) the first to go when room is needed."""
@@ -44,7 +49,20 @@ class BlockCache(LRUCache):
         self._demoted.pop(key, None)
 
     def popitem(self) -> tuple[Hashable, Any]:
-        """Evict the oldest demoted block, else the least recently used one."""
+        """Evict the oldest demoted block, else the least recently used one.
+
+        Only for eviction (cachetools calls it when room is needed): the value returned
+        is empty when the block's memory went to ``recycle``.
+        """
+        key, value = self._victim()
+        # Two references: `value` and getrefcount's argument. More means a reader, a
+        # pending fetch or a view still holds the block: then it is simply dropped.
+        if self._recycle is not None and sys.getrefcount(value) == 2:
+            self._recycle(value)
+            return key, b""
+        return key, value
+
+    def _victim(self) -> tuple[Hashable, Any]:
         while self._demoted:
             key, _ = self._demoted.popitem(last=False)
             if key in self:

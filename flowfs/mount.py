@@ -22,6 +22,7 @@ import trio
 
 from flowfs.api import FlowAPI, new_client
 from flowfs.auth import Credentials
+from flowfs.buffers import BufferPool
 from flowfs.config import MountConfig
 from flowfs.downloads import DownloadsDir
 from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient
@@ -100,12 +101,12 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
 
     Reports readiness through ``ready``; calls ``stopping`` once unmounting begins.
     """
-    async with new_client() as client:
+    reader_config = ReaderConfig(cache_bytes=config.cache_size, io_timeout=config.io_timeout)
+    buffers = BufferPool(reader_config.block_size)  # evicted blocks become new bodies
+    async with new_client(allocate=buffers.take) as client:
         api = FlowAPI(config.api_url, config.files_url, creds, client)
         user = await preflight(api, creds)
         inodes: InodeTable[Node] = InodeTable()
-
-        reader_config = ReaderConfig(cache_bytes=config.cache_size, io_timeout=config.io_timeout)
 
         async def fetch(target: FileNode, start: int, end: int) -> Any:
             # Block-sized pieces go straight into the cache without another copy.
@@ -113,7 +114,8 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
                                          size=target.size)
 
         async with trio.open_nursery() as nursery:
-            reader = Reader(fetch, nursery, reader_config)  # type: ignore[arg-type]
+            reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
+                            recycle=buffers.offer)
 
             def extra(tree: Tree) -> dict[str, Node]:
                 downloads = DownloadsDir(tree, str(config.mountpoint), _invalidate)
@@ -163,7 +165,7 @@ async def _announce_ready(mountpoint: Path, ready: Ready) -> None:
     ready(None)
 
 
-READAHEAD_KB = 1024
+READAHEAD_KB = 1024  # 4 and 16 MiB were measured too: no faster
 
 
 def raise_readahead(dev: int) -> None:

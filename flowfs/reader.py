@@ -170,7 +170,8 @@ class Stream:
 class Reader:
     """Block cache + single-flight fetch + read-ahead engine (see the module docstring)."""
 
-    def __init__(self, fetch: Fetch, nursery: trio.Nursery, config: ReaderConfig) -> None:
+    def __init__(self, fetch: Fetch, nursery: trio.Nursery, config: ReaderConfig,
+                 recycle: Callable[[Any], None] | None = None) -> None:
         self._fetch = fetch
         self._nursery = nursery
         self._config = config
@@ -182,7 +183,8 @@ class Reader:
             max_blocks=max(1, config.readahead_max // self._bs),
             slack=config.seq_slack,
         )
-        self._cache = BlockCache(config.cache_capacity)
+        # Evicted blocks nobody holds go to ``recycle`` (flowfs.buffers) for the next body.
+        self._cache = BlockCache(config.cache_capacity, recycle)
         self._pending: dict[_BlockKey, _Pending] = {}
         self._ra_bytes = 0
         self._ra_requests = 0

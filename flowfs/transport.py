@@ -23,7 +23,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -67,13 +67,16 @@ class RangeTransport(httpx.AsyncBaseTransport):
     """Range GETs over plain HTTP the lean way; everything else through ``inner``."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport | None = None,
-                 max_connections: int = 64, thread_min: int = THREAD_MIN) -> None:
+                 max_connections: int = 64, thread_min: int = THREAD_MIN,
+                 allocate: Callable[[int], bytearray] = bytearray) -> None:
         self._inner = inner or httpx.AsyncHTTPTransport()
         self._idle: dict[tuple[str, int], list[trio.socket.SocketType]] = {}
         # Bounds open sockets (and so file descriptors) however many fetches run at once.
         self._slots = trio.Semaphore(max_connections)
         self._threads = trio.CapacityLimiter(MAX_THREADS)
         self._thread_min = thread_min
+        # Body pieces: any buffer of the size; every byte is overwritten before use.
+        self._allocate = allocate
 
     @property
     def receiving_threads(self) -> int:
@@ -156,7 +159,7 @@ class RangeTransport(httpx.AsyncBaseTransport):
             if status == 200 or length is None or length > _limit(status):
                 raise _Unsupported  # a full body, chunked, or unknown length: httpx's job
             chunk = request.extensions.get(CHUNK_EXTENSION) or length or 1
-            body = [bytearray(min(chunk, length - at)) for at in range(0, length, chunk)]
+            body = [self._allocate(min(chunk, length - at)) for at in range(0, length, chunk)]
             if length >= self._thread_min:
                 over = await _fill_in_thread(sock, body, extra, read_timeout, self._threads)
             else:

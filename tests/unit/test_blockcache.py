@@ -50,3 +50,14 @@ def test_removed_and_unknown_keys_leave_no_trace() -> None:
     cache["c"] = b"x" * 15
     cache["d"] = b"x" * 5
     assert set(cache) == {"c", "d"} and cache.currsize == 20
+
+
+def test_an_evicted_block_nobody_holds_is_recycled_one_still_held_is_not() -> None:
+    spare: list[object] = []
+    cache = BlockCache(maxsize=20, recycle=spare.append)
+    cache["a"] = bytearray(b"a" * 10)
+    held = cache["b"] = bytearray(b"b" * 10)  # a reader still has this one
+    cache["c"] = bytearray(10)  # evicts a: nobody holds it
+    assert spare == [bytearray(b"a" * 10)]
+    cache["d"] = bytearray(10)  # evicts b: still held, so it is only dropped
+    assert len(spare) == 1 and held == bytearray(b"b" * 10)

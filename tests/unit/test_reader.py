@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 
+from flowfs.buffers import BufferPool
 from flowfs.errors import BadReply, NotFound, Transient
 from flowfs.reader import Reader, ReaderConfig, Target
 
@@ -460,3 +461,48 @@ async def test_concurrent_streams_never_fetch_a_block_twice(autojump_clock: Any)
             for i, target in enumerate(targets):
                 readers.start_soon(stream_one, target, 0.001 * (i + 1))
     assert server.bytes_served() == sum(t.size for t in targets)
+
+
+async def test_recycled_buffers_never_show_old_bytes(autojump_clock: Any) -> None:
+    # Bodies land in buffers taken from the pool the cache's evictions fill, as in a
+    # mount. A small cache churns all along while sequential and random readers (and a
+    # reader slow to take its bytes) run at once: every byte must still be right.
+    pool = BufferPool(BS, limit=8)
+    server = FakeServer(latency=0.001)
+
+    async def fetch(target: Target, start: int, end: int) -> list[bytearray]:
+        data = await server.fetch(target, start, end)
+        pieces = []
+        for at in range(0, len(data), BS):
+            piece = pool.take(min(BS, len(data) - at))
+            piece[:] = data[at : at + BS]
+            pieces.append(piece)
+        return pieces
+
+    targets = [File(f"rc-{i}", 50 * BS + 7 * i) for i in range(6)]
+    async with trio.open_nursery() as nursery:
+        reader = Reader(fetch, nursery, ReaderConfig(**{**BASE, "cache_bytes": 24 * BS}),
+                        recycle=pool.offer)
+
+        async def sequential(target: File) -> None:
+            stream, expected, position = reader.open(target), content(target), 0
+            while chunk := await reader.read(stream, position, 3 * BS // 2):
+                assert chunk == expected[position : position + len(chunk)]
+                position += len(chunk)
+            reader.close(stream)
+
+        async def scattered(target: File, seed: int) -> None:
+            rng, stream, expected = random.Random(seed), reader.open(target), content(target)
+            for _ in range(60):
+                at = rng.randrange(target.size)
+                chunk = await reader.read(stream, at, rng.randrange(1, 3 * BS))
+                await trio.sleep(0.001)  # hold the bytes a while, as a slow reply would
+                assert chunk == expected[at : at + len(chunk)]
+            reader.close(stream)
+
+        async with trio.open_nursery() as readers:
+            for i, target in enumerate(targets):
+                readers.start_soon(sequential, target)
+                readers.start_soon(scattered, target, i)
+        nursery.cancel_scope.cancel()
+    assert pool.reused > 50  # the test did exercise recycling
