@@ -68,12 +68,13 @@ class RangeTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, inner: httpx.AsyncBaseTransport | None = None,
                  max_connections: int = 64, thread_min: int = THREAD_MIN,
-                 allocate: Callable[[int], bytearray] = bytearray) -> None:
+                 allocate: Callable[[int], bytearray] = bytearray,
+                 max_threads: int = MAX_THREADS) -> None:
         self._inner = inner or httpx.AsyncHTTPTransport()
         self._idle: dict[tuple[str, int], list[trio.socket.SocketType]] = {}
         # Bounds open sockets (and so file descriptors) however many fetches run at once.
         self._slots = trio.Semaphore(max_connections)
-        self._threads = trio.CapacityLimiter(MAX_THREADS)
+        self._threads = trio.CapacityLimiter(max_threads)
         self._thread_min = thread_min
         # Body pieces: any buffer of the size; every byte is overwritten before use.
         self._allocate = allocate
@@ -82,6 +83,11 @@ class RangeTransport(httpx.AsyncBaseTransport):
     def receiving_threads(self) -> int:
         """Worker threads receiving a body right now."""
         return int(self._threads.borrowed_tokens)
+
+    @property
+    def waiting_for_threads(self) -> int:
+        """Receives waiting for a free worker thread."""
+        return int(self._threads.statistics().tasks_waiting)
 
     async def aclose(self) -> None:
         for socks in self._idle.values():
@@ -219,18 +225,50 @@ async def _fill_in_thread(sock: trio.socket.SocketType, pieces: list[bytearray],
             views.append(view[got:])
     if not views:
         return bool(extra)
-    fd = os.dup(sock.fileno())
-    stop = threading.Event()
+    handoff = _Handoff(os.dup(sock.fileno()))
     try:
-        await trio.to_thread.run_sync(_readv_all, fd, views, timeout, stop,
+        await trio.to_thread.run_sync(_readv_all, handoff, views, timeout,
                                       abandon_on_cancel=True, limiter=limiter)
     finally:
-        stop.set()
+        handoff.abandon()
     return False
 
 
-def _readv_all(fd: int, views: list[memoryview], timeout: float, stop: threading.Event) -> None:
-    """Fill ``views`` from the non-blocking ``fd`` (then closed); runs in a worker thread."""
+class _Handoff:
+    """A duplicated descriptor and who closes it: the thread once it runs, else the caller.
+
+    Cancelled while waiting for a free thread, the receive never starts: then the caller
+    closes the descriptor; once started, the thread closes it when it stops (at the
+    latest one ``STOP_CHECK`` after ``abandon``).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._owner = ""
+
+    def take(self) -> bool:
+        """In the thread: own the descriptor, unless the caller has given up already."""
+        with self._lock:
+            if not self._owner:
+                self._owner = "thread"
+            return self._owner == "thread"
+
+    def abandon(self) -> None:
+        """In the caller, when done or cancelled: stop the thread, or close the fd itself."""
+        self.stop.set()
+        with self._lock:
+            if not self._owner:
+                self._owner = "caller"
+                os.close(self.fd)
+
+
+def _readv_all(handoff: _Handoff, views: list[memoryview], timeout: float) -> None:
+    """Fill ``views`` from the non-blocking descriptor (then closed); in a worker thread."""
+    if not handoff.take():
+        return
+    fd, stop = handoff.fd, handoff.stop
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)

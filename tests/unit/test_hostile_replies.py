@@ -8,6 +8,7 @@ the test, answering scripted, broken HTTP.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -461,3 +462,30 @@ async def test_a_cancelled_thread_receive_returns_at_once(nursery: trio.Nursery)
                 start = trio.current_time()
                 inner.cancel_scope.cancel()
         assert trio.current_time() - start < 1.0  # not the 60 s read timeout
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_receives_cancelled_before_or_during_their_thread_leave_no_descriptor(
+    nursery: trio.Nursery,
+) -> None:
+    url, _ = await start_staller(nursery)
+    transport = RangeTransport(httpx.AsyncHTTPTransport(), max_threads=1)
+    headers = {"Range": f"bytes=0-{len(BIG) - 1}"}
+    async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(60.0)) as client:
+        before = open_fds()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as inner:
+                inner.start_soon(partial(client.get, f"{url}/downloads/1/f", headers=headers))
+                inner.start_soon(partial(client.get, f"{url}/downloads/2/f", headers=headers))
+                # One receive holds the only thread; the other waits for it: cancel both.
+                while not (transport.receiving_threads == 1
+                           and transport.waiting_for_threads == 1):
+                    await trio.sleep(0.01)
+                inner.cancel_scope.cancel()
+        with trio.fail_after(5):  # the abandoned thread closes its descriptor at its next wake
+            while open_fds() > before:
+                await trio.sleep(0.05)
+    assert open_fds() <= before
