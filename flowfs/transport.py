@@ -166,10 +166,11 @@ class RangeTransport(httpx.AsyncBaseTransport):
                 raise _Unsupported  # a full body, chunked, or unknown length: httpx's job
             chunk = request.extensions.get(CHUNK_EXTENSION) or length or 1
             body = [self._allocate(min(chunk, length - at)) for at in range(0, length, chunk)]
-            if length >= self._thread_min:
-                over = await _fill_in_thread(sock, body, extra, read_timeout, self._threads)
-            else:
-                over = await _receive_into(sock, body, extra, read_timeout)
+            views, over = _unfilled(body, extra)
+            if views and length >= self._thread_min:
+                await _fill_in_thread(sock, views, read_timeout, self._threads)
+            elif views:
+                await _receive_into(sock, views, read_timeout)
         except trio.TooSlowError:
             raise httpx.ReadTimeout("the server did not answer in time") from None
         except OSError as exc:
@@ -185,35 +186,11 @@ class RangeTransport(httpx.AsyncBaseTransport):
         return response, keep
 
 
-async def _receive_into(sock: trio.socket.SocketType, pieces: list[bytearray], extra: bytes,
-                        timeout: float) -> bool:
-    """Fill ``pieces`` in order: first from ``extra`` (read with the head), then the socket.
+def _unfilled(pieces: list[bytearray], extra: bytes) -> tuple[list[memoryview], bool]:
+    """Put ``extra`` (body bytes that came with the head) into ``pieces``, in order.
 
-    True if ``extra`` held more than the body (the connection must not be reused).
-    """
-    for piece in pieces:
-        view = memoryview(piece)
-        got = min(len(extra), len(piece))
-        view[:got] = extra[:got]
-        extra = extra[got:]
-        while got < len(piece):
-            with trio.fail_after(timeout):
-                n = await sock.recv_into(view[got:])
-            if n == 0:
-                raise httpx.RemoteProtocolError("connection closed before the whole body")
-            got += n
-    return bool(extra)
-
-
-async def _fill_in_thread(sock: trio.socket.SocketType, pieces: list[bytearray], extra: bytes,
-                          timeout: float, limiter: trio.CapacityLimiter) -> bool:
-    """Like ``_receive_into``, but the socket reads run in a worker thread.
-
-    The kernel's copy of a large body (a fifth of the daemon's CPU on a cold read) then
-    happens outside the GIL, on another core, while the event loop keeps answering FUSE:
-    +25% cold sequential throughput on 2 cores. One ``readv`` fills many pieces at once.
-    The thread reads a duplicate of the socket's descriptor and closes it itself, so a
-    receive abandoned on cancellation can never touch a descriptor number reused since.
+    Returns the views still to fill from the socket, and whether ``extra`` held more than
+    the body (then the connection must not be reused).
     """
     views: list[memoryview] = []
     for piece in pieces:
@@ -223,15 +200,38 @@ async def _fill_in_thread(sock: trio.socket.SocketType, pieces: list[bytearray],
         extra = extra[got:]
         if got < len(piece):
             views.append(view[got:])
-    if not views:
-        return bool(extra)
+    return views, bool(extra)
+
+
+async def _receive_into(sock: trio.socket.SocketType, views: list[memoryview],
+                        timeout: float) -> None:
+    """Fill ``views`` in order from the socket, on the event loop."""
+    for view in views:
+        got = 0
+        while got < len(view):
+            with trio.fail_after(timeout):
+                n = await sock.recv_into(view[got:])
+            if n == 0:
+                raise httpx.RemoteProtocolError("connection closed before the whole body")
+            got += n
+
+
+async def _fill_in_thread(sock: trio.socket.SocketType, views: list[memoryview],
+                          timeout: float, limiter: trio.CapacityLimiter) -> None:
+    """Like ``_receive_into``, but the socket reads run in a worker thread.
+
+    The kernel's copy of a large body (a fifth of the daemon's CPU on a cold read) then
+    happens outside the GIL, on another core, while the event loop keeps answering FUSE:
+    +25% cold sequential throughput on 2 cores. One ``readv`` fills many pieces at once.
+    The thread reads a duplicate of the socket's descriptor and closes it itself, so a
+    receive abandoned on cancellation can never touch a descriptor number reused since.
+    """
     handoff = _Handoff(os.dup(sock.fileno()))
     try:
         await trio.to_thread.run_sync(_readv_all, handoff, views, timeout,
                                       abandon_on_cancel=True, limiter=limiter)
     finally:
         handoff.abandon()
-    return False
 
 
 class _Handoff:
