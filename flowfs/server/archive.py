@@ -32,10 +32,6 @@ class ArchiveError(Exception):
     """A job that cannot be archived; the message is meant for its owner."""
 
 
-class MissingData(ArchiveError):
-    """Data ids of a job that the catalog no longer has."""
-
-
 class Cancelled(Exception):
     """The job was deleted or the server is stopping."""
 
@@ -88,7 +84,7 @@ def plan_entries(catalog: Catalog, data_ids: Iterable[str], by_execution: bool) 
     ids = list(dict.fromkeys(data_ids))
     missing = [i for i in ids if i not in catalog.data]
     if missing:
-        raise MissingData("data no longer available: " + ", ".join(missing))
+        raise ArchiveError("data no longer available: " + ", ".join(missing))
     entries: list[Entry] = []
     taken: set[str] = set()
     for item in sorted((catalog.data[i] for i in ids), key=id_order):

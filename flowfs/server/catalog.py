@@ -12,7 +12,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -201,7 +201,7 @@ def _records(document: dict[str, Any], section: str, fields: tuple[str, ...]) ->
     return out
 
 
-def _unique(ident: str, table: Mapping[str, Any], kind: str) -> str:
+def _unique(ident: str, table: Container[str], kind: str) -> str:
     if ident in table:
         raise CatalogError(f"duplicate {kind} id {ident!r}")
     return ident
@@ -217,9 +217,7 @@ def _load_users(records: list[Record]) -> dict[str, User]:
             raise CatalogError(f"duplicate username {username!r}")
         rec.label = f"user {username!r}"
         ident = rec.ident("id") or str(position)
-        if ident in ids:
-            raise CatalogError(f"duplicate user id {ident!r}")
-        ids.add(ident)
+        ids.add(_unique(ident, ids, "user"))
         password = rec.text("password", required=True)
         assert password is not None
         rec.text("email")
@@ -361,9 +359,7 @@ def _draft_data(records: list[Record], base: Path) -> list[_DataDraft]:
     stats: dict[str, os.stat_result] = {}
     for rec in records:
         ident = rec.ident("id", required=True) or ""
-        if ident in seen:
-            raise CatalogError(f"duplicate data id {ident!r}")
-        seen.add(ident)
+        seen.add(_unique(ident, seen, "data"))
         path, st = _stat_data_file(rec, str(base), stats)
         md5 = rec.text("md5")
         if md5 is not None and not _MD5_RE.match(md5):

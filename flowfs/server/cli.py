@@ -25,7 +25,6 @@ from flowfs.server.catalog import CatalogError
 from flowfs.server.config import ServerConfig
 from flowfs.server.runner import announce, base_url, bind, serve
 
-log = logging.getLogger(__name__)
 _PROG = "flowfs serve"
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
-import hashlib
 import heapq
 import html
 import json
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import pysam
+
+from flowfs.server.digests import md5_of_file
 
 log = logging.getLogger(__name__)
 
@@ -724,11 +725,7 @@ def _run_jobs(demo: _Demo) -> None:
 
 
 def _file_facts(path: Path) -> tuple[int, str]:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return path.stat().st_size, digest.hexdigest()
+    return path.stat().st_size, md5_of_file(path)
 
 
 def _finish(root: Path, catalog: dict[str, list[dict[str, Any]]],

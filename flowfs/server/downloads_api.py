@@ -70,6 +70,15 @@ def _parse_name(body: dict[str, Any]) -> str:
     return name
 
 
+
+async def own_job(auth: Authenticator, store: JobStore, request: Request) -> Job:
+    """The job named in the path, if it is the caller's; someone else's is a 404 too."""
+    user = auth.require(request)
+    job = await run_in_threadpool(store.get, request.path_params["job_id"])
+    if job is None or job.user != user:
+        raise not_found("Download not found")
+    return job
+
 class DownloadsApi:
     """Endpoints for bulk download jobs."""
 
@@ -117,15 +126,8 @@ class DownloadsApi:
         self._runner.submit(job.id)
         return JSONResponse(job_view(job, self._files_base(request)), status_code=201)
 
-    async def _own_job(self, request: Request) -> tuple[str, Job]:
-        user = self._auth.require(request)
-        job = await run_in_threadpool(self._store.get, request.path_params["job_id"])
-        if job is None or job.user != user:
-            raise not_found("Download not found")
-        return user, job
-
     async def get(self, request: Request) -> Response:
-        _, job = await self._own_job(request)
+        job = await own_job(self._auth, self._store, request)
         job = await run_in_threadpool(self._runner.refresh, job)
         return JSONResponse(job_view(job, self._files_base(request)))
 
@@ -140,7 +142,7 @@ class DownloadsApi:
         return [self._runner.refresh(job) for job in self._store.for_user(user)]
 
     async def delete(self, request: Request) -> Response:
-        _, job = await self._own_job(request)
+        job = await own_job(self._auth, self._store, request)
         await run_in_threadpool(self._store.delete, job.id)
         await run_in_threadpool(self._runner.discard, job.id)
         return Response(status_code=204)

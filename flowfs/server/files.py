@@ -9,7 +9,6 @@ for a caller without permission (as Flow's download guide has it).
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -20,13 +19,12 @@ from starlette.routing import Route
 from flowfs.server.access import Access
 from flowfs.server.auth import Authenticator
 from flowfs.server.catalog import Catalog, DataFile
+from flowfs.server.downloads_api import own_job
 from flowfs.server.errors import ApiError, not_found, unauthenticated
 from flowfs.server.jobs import COMPLETED, EXPIRED, FAILED, JobStore
 from flowfs.server.ranges import Unsatisfiable, Validators, choose_slice, etag_for
 from flowfs.server.streaming import DiskReader, FileSliceResponse
 from flowfs.server.workers import JobRunner
-
-log = logging.getLogger(__name__)
 
 
 def _respond(request: Request, path: Path, size: int, validators: Validators,
@@ -93,10 +91,7 @@ class FileServer:
         return self._send(request, self._permitted(request, item))
 
     async def job_archive(self, request: Request) -> FileSliceResponse:
-        user = self._auth.require(request)
-        job = await run_in_threadpool(self._store.get, request.path_params["job_id"])
-        if job is None or job.user != user:
-            raise not_found("Download not found")
+        job = await own_job(self._auth, self._store, request)
         job = await run_in_threadpool(self._runner.refresh, job)
         if job.status == EXPIRED:
             raise ApiError(410, "This download has expired")

@@ -22,7 +22,6 @@ class Views:
     """Ready-made JSON dicts for every catalog object (treat them as read-only)."""
 
     def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
         # Nested references are shared by every object that points at the same thing:
         # with 50,000 data files that is most of the memory of the views.
         self._owner_refs = {u.username: {"username": u.username, "name": u.name}
