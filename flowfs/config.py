@@ -10,6 +10,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from flowfs.errors import ConfigError
 
+# The mount's own hidden directory and its stats file (written by stats, read by status).
+STATS_DIR = ".flowfs"
+STATS_FILE = "stats"
+
 DEFAULT_API_URL = "https://app.flow.bio/api"
 MiB = 2**20
 

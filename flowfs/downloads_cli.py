@@ -15,6 +15,7 @@ from typing import Any
 
 from flowfs.errors import FlowError
 from flowfs.manifest import valid_name
+from flowfs.status import flowfs_mounts
 
 POLL = 1.0
 
@@ -36,16 +37,6 @@ def find_mount(given: str | None) -> Path:
     if not mounts:
         raise FlowError("no flowfs mount found: mount one with 'flowfs mount DIR' first")
     raise FlowError("several flowfs mounts: choose one with --mount DIR")
-
-
-def flowfs_mounts() -> list[Path]:
-    found = []
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            left, _, right = line.partition(" - ")
-            if right.split(" ", 1)[0] == "fuse.flowfs":
-                found.append(Path(left.split()[4].replace("\\040", " ")))
-    return found
 
 
 def read_status(path: Path) -> dict[str, Any] | None:

@@ -23,13 +23,13 @@ import trio
 from flowfs.api import FlowAPI, new_client
 from flowfs.auth import Credentials
 from flowfs.buffers import BufferPool
-from flowfs.config import MountConfig
+from flowfs.config import STATS_DIR, MountConfig
 from flowfs.downloads import DownloadsDir
 from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient
 from flowfs.inodes import InodeTable
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
-from flowfs.stats import STATS_DIR, MountState, stats_dir
+from flowfs.stats import MountState, stats_dir
 from flowfs.tree import FileNode, Node, Tree
 
 log = logging.getLogger(__name__)

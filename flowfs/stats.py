@@ -17,14 +17,11 @@ from typing import Any
 
 from flowfs import __version__
 from flowfs.api import FlowAPI
-from flowfs.config import MountConfig
+from flowfs.config import STATS_FILE, MountConfig
 from flowfs.downloads import ACTIVE, DownloadsDir
 from flowfs.inodes import InodeTable
 from flowfs.reader import Reader
 from flowfs.tree import Node, StaticDir, TextFile, Tree
-
-STATS_DIR = ".flowfs"
-STATS_FILE = "stats"
 
 README = """\
 This hidden directory shows the state of this flowfs mount.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowfs.stats import STATS_DIR, STATS_FILE
+from flowfs.config import STATS_DIR, STATS_FILE
 
 FSTYPE = "fuse.flowfs"
 READ_TIMEOUT = 5.0
