@@ -158,11 +158,6 @@ class TokenState:
         self._refresh_token = creds.refresh_token if creds else None
         self._lock = trio.Lock()
         self._warned = False
-        self.generation = 0
-
-    @property
-    def anonymous(self) -> bool:
-        return self._creds is None
 
     def refreshable(self, status: int) -> bool:
         """Whether a refusal with ``status`` is worth one refresh and retry.
@@ -186,7 +181,6 @@ class TokenState:
             if self._token is not None and self._token != stale:
                 return self._token
             self._token = await self._obtain()
-            self.generation += 1
             return self._token
 
     async def _obtain(self) -> str:

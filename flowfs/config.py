@@ -70,7 +70,6 @@ class MountConfig:
     allow_other: bool = False
     foreground: bool = False
     debug: bool = False
-    block_size: int = 1 * MiB
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
 

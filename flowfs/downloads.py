@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 import trio
@@ -132,6 +131,10 @@ class Job:
         expires = parse_time(self.info.get("expires"))
         return bool(expires) and expires < time.time()
 
+    def update(self, info: dict[str, Any]) -> None:
+        """A fresh reply from the server: the job's new state, and no poll error."""
+        self.info, self.updated, self.poll_error = info, time.time(), None
+
     def gone(self, now: float) -> bool:
         """Expired for longer than EXPIRED_KEPT: the job vanishes from `.downloads/`.
 
@@ -190,13 +193,11 @@ class DownloadsDir(DirNode):
     volatile = True
     kind = "downloads"
 
-    def __init__(self, tree: Tree, mountpoint: str, invalidate: Callable[[int, str], None]):
+    def __init__(self, tree: Tree, mountpoint: str):
         super().__init__(tree, tree.started)
         # Absolute manifest paths may name the mount point as given or as resolved
         # (through symlinks). Resolved now: once mounted, resolving it would ask ourselves.
-        self.mountpoint = mountpoint
         self.roots = tuple(dict.fromkeys([mountpoint, os.path.realpath(mountpoint)]))
-        self._invalidate = invalidate
         self.readme = TextFile(tree, DOWNLOADS_README)
         self.manifests: dict[str, ManifestFile] = {}
         self.errors: dict[str, TextFile] = {}
@@ -258,7 +259,7 @@ class DownloadsDir(DirNode):
         job_id = str(info["id"])
         job = self.jobs.get(job_id)
         if job is not None:
-            job.info, job.updated, job.poll_error = info, time.time(), None
+            job.update(info)
             if job.gone(time.time()):
                 self._drop(job_id)
                 return None
@@ -277,8 +278,8 @@ class DownloadsDir(DirNode):
     def _drop(self, job_id: str) -> None:
         job = self.jobs.pop(job_id, None)
         if job is not None:
-            self._invalidate(self.inode, f"{job.stem}.status")
-            self._invalidate(self.inode, f"{job.stem}.zip")
+            self.tree.invalidate(self.inode, f"{job.stem}.status")
+            self.tree.invalidate(self.inode, f"{job.stem}.zip")
 
     # -- writing ----------------------------------------------------------------
     def create(self, name: str) -> ManifestFile:
@@ -314,7 +315,7 @@ class DownloadsDir(DirNode):
             raise NotPermitted("README.txt stays")
         else:
             raise NotFound(name)
-        self._invalidate(self.inode, name)
+        self.tree.invalidate(self.inode, name)
 
     def _job_by_stem(self, stem: str) -> Job | None:
         return next((j for j in self.jobs.values() if j.stem == stem), None)
@@ -358,9 +359,9 @@ class DownloadsDir(DirNode):
             self._fail(manifest.stem, [(0, "the server's reply has no job id")])
         self.manifests.pop(manifest.stem, None)
         manifest.submitted = True
-        self._invalidate(self.inode, f"{manifest.stem}.manifest")
+        self.tree.invalidate(self.inode, f"{manifest.stem}.manifest")
         if self.errors.pop(manifest.stem, None) is not None:
-            self._invalidate(self.inode, f"{manifest.stem}.error")
+            self.tree.invalidate(self.inode, f"{manifest.stem}.error")
         self._upsert(info)
         self._wake.set()
 
@@ -408,7 +409,7 @@ class DownloadsDir(DirNode):
         """Explain the problems in <stem>.error and refuse (EINVAL, or EFBIG for size)."""
         text = format_errors(problems, stem).replace("line 0: ", "")
         self.errors[stem] = TextFile(self.tree, text, time.time())
-        self._invalidate(self.inode, f"{stem}.error")
+        self.tree.invalidate(self.inode, f"{stem}.error")
         raise error(f"{stem}.manifest: {len(problems)} problem(s), see {stem}.error")
 
     async def _resolve(self, parsed: Manifest) -> tuple[list[str], list[tuple[int, str]]]:
@@ -494,5 +495,5 @@ class DownloadsDir(DirNode):
             log.warning("polling bulk job %s: %s", job.stem, exc)
             return False
         if isinstance(info.get("status"), str):
-            job.info, job.updated, job.poll_error = info, time.time(), None
+            job.update(info)
         return True

@@ -102,7 +102,6 @@ def cmd_wait(mount: Path, name: str, timeout: float | None) -> int:
     status_file = mount / ".downloads" / f"{name}.status"
     bar = _progress_bar(name)
     deadline = None if timeout is None else time.monotonic() + timeout
-    last = None
     try:
         while True:
             st = read_status(status_file)
@@ -120,8 +119,6 @@ def cmd_wait(mount: Path, name: str, timeout: float | None) -> int:
             if deadline is not None and time.monotonic() > deadline:
                 bar.close(f"{name}: still {state} after {timeout:.0f} s")
                 return 1
-            if state != last:
-                last = state
             time.sleep(POLL)
     finally:
         bar.close(None)

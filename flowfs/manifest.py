@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from flowfs.model import is_id
+
 MAX_MANIFEST_BYTES = 10 * 2**20
 MAX_LINE_CHARS = 4096
 NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
@@ -72,7 +74,7 @@ def _parse_line(line: str, number: int, mountpoint: str | tuple[str, ...],
     ident = _ID_RE.match(line)
     if ident:
         value = ident.group(1)
-        if not (value.isascii() and value.isdigit() and len(value) <= 40):
+        if not is_id(value):
             return f"{line}: a data id is a number"
         out.entries.append(Entry(number, "id", value))
         return None

@@ -13,13 +13,18 @@ from typing import Any
 from flowfs.errors import BadReply
 
 
+def is_id(text: str) -> bool:
+    """A data/object id as text: ASCII digits, at most 40 of them."""
+    return text.isascii() and text.isdigit() and len(text) <= 40
+
+
 def parse_id(value: Any) -> str:
     """An object id as a canonical digit string; never via float."""
     if isinstance(value, bool):
         raise BadReply(f"bad id {value!r}")
     if isinstance(value, int) and value >= 0:
         return str(value)
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 40:
+    if isinstance(value, str) and is_id(value):
         return value
     raise BadReply(f"bad id {str(value)[:40]!r}")
 

@@ -118,7 +118,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
                             recycle=buffers.offer)
 
             def extra(tree: Tree) -> dict[str, Node]:
-                downloads = DownloadsDir(tree, str(config.mountpoint), _invalidate)
+                downloads = DownloadsDir(tree, str(config.mountpoint))
                 state = MountState(config, api, reader, inodes, downloads, user,
                                    creds.source if creds else None)
                 return {".downloads": downloads, STATS_DIR: stats_dir(tree, state.snapshot)}

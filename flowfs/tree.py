@@ -23,7 +23,7 @@ import trio
 from flowfs.api import FlowAPI, gather
 from flowfs.errors import NotFound, Transient
 from flowfs.inodes import InodeTable
-from flowfs.model import DataFile, Execution, Project, Sample
+from flowfs.model import DataFile, Execution, Project, Sample, is_id
 from flowfs.names import assign_names, sanitize
 
 log = logging.getLogger(__name__)
@@ -471,7 +471,7 @@ class ByIdDir(DirNode):
         return {}
 
     async def lookup(self, name: str) -> Node:
-        if not (name.isascii() and name.isdigit() and len(name) <= 40):
+        if not is_id(name):
             raise NotFound(name)
         node = self._found.get(name)
         if node is None:

@@ -87,7 +87,7 @@ async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
     api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
     inodes: InodeTable[Node] = InodeTable()
     tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None,
-                extra=lambda t: {".downloads": DownloadsDir(t, "/mnt", lambda i, n: None)})
+                extra=lambda t: {".downloads": DownloadsDir(t, "/mnt")})
     async with client, trio.open_nursery() as nursery:
         reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
         yield Operations(tree, inodes, reader, uid=os.getuid(), gid=os.getgid(), ttl=60), flow
