@@ -110,22 +110,30 @@ async def test_a_refused_static_token_asks_to_log_in_again() -> None:
 
 
 async def test_password_credentials_log_in_again_when_refresh_fails() -> None:
-    logins = 0
+    logins = refreshes = 0
+    expired: set[str] = set()
 
     def handler(req: httpx.Request) -> httpx.Response:
-        nonlocal logins
+        nonlocal logins, refreshes
         if req.url.path == "/api/login":
             logins += 1
             assert json.loads(req.content) == {"username": "alice", "password": "pw"}
             return httpx.Response(200, json={"token": f"t{logins}"},
                                   headers={"set-cookie": "flow_refresh_token=R; Path=/"})
         if req.url.path == "/api/token":
+            refreshes += 1
             return problem(400, "Refresh token not valid")
+        if req.headers["authorization"] in expired:
+            return problem(401, "expired")
         return httpx.Response(200, json={"me": req.headers["authorization"]})
 
     api = make_api(handler, Credentials("password", "env", username="alice", password="pw"))
     assert (await api.get_json("/me"))["me"] == "Bearer t1"
     assert logins == 1
+    # t1 expires, and the refresh cookie is refused too: the password logs in again.
+    expired.add("Bearer t1")
+    assert (await api.get_json("/me"))["me"] == "Bearer t2"
+    assert (logins, refreshes) == (2, 1)
 
 
 def body(status: int, data: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from flowfs.buffers import BufferPool
 from flowfs.errors import BadReply, NotFound, Transient
@@ -288,7 +289,7 @@ async def test_a_waiter_giving_up_leaves_no_stuck_block(autojump_clock: Any) -> 
             results.append(await reader.read(reader.open(target), 0, 10))
 
         nursery.start_soon(second)
-        await trio.sleep(0.5)
+        await trio.testing.wait_all_tasks_blocked()  # the second reader waits on the fetch
         gate.set()
         await eventually(lambda: bool(results))
         assert results == [content(target)[:10]]
@@ -409,7 +410,10 @@ async def test_close_keeps_readahead_that_another_reader_waits_for(
     server = FakeServer()
     target = File("data-15", 100 * BS)
 
+    started: list[tuple[int, int]] = []  # requests begun, even those cancelled at the gate
+
     async def gated(t: Target, start: int, end: int) -> bytes:
+        started.append((start, end))
         if start >= 3 * BS:
             await gate.wait()
         return await server.fetch(t, start, end)
@@ -426,12 +430,13 @@ async def test_close_keeps_readahead_that_another_reader_waits_for(
             results.append(await reader.read(reader.open(target), 3 * BS, 10))
 
         nursery.start_soon(other)
-        await trio.sleep(0.1)
+        await trio.testing.wait_all_tasks_blocked()  # the other reader waits on read-ahead
         reader.close(seq)
         gate.set()
         await eventually(lambda: bool(results))
         assert results == [content(target)[3 * BS : 3 * BS + 10]]
         assert sum(1 for _, start, end in server.calls if start <= 3 * BS < end) == 1
+        assert sum(1 for start, end in started if start <= 3 * BS < end) == 1  # not refetched
         await eventually(lambda: reader.stats()["readahead_bytes"] == 0)
         nursery.cancel_scope.cancel()
 
