@@ -109,7 +109,8 @@ def new_client(max_connections: int = 64,
                                  headers={"User-Agent": f"flowfs/{__version__}"})
     inner = httpx.AsyncHTTPTransport(limits=limits)
     return httpx.AsyncClient(
-        transport=RangeTransport(inner, allocate=allocate), timeout=timeout, follow_redirects=True,
+        transport=RangeTransport(inner, max_connections=max_connections, allocate=allocate),
+        timeout=timeout, follow_redirects=True,
         headers={"User-Agent": f"flowfs/{__version__}"},
     )
 

@@ -71,7 +71,6 @@ ERRNO_TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (NotFound, errno.ENOENT),
     (Forbidden, errno.EACCES),
     (AuthExpired, errno.EACCES),
-    (BadReply, errno.EIO),
     (Transient, errno.EIO),
     (Rejected, errno.EINVAL),
     (ReadOnly, errno.EROFS),

@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import signal
+import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +50,7 @@ def check_mountpoint(path: Path) -> None:
                 f"{path} is a stale mount of a dead daemon; run 'flowfs umount {path}' first"
             ) from None
         raise ConfigError(f"mount point {path}: {exc.strerror}") from None
-    if not os.path.isdir(path) or not (st.st_mode & 0o040000):
+    if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"mount point {path} is not a directory")
     if os.path.ismount(path):
         raise ConfigError(f"{path} is already a mount point; 'flowfs umount {path}' first")

@@ -179,7 +179,7 @@ class Reader:
         self._max_run = max(1, config.max_request // self._bs)
         self._policy = Policy(
             block_size=self._bs,
-            first_blocks=max(1, -(-config.first_fetch // self._bs)),
+            first_blocks=block_count(config.first_fetch, self._bs),
             max_blocks=max(1, config.readahead_max // self._bs),
             slack=config.seq_slack,
         )
@@ -456,8 +456,8 @@ def _split(data: Any, count: int, block_size: int) -> list[Any]:
         if len(data) == count and all(len(p) == block_size for p in data[:-1]):
             return data
         data = b"".join(data)
-    if count == 1 and type(data) is bytes:
-        return [data]
+    if count == 1 and type(data) in (bytes, bytearray):
+        return [data]  # the whole reply is the block: no copy, and a bytearray can be recycled
     with memoryview(data) as view:
         return [bytes(view[i * block_size : (i + 1) * block_size]) for i in range(count)]
 
