@@ -66,6 +66,7 @@ class OpenFile:
     stream: Stream | None
     snapshot: bytes | None = None  # in-memory files: the content as of open()
     writer: bool = False
+    submitted: bool = False  # its close(2) already submitted (or tried to) the manifest
 
 
 class Operations(pyfuse3.Operations):
@@ -205,9 +206,11 @@ class Operations(pyfuse3.Operations):
             self.reader.close(handle.stream)
         if isinstance(handle, OpenFile) and handle.writer and isinstance(handle.node, ManifestFile):
             handle.node.writers -= 1
-            if handle.node.writers == 0:
+            if handle.node.writers == 0 and not handle.submitted:
                 # Two writers that flushed while both were open never saw "the last close";
                 # the last release submits (an error can only go to <name>.error now).
+                # After a close(2) that submitted, once is enough: a refused manifest is
+                # not sent again, and one that failed with EIO does not become a job later.
                 with contextlib.suppress(FlowError):
                     await self._downloads().submit(handle.node)
 
@@ -242,6 +245,7 @@ class Operations(pyfuse3.Operations):
         handle: OpenFile = self._handle(fh)
         node = handle.node
         if handle.writer and isinstance(node, ManifestFile) and node.writers <= 1:
+            handle.submitted = True
             await self._downloads().submit(node)
 
     @fuse_errors

@@ -39,6 +39,7 @@ class FakeFlow:
     def __init__(self) -> None:
         self.requests: list[str] = []
         self.jobs: list[dict[str, Any]] = []
+        self.refuse_jobs = False
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
         path = req.url.path
@@ -47,6 +48,8 @@ class FakeFlow:
             return self.ranged(req, BYTES)
         if path.startswith("/downloads/101/"):
             return self.ranged(req, b"abcd")
+        if req.method == "POST" and path == "/api/downloads" and self.refuse_jobs:
+            return httpx.Response(400, json={"error": "Too many files in one download"})
         if req.method == "POST" and path == "/api/downloads":
             body = json.loads(req.content)
             job = {"id": "job-1", "name": body["name"], "status": "pending", "progress": 0,
@@ -330,3 +333,17 @@ async def test_expired_jobs_say_so_then_vanish_after_an_hour(ops: Any) -> None:
     node._listed_at = 0.0
     assert "recent.status" not in await node.entries()
     await o.create(dl.st_ino, b"recent.manifest", 0o644, os.O_WRONLY, None)  # no EEXIST
+
+
+async def test_a_manifest_refused_at_close_is_not_sent_again_on_release(ops: Any) -> None:
+    o, flow = ops
+    flow.refuse_jobs = True
+    dl = await walk(o, ".downloads")
+    info, _ = await o.create(dl.st_ino, b"big.manifest", 0o644, os.O_WRONLY, None)
+    await o.write(info.fh, 0, b"id:100\n")
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.flush(info.fh)  # close(2) reports the refusal
+    assert err.value.errno == errno.EINVAL
+    await o.release(info.fh)
+    assert flow.requests.count("POST /api/downloads") == 1
+    assert flow.jobs == []
