@@ -214,11 +214,7 @@ class FlowAPI:
         """GET {api}{path} as a JSON object, with retries, refresh and error mapping."""
         url = f"{self.api_url}{path}"
         async with self._request("GET", url, params=params) as resp:
-            body = await _read_bounded(resp, MAX_JSON_BYTES)
-        try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError):
-            raise BadReply(f"{path}: the server sent something that is not JSON") from None
+            obj = _decode_json(await _read_bounded(resp, MAX_JSON_BYTES), path)
         if not isinstance(obj, dict):
             raise BadReply(f"{path}: expected a JSON object")
         return obj
@@ -226,11 +222,7 @@ class FlowAPI:
     async def post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.api_url}{path}"
         async with self._request("POST", url, json=payload, retry_5xx=False) as resp:
-            body = await _read_bounded(resp, MAX_JSON_BYTES)
-        try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError):
-            raise BadReply(f"{path}: the server sent something that is not JSON") from None
+            obj = _decode_json(await _read_bounded(resp, MAX_JSON_BYTES), path)
         return obj if isinstance(obj, dict) else {}
 
     async def delete(self, path: str) -> None:
@@ -430,6 +422,14 @@ async def _read_range(resp: httpx.Response, start: int, end: int,
     if got != want:
         raise _Truncated(f"body ended after {got} of {want} bytes")
     return buf
+
+
+def _decode_json(body: bytes, path: str) -> Any:
+    """A reply body as JSON; BadReply for anything else (deep nesting included)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadReply(f"{path}: the server sent something that is not JSON") from None
 
 
 async def _fill(body: AsyncIterator[bytes], view: memoryview, skip: int, want: int,

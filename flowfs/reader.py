@@ -145,10 +145,15 @@ class _Request:
     target: Target
     blocks: range
     pendings: list[_Pending]
-    nbytes: int
+    start: int  # the bytes [start, end) of the blocks
+    end: int
     stream: Stream | None  # the owner for read-ahead; None for a demand fetch
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     released: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
 
     def has_waiters(self) -> bool:
         return any(pending.waiters for pending in self.pendings)
@@ -317,7 +322,7 @@ class Reader:
 
     def _launch(self, target: Target, run: range, stream: Stream | None) -> _Request:
         pendings = [_Pending() for _ in run]
-        request = _Request(target, run, pendings, self._run_bytes(target, run), stream)
+        request = _Request(target, run, pendings, *run_span(run, target.size, self._bs), stream)
         # start_soon first: if the nursery is closed it raises and nothing is registered.
         self._nursery.start_soon(self._run, request, name=f"fetch {target.cache_key}")
         key = target.cache_key
@@ -369,8 +374,7 @@ class Reader:
 
     async def _run(self, request: _Request) -> None:
         """Fetch one run of blocks; always settles its pending entries (rule 3)."""
-        target = request.target
-        start, end = run_span(request.blocks, target.size, self._bs)
+        target, start, end = request.target, request.start, request.end
         data: Any = None
         error: FlowError | None = None
         try:
@@ -409,7 +413,7 @@ class Reader:
                 self._counts["fetch_errors"] += 1
             log.debug("fetch %s blocks %s failed: %s", key, request.blocks, error)
         else:
-            self._counts["bytes_fetched"] += _length(data)
+            self._counts["bytes_fetched"] += request.nbytes  # _run checked the length
         blocks = _split(data, len(request.blocks), self._bs) if data is not None else None
         outcome = zip(request.blocks, request.pendings, strict=True)
         for offset, (index, pending) in enumerate(outcome):
