@@ -405,8 +405,9 @@ def _finish_data(draft: _DataDraft, users: Mapping[str, User],
 
 
 def _group(items: Iterable[Any], key: Callable[[Any], str | None]) -> dict[str, tuple[Any, ...]]:
+    """``items`` (already in id order) grouped by ``key``; each group keeps that order."""
     groups: dict[str, list[Any]] = {}
-    for item in sorted(items, key=id_order):
+    for item in items:
         k = key(item)
         if k is not None:
             groups.setdefault(k, []).append(item)
@@ -415,7 +416,7 @@ def _group(items: Iterable[Any], key: Callable[[Any], str | None]) -> dict[str, 
 
 def _index_outputs(data: Mapping[str, DataFile]) -> dict[tuple[str, str], DataFile]:
     outputs: dict[tuple[str, str], DataFile] = {}
-    for item in sorted(data.values(), key=id_order):
+    for item in data.values():  # in id order: a clash names the lower id first
         if item.execution is None or item.output_path is None:
             continue
         key = (item.execution, item.output_path)
@@ -456,13 +457,15 @@ def load_catalog(path: Path, digests: DigestCache) -> Catalog:
     # Everything is validated before any file is hashed: a typo should not cost
     # minutes of MD5 over large files before it is reported.
     data = {d.ident: _finish_data(d, users, tables) for d in drafts}
-    data = _with_md5s(data, digests)
+    # Each table sorted once, in id order; the indexes below keep that order.
+    samples, executions = _sorted(samples), _sorted(executions)
+    data = _sorted(_with_md5s(data, digests))
     return Catalog(
         users=users,
         projects=_sorted(projects),
-        samples=_sorted(samples),
-        executions=_sorted(executions),
-        data=_sorted(data),
+        samples=samples,
+        executions=executions,
+        data=data,
         samples_by_project=_group(samples.values(), lambda s: s.project),
         executions_by_project=_group(executions.values(), lambda e: e.project),
         executions_by_sample=_group(executions.values(), lambda e: e.sample),
