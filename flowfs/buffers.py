@@ -5,6 +5,14 @@ touched: on a cold sequential read that was a quarter of the event loop's time, 
 it under the GIL. Streaming evicts one block for every block it receives, so the
 evicted buffers can take the new bytes instead: no allocation, no zeroing, no faults.
 
+The pool must absorb bursts: a request's buffers are all taken when its reply starts,
+and the blocks it evicts come back only when it lands, so while a stream runs up to the
+whole read-ahead budget is taken before any of it returns. A pool of 64 spares dropped
+most of what came back and made fresh buffers for more than half of a cold 1 GiB read.
+Spares never raise the peak memory: one is only kept when a received block took its
+place in the cache, so cache + bodies in flight + spares never exceeds what cache +
+bodies in flight were when the pool was last empty.
+
 Only a buffer that nothing else refers to is ever offered (the cache checks its
 reference count when it evicts), and a receive overwrites every byte of a buffer
 before anyone sees it, so a recycled buffer cannot show old bytes. Everything here
@@ -22,12 +30,14 @@ class BufferPool:
         self.limit = limit
         self._free: list[bytearray] = []
         self.reused = 0
+        self.allocated = 0
 
     def take(self, size: int) -> bytearray:
         """A buffer of ``size`` bytes whose content is undefined (recycled when possible)."""
         if size == self.size and self._free:
             self.reused += 1
             return self._free.pop()
+        self.allocated += 1
         return bytearray(size)
 
     def offer(self, buffer: object) -> None:

@@ -103,7 +103,8 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
     Reports readiness through ``ready``; calls ``stopping`` once unmounting begins.
     """
     reader_config = ReaderConfig(cache_bytes=config.cache_size, io_timeout=config.io_timeout)
-    buffers = BufferPool(reader_config.block_size)  # evicted blocks become new bodies
+    # Evicted blocks become new bodies.
+    buffers = BufferPool(reader_config.block_size, limit=reader_config.spare_buffers)
     async with new_client(allocate=buffers.take) as client:
         api = FlowAPI(config.api_url, config.files_url, creds, client)
         user = await preflight(api, creds)

@@ -117,6 +117,11 @@ class ReaderConfig:
         return max(self.block_size, self.cache_bytes - self.readahead_budget)
 
     @property
+    def spare_buffers(self) -> int:
+        """Evicted blocks to keep for new bodies (:mod:`flowfs.buffers`): what can be in flight."""
+        return max(1, self.readahead_budget // self.block_size)
+
+    @property
     def readahead_share(self) -> int:
         """Read-ahead window shared by all sequential streams (half the cache).
 

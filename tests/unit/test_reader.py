@@ -511,3 +511,37 @@ async def test_recycled_buffers_never_show_old_bytes(autojump_clock: Any) -> Non
                 readers.start_soon(scattered, target, i)
         nursery.cancel_scope.cancel()
     assert pool.reused > 50  # the test did exercise recycling
+
+
+@pytest.mark.parametrize("limit", ["spare_buffers", 2])
+async def test_streaming_makes_new_buffers_only_for_what_is_held_at_once(
+        limit: Any, autojump_clock: Any) -> None:
+    # The pool sized as a mount sizes it keeps every evicted buffer a burst of replies
+    # will take again; a small pool drops them and a long stream keeps allocating.
+    config = ReaderConfig(**{**BASE, "cache_bytes": 40 * BS, "max_parallel": 4})
+    pool = BufferPool(BS, limit=config.spare_buffers if limit == "spare_buffers" else limit)
+    server = FakeServer(latency=0.001)
+
+    async def fetch(target: Target, start: int, end: int) -> list[bytearray]:
+        data = await server.fetch(target, start, end)
+        pieces = [pool.take(min(BS, len(data) - at)) for at in range(0, len(data), BS)]
+        await trio.sleep(0.001)  # every piece is taken before the body arrives
+        for at, piece in zip(range(0, len(data), BS), pieces, strict=True):
+            piece[:] = data[at : at + BS]
+        return pieces
+
+    target = File("long", 400 * BS)
+    expected = content(target)
+    async with trio.open_nursery() as nursery:
+        reader = Reader(fetch, nursery, config, recycle=pool.offer)
+        stream, position = reader.open(target), 0
+        while chunk := await reader.read(stream, position, 4 * BS):
+            assert chunk == expected[position : position + len(chunk)]
+            position += len(chunk)
+        reader.close(stream)
+        nursery.cancel_scope.cancel()
+    held_at_once = (config.cache_capacity + config.readahead_budget) // BS
+    if limit == "spare_buffers":
+        assert pool.allocated <= held_at_once + 4 * 4  # + demand fetches of max_request
+    else:
+        assert pool.allocated > 2 * held_at_once  # what the bound above guards against
