@@ -81,7 +81,3 @@ def iter_runs(indices: Iterable[int], max_blocks: int) -> Iterator[range]:
     if first >= 0:
         yield range(first, last + 1)
 
-
-def coalesce(indices: Iterable[int], max_blocks: int) -> list[range]:
-    """All of :func:`iter_runs` as a list."""
-    return list(iter_runs(indices, max_blocks))

@@ -100,8 +100,9 @@ class AccessPattern:
         if kind is _Kind.RANDOM:
             self._window = 0
             self._pos_end = end
-            stop = min(max(need.stop, need.start + self.policy.first_blocks), nblocks)
-            demand = range(need.start, max(stop, need.stop))
+            # need.stop <= nblocks: a read is clamped to the file first
+            demand = range(need.start, min(max(need.stop, need.start + self.policy.first_blocks),
+                                           nblocks))
             self._ra_end = demand.stop
             return Plan(need, demand, _EMPTY)
         self._pos_end = end

@@ -24,7 +24,7 @@ interleaving, and every rule below relies on it.
    leaving never affects the fetch.  Waiters take the block from the entry itself, so a
    block evicted right after it landed is still delivered.
 5. A failed fetch stores nothing: each waiter gets a copy of the error, the next read
-   fetches again.  Results of an entry that was detached (``forget``, ``close``) are
+   fetches again.  Results of an entry that was detached (``close``) are
    delivered to its waiters but not cached.
 6. Read-ahead requests count their bytes in ``_ra_bytes`` from start until settled or
    abandoned, exactly once (``_Request.released``); a request is only started if it fits
@@ -269,13 +269,6 @@ class Reader:
             "readahead_requests": self._ra_requests,
             "streams": self._streams,
         }
-
-    def forget(self, cache_key: str) -> None:
-        """Drop the cached blocks of ``cache_key``; fetches in flight for it won't be cached."""
-        for key in [k for k in self._cache if k[0] == cache_key]:
-            self._cache.pop(key, None)
-        for key in [k for k in self._pending if k[0] == cache_key]:
-            del self._pending[key]
 
     # -- planning and starting fetches (all synchronous) ------------------------------
 

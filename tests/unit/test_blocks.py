@@ -11,7 +11,7 @@ from flowfs.blocks import (
     block_span,
     blocks_covering,
     clamp,
-    coalesce,
+    iter_runs,
     pieces,
     run_span,
 )
@@ -66,12 +66,12 @@ def test_pieces_slice_each_block() -> None:
     assert list(pieces(5, 6, 4)) == [(1, 1, 2)]
 
 
-def test_coalesce_groups_contiguous_runs_up_to_a_limit() -> None:
-    assert coalesce([], 3) == []
-    assert coalesce([1, 2, 3, 5, 6, 9], 8) == [range(1, 4), range(5, 7), range(9, 10)]
-    assert coalesce(range(0, 7), 3) == [range(0, 3), range(3, 6), range(6, 7)]
+def test_iter_runs_groups_contiguous_runs_up_to_a_limit() -> None:
+    assert list(iter_runs([], 3)) == []
+    assert list(iter_runs([1, 2, 3, 5, 6, 9], 8)) == [range(1, 4), range(5, 7), range(9, 10)]
+    assert list(iter_runs(range(0, 7), 3)) == [range(0, 3), range(3, 6), range(6, 7)]
     with pytest.raises(ValueError):
-        coalesce([3, 2], 3)
+        list(iter_runs([3, 2], 3))
 
 
 @given(
@@ -105,8 +105,8 @@ def test_pieces_cover_exactly_the_clamped_range(
     indices=st.sets(st.integers(0, 200)),
     max_blocks=st.integers(1, 20),
 )
-def test_coalesce_preserves_every_index_once(indices: set[int], max_blocks: int) -> None:
-    runs = coalesce(sorted(indices), max_blocks)
+def test_iter_runs_preserves_every_index_once(indices: set[int], max_blocks: int) -> None:
+    runs = list(iter_runs(sorted(indices), max_blocks))
     flat = [i for run in runs for i in run]
     assert flat == sorted(indices)
     assert all(1 <= len(run) <= max_blocks for run in runs)

@@ -176,17 +176,6 @@ async def test_lru_eviction_respects_the_byte_budget() -> None:
         assert len(server.calls) == calls + 1
 
 
-async def test_forget_drops_a_keys_blocks() -> None:
-    server = FakeServer()
-    target = File("data-5", 5 * BS)
-    async with running(server) as reader:
-        await reader.read(reader.open(target), 0, 10)
-        reader.forget("data-5")
-        assert reader.stats()["cached_blocks"] == 0
-        await reader.read(reader.open(target), 0, 10)
-        assert len(server.calls) == 2
-
-
 # -- single flight and failures ---------------------------------------------------------
 
 
