@@ -102,7 +102,7 @@ def new_client(max_connections: int = 64,
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
     timeout = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=60.0)
-    if _proxied():
+    if proxied():
         # The lean transport speaks to the server directly; behind a proxy let httpx
         # do everything (it reads HTTP_PROXY/HTTPS_PROXY/NO_PROXY itself).
         return httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=True,
@@ -145,7 +145,8 @@ async def gather(*jobs: Callable[[], Awaitable[None]]) -> None:
         raise first_error(group) from None
 
 
-def _proxied() -> bool:
+def proxied() -> bool:
+    """Whether a proxy is configured: then plain httpx does every request (no lean route)."""
     proxies = urllib.request.getproxies()
     return "http" in proxies or "https" in proxies or "all" in proxies
 

@@ -21,7 +21,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from flowfs.api import FlowAPI, new_client
+from flowfs.api import FlowAPI, new_client, proxied
 from flowfs.auth import Credentials
 from flowfs.buffers import BufferPool
 from flowfs.config import STATS_DIR, MountConfig
@@ -92,6 +92,17 @@ def fuse_options(config: MountConfig) -> set[str]:
     return options
 
 
+def receive_buffers(config: ReaderConfig) -> BufferPool | None:
+    """Where evicted blocks go to take new bodies; None behind a proxy.
+
+    Only the lean transport receives into buffers it is given; behind a proxy plain
+    httpx makes its own, and spares offered to a pool nobody takes from would only pile up.
+    """
+    if proxied():
+        return None
+    return BufferPool(config.block_size, limit=config.spare_buffers)
+
+
 def _invalidate(parent: int, name: str) -> None:
     pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
 
@@ -103,9 +114,8 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
     Reports readiness through ``ready``; calls ``stopping`` once unmounting begins.
     """
     reader_config = ReaderConfig(cache_bytes=config.cache_size, io_timeout=config.io_timeout)
-    # Evicted blocks become new bodies.
-    buffers = BufferPool(reader_config.block_size, limit=reader_config.spare_buffers)
-    async with new_client(allocate=buffers.take) as client:
+    buffers = receive_buffers(reader_config)
+    async with new_client(allocate=buffers.take if buffers else bytearray) as client:
         api = FlowAPI(config.api_url, config.files_url, creds, client)
         user = await preflight(api, creds)
         inodes: InodeTable[Node] = InodeTable()
@@ -117,7 +127,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
 
         async with trio.open_nursery() as nursery:
             reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
-                            recycle=buffers.offer)
+                            recycle=buffers.offer if buffers else None)
 
             def extra(tree: Tree) -> dict[str, Node]:
                 downloads = DownloadsDir(tree, str(config.mountpoint))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from flowfs.buffers import BufferPool
+from flowfs.mount import receive_buffers
+from flowfs.reader import ReaderConfig
 
 
 def test_take_reuses_offered_buffers_of_its_size_only() -> None:
@@ -23,3 +27,17 @@ def test_the_pool_is_bounded() -> None:
     for _ in range(5):
         pool.offer(bytearray(4))
     assert len(pool) == 2
+
+
+def test_a_mount_keeps_spares_only_where_bodies_are_received_into_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    config = ReaderConfig(cache_bytes=64 * 2**20)
+    pool = receive_buffers(config)
+    assert pool is not None and pool.limit == config.spare_buffers == 64
+    # Behind a proxy plain httpx allocates every body: spares would pile up unused
+    # (up to a quarter of the cache budget).
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert receive_buffers(config) is None
