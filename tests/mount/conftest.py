@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Mount, Server, user_env
+from harness import FaultProxy, Mount, Processes, Server, user_env
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,34 +37,41 @@ def catalog(demo: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def server(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(demo, tmp_path_factory.mktemp("server"))
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+def module_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
+    """The module's own servers, proxies and mounts (``server``'s and ``mounts``' too):
+    ``.server(catalog, *flags)``, ``.proxy(server, spec, seed, *flags)``,
+    ``.mount(server, env, *flags)``; all stopped at the end of the module, mounts first."""
+    with Processes(tmp_path_factory.mktemp) as procs:
+        yield procs
+
+
+@pytest.fixture
+def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
+    """Like ``module_processes``, stopped at the end of the test."""
+    with Processes(tmp_path_factory.mktemp) as procs:
+        yield procs
+
+
+@pytest.fixture(scope="module")
+def server(demo: Path, module_processes: Processes) -> Server:
+    return module_processes.server(demo)
 
 
 MountFactory = Callable[..., Mount]
 
 
 @pytest.fixture(scope="module")
-def mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MountFactory]:
+def mounts(tmp_path_factory: pytest.TempPathFactory,
+           module_processes: Processes) -> MountFactory:
     """Make mounts; every one is unmounted and its daemon stopped at the end."""
-    made: list[Mount] = []
     base = tmp_path_factory.mktemp("mnt")
+    serial = itertools.count()
 
     def make(server: Server, user: str = "alice", *args: str, **env: str) -> Mount:
-        m = Mount(server, base / f"{user}-{len(made)}", user_env(user, f"{user}-pw", **env),
-                  args)
-        made.append(m)
-        return m.start()
+        return module_processes.mount(server, user_env(user, f"{user}-pw", **env), *args,
+                                      path=base / f"{user}-{next(serial)}")
 
-    try:
-        yield make
-    finally:
-        for m in made:
-            m.close()
+    return make
 
 
 @pytest.fixture(scope="module")
@@ -80,45 +88,22 @@ ServerFactory = Callable[..., Server]
 
 
 @pytest.fixture
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+def servers(processes: Processes) -> ServerFactory:
     """Reference servers of a test's own (catalog, flags); every one stopped at the end.
 
     ``make(catalog, *flags)``; a test may stop and ``start()`` one again (same port and
     state dir).
     """
-    made: list[Server] = []
-
-    def make(catalog: Path, *args: str) -> Server:
-        srv = Server(catalog, tmp_path_factory.mktemp("own-server"), args)
-        made.append(srv)
-        return srv.start()
-
-    try:
-        yield make
-    finally:
-        for srv in made:
-            srv.stop()
+    return processes.server
 
 
 @pytest.fixture
-def own_mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MountFactory]:
+def own_mounts(processes: Processes) -> MountFactory:
     """Foreground mounts with a test's own environment: ``make(server, env, *flags)``.
 
     Every one is lazily unmounted and its daemon stopped at the end of the test.
     """
-    made: list[Mount] = []
-    base = tmp_path_factory.mktemp("own-mnt")
-
-    def make(server: Server, env: dict[str, str], *args: str) -> Mount:
-        m = Mount(server, base / f"m{len(made)}", env, args)
-        made.append(m)
-        return m.start()
-
-    try:
-        yield make
-    finally:
-        for m in made:
-            m.close()
+    return processes.mount
 
 
 @pytest.fixture
@@ -143,26 +128,13 @@ def daemons() -> Iterator[list[Path]]:
                 stop_pid(pid)
 
 
-ProxyFactory = Callable[..., Any]
+ProxyFactory = Callable[..., FaultProxy]
 
 
-@pytest.fixture(scope="module")
-def proxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyFactory]:
+@pytest.fixture
+def proxies(processes: Processes) -> ProxyFactory:
     """Fault proxies in front of servers: ``make(server, spec="off", seed=0, *flags)``.
 
-    Every one is stopped at the end of the module.
+    Every one is stopped at the end of the test.
     """
-    from harness import FaultProxy
-
-    made: list[FaultProxy] = []
-
-    def make(server: Server, spec: str = "off", seed: int = 0, *args: str) -> FaultProxy:
-        proxy = FaultProxy(server, tmp_path_factory.mktemp("proxy"), spec, seed, args)
-        made.append(proxy)
-        return proxy.start()
-
-    try:
-        yield make
-    finally:
-        for proxy in made:
-            proxy.stop()
+    return processes.proxy

@@ -3,11 +3,13 @@
 Everything that touches the mount runs in a child process with a timeout (a
 hung FUSE request blocks its caller in the kernel; only a child can be killed
 and the test failed). Every process started here is stopped in ``close()``,
-and every mount is lazily unmounted, whatever happened.
+and every mount is lazily unmounted, whatever happened. Fixtures start them
+through :class:`Processes`, which owns that teardown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -336,3 +338,46 @@ class FaultProxy:
     def stop(self) -> None:
         stop(self.proc)
         self.proc = None
+
+
+# -- the one place tests start servers, proxies and mounts -------------------------------------
+
+
+class Processes:
+    """Reference servers, fault proxies and mounts started for tests; all stopped on exit.
+
+    Use as a context manager (``with Processes(tmp_path_factory.mktemp) as procs``). Each
+    teardown is registered before its start, since a start that times out leaves its process
+    running. Teardowns run in reverse order, so a mount is lazily unmounted and its daemon
+    stopped before the proxy and server it reads from; each runs even if one before it fails.
+    """
+
+    def __init__(self, mktemp: Callable[[str], Path]) -> None:
+        self._mktemp = mktemp
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)
+
+    def server(self, catalog: Path, *args: str) -> Server:
+        """A reference server on ``catalog`` with extra flags; stop and ``start()`` it again
+        as a test likes (same port and state dir)."""
+        srv = Server(catalog, self._mktemp("server"), args)
+        self._stack.callback(srv.stop)
+        return srv.start()
+
+    def proxy(self, server: Server, spec: str = "off", seed: int = 0, *args: str) -> FaultProxy:
+        """A fault proxy in front of ``server``: mount ``proxy.endpoint()``."""
+        proxy = FaultProxy(server, self._mktemp("proxy"), spec, seed, args)
+        self._stack.callback(proxy.stop)
+        return proxy.start()
+
+    def mount(self, server: Server, env: dict[str, str], *args: str,
+              path: Path | None = None) -> Mount:
+        """A foreground mount of ``server`` (``path``: by default a fresh ``.../flow``)."""
+        m = Mount(server, path or self._mktemp("mnt") / "flow", env, args)
+        self._stack.callback(m.close)
+        return m.start()

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
@@ -21,7 +21,7 @@ import httpx
 import pytest
 from conftest import MountFactory
 from expect import source_md5s
-from harness import Mount, Server, login_token, sh, user_env, wait_for
+from harness import Mount, Processes, Server, login_token, sh, user_env, wait_for
 
 BIG_ID = "9007199254740993"
 ACTIVE = ("pending", "processing")
@@ -32,12 +32,8 @@ EINVAL = os.strerror(22).encode()  # "Invalid argument"
 
 
 @pytest.fixture(scope="module")
-def dl_server(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(demo, tmp_path_factory.mktemp("dl-server"), ("--job-delay", "1"))
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+def dl_server(demo: Path, module_processes: Processes) -> Server:
+    return module_processes.server(demo, "--job-delay", "1")
 
 
 @pytest.fixture(scope="module")
@@ -54,28 +50,15 @@ Own = Callable[..., tuple[Server, Mount]]
 
 
 @pytest.fixture
-def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Own]:
+def own(processes: Processes) -> Own:
     """``make(catalog, *server_flags, mount_at=None)``: a server and an alice mount of the
     test's own; both stopped at the end of the test."""
-    servers: list[Server] = []
-    mounts: list[Mount] = []
 
     def make(catalog: Path, *flags: str, mount_at: Path | None = None) -> tuple[Server, Mount]:
-        srv = Server(catalog, tmp_path_factory.mktemp("dl-own"), flags)
-        servers.append(srv)
-        srv.start()
-        path = mount_at or tmp_path_factory.mktemp("dl-own-mnt") / "flow"
-        mount = Mount(srv, path, user_env("alice", "alice-pw"))
-        mounts.append(mount)
-        return srv, mount.start()
+        srv = processes.server(catalog, *flags)
+        return srv, processes.mount(srv, user_env("alice", "alice-pw"), path=mount_at)
 
-    try:
-        yield make
-    finally:
-        for mount in mounts:
-            mount.close()
-        for srv in servers:
-            srv.stop()
+    return make
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -466,15 +449,9 @@ def test_a_job_made_through_the_api_appears(m: Mount, dl_server: Server,
 
 
 @pytest.fixture(scope="module")
-def brief(demo: Path, tmp_path_factory: pytest.TempPathFactory,
-          mounts: MountFactory) -> Iterator[Mount]:
+def brief(demo: Path, module_processes: Processes, mounts: MountFactory) -> Mount:
     """An alice mount of a server whose archives expire 3 s after completion."""
-    srv = Server(demo, tmp_path_factory.mktemp("dl-ttl"), ("--job-ttl", "3"))
-    try:
-        srv.start()
-        yield mounts(srv, "alice")
-    finally:
-        srv.stop()
+    return mounts(module_processes.server(demo, "--job-ttl", "3"), "alice")
 
 
 def expire(m: Mount, stem: str) -> None:

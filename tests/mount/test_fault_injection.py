@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import FaultProxy, Mount, Server, sh, user_env, wait_for
+from harness import FaultProxy, Mount, Processes, Server, sh, user_env, wait_for
 
 PASSWORD = "inject-pw-8e2a"
 IO_TIMEOUT = 5.0
@@ -172,28 +172,23 @@ def alive(m: Mount) -> bool:
     return m.proc is not None and m.proc.poll() is None
 
 
+Rig = tuple[Server, FaultProxy, Mount]
+
+
 @pytest.fixture(scope="module")
-def rig(inject_catalog: tuple[Path, Sources], tmp_path_factory: pytest.TempPathFactory,
-        proxies: Callable[..., FaultProxy]) -> Any:
+def rig(inject_catalog: tuple[Path, Sources], module_processes: Processes) -> Rig:
     """One server, one proxy, one mount for every fault case (no remount between them)."""
     catalog, _ = inject_catalog
-    srv = Server(catalog, tmp_path_factory.mktemp("inject-server")).start()
-    m: Mount | None = None
-    try:
-        proxy = proxies(srv, "off", 0, "--stall-max", "60")
-        m = Mount(proxy.endpoint(), tmp_path_factory.mktemp("inject-mnt") / "m",
-                  user_env("alice", PASSWORD), ("--io-timeout", str(IO_TIMEOUT)))
-        m.start()
-        yield srv, proxy, m
-    finally:
-        if m is not None:
-            m.close()
-        srv.stop()
+    srv = module_processes.server(catalog)
+    proxy = module_processes.proxy(srv, "off", 0, "--stall-max", "60")
+    m = module_processes.mount(proxy.endpoint(), user_env("alice", PASSWORD),
+                               "--io-timeout", str(IO_TIMEOUT))
+    return srv, proxy, m
 
 
 @pytest.mark.parametrize(("case", "spec"), CASES, ids=[c for c, _ in CASES])
 def test_faults_never_give_wrong_bytes_nor_hang_and_reads_recover(
-    case: str, spec: str, rig: Any, inject_catalog: tuple[Path, Sources],
+    case: str, spec: str, rig: Rig, inject_catalog: tuple[Path, Sources],
     request: pytest.FixtureRequest,
 ) -> None:
     if case in XFAIL:

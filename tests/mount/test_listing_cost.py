@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Mount, Server, sh
+from harness import Mount, Processes, Server, sh
 
 N_FILES = 2000
 PAGE = 100
@@ -31,12 +31,8 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def many_server(many: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(many, tmp_path_factory.mktemp("many-server"))
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+def many_server(many: Path, module_processes: Processes) -> Server:
+    return module_processes.server(many)
 
 
 @pytest.fixture(scope="module")

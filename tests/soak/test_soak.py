@@ -29,7 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mount"))
 import contextlib
 
-from harness import FaultProxy, Mount, Server, user_env  # noqa: E402
+from harness import Mount, Processes, user_env  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -162,30 +162,21 @@ def run_readers(m: Mount, src: Path, seconds: float, pid: int) -> tuple[dict[str
     return json.loads(out), samples
 
 
-def test_memory_and_fds_stay_flat_under_faults(tmp_path: Path) -> None:
+def test_memory_and_fds_stay_flat_under_faults(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     seconds = float(os.environ.get("FLOWFS_SOAK_SECONDS", "600"))
     out = Path(os.environ.get("FLOWFS_SOAK_OUT", tmp_path / "soak.json"))
     catalog = make_catalog(tmp_path / "data")
-    srv = Server(catalog, tmp_path / "server")
-    (tmp_path / "server").mkdir()
-    proxy = FaultProxy(srv, tmp_path, FAULTS, 1, ("--stall-max", "60"))
-    m = Mount(srv, tmp_path / "mnt", user_env("alice", PASSWORD),
-              ("--io-timeout", str(IO_TIMEOUT), "--cache-size", "64M"))
-    try:
-        srv.start()
-        proxy.start()
-        m.server = proxy.endpoint()
-        m.start()
+    with Processes(tmp_path_factory.mktemp) as procs:
+        proxy = procs.proxy(procs.server(catalog), FAULTS, 1, "--stall-max", "60")
+        m = procs.mount(proxy.endpoint(), user_env("alice", PASSWORD),
+                        "--io-timeout", str(IO_TIMEOUT), "--cache-size", "64M")
         assert m.proc is not None
         pid = m.proc.pid
         started = time.monotonic()
         readers, samples = run_readers(m, tmp_path / "data" / "files", seconds, pid)
         alive = m.proc.poll() is None
         faults = proxy.stats()
-    finally:
-        m.close()
-        proxy.stop()
-        srv.stop()
     warm = [s for s in samples if s["t"] - started >= min(30.0, seconds / 5)]
     baseline, final = warm[0], warm[-1]
     report = {

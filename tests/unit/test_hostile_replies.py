@@ -211,14 +211,15 @@ def test_ids_beyond_64_bits_stay_exact(value: int | str) -> None:
     assert DataFile.from_json({"id": value, "filename": "f", "size": 1}).id == str(value)
 
 
-@pytest.mark.parametrize("value", [
-    -1, 1.5, "12a", "", "9" * 41, [], {}, None, True, "١٢"])
+# 1.5, True, None, "12a" and "" are in test_model.py.
+@pytest.mark.parametrize("value", [-1, "9" * 41, [], {}, "١٢"])
 def test_ids_of_the_wrong_kind_are_bad_replies(value: Any) -> None:
     with pytest.raises(BadReply):
         parse_id(value)
 
 
-@pytest.mark.parametrize("value", [10**12 * 2**40, -1, "abc", "-3", 1.5, [], True])
+# -1, 1.5 and True are in test_model.py.
+@pytest.mark.parametrize("value", [10**12 * 2**40, "abc", "-3", []])
 def test_bad_sizes_are_bad_replies(value: Any) -> None:
     with pytest.raises(BadReply):
         DataFile.from_json({"id": "1", "filename": "f", "size": value})
@@ -238,7 +239,8 @@ def test_any_name_becomes_a_safe_path_component(name: str) -> None:
     assert len(safe.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
 
 
-@pytest.mark.parametrize("name", ["a/b", "../../etc/passwd", "x\0y", "é" * 10_000, "\n", ".."])
+# ".." is in test_names.py.
+@pytest.mark.parametrize("name", ["a/b", "../../etc/passwd", "x\0y", "é" * 10_000, "\n"])
 def test_hostile_names_are_mapped(name: str) -> None:
     safe = sanitize(name)
     assert "/" not in safe and "\0" not in safe and safe not in (".", "..")
