@@ -178,21 +178,37 @@ async def _announce_ready(mountpoint: Path, ready: Ready) -> None:
 
 
 READAHEAD_KB = 1024  # 4 and 16 MiB were measured too: no faster
+# Read-ahead requests the kernel keeps in flight per mount (its default: 12, and it stops
+# reading ahead beyond 9). Eight streams want more: 8 x 256 MiB at once +14%, CPU -11%.
+MAX_BACKGROUND = 64
 
 
 def raise_readahead(dev: int) -> None:
-    """Let the kernel read ahead (and so ask us) in 1 MiB requests instead of 128 KiB.
+    """Let the kernel read ahead in 1 MiB requests instead of 128 KiB, more of them at once.
 
     FUSE cannot ask for more than the kernel's default read-ahead when it mounts;
     the mount's backing device in sysfs can, if we may write there (root). Eight
     times fewer requests cut the daemon's CPU per byte by about a tenth to a fifth.
+    The FUSE connection's own limits (``/sys/fs/fuse/connections``) are raised too,
+    so that concurrent streams are not held to 12 requests in flight between them.
     """
-    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+    _write_sysfs(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", READAHEAD_KB)
+    connection = f"/sys/fs/fuse/connections/{fuse_connection(dev)}"
+    _write_sysfs(f"{connection}/max_background", MAX_BACKGROUND)
+    _write_sysfs(f"{connection}/congestion_threshold", MAX_BACKGROUND * 3 // 4)
+
+
+def fuse_connection(dev: int) -> int:
+    """The kernel's number of the FUSE connection behind ``st_dev`` ``dev``."""
+    return (os.major(dev) << 20) | os.minor(dev)
+
+
+def _write_sysfs(path: str, value: int) -> None:
     try:
         with open(path, "w") as fh:
-            fh.write(str(READAHEAD_KB))
+            fh.write(str(value))
     except OSError as exc:
-        log.debug("read-ahead stays at the kernel default (%s: %s)", path, exc.strerror)
+        log.debug("%s stays at the kernel default (%s)", path, exc.strerror)
 
 
 def unmount(path: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import DEADLINE, Mount, Server, data_source, md5s, sh
+from harness import DEADLINE, Mount, Server, data_source, md5s, sh, wait_for
+
+from flowfs.mount import MAX_BACKGROUND, READAHEAD_KB, fuse_connection
 
 MountFactory = Callable[..., Mount]
 
@@ -349,3 +352,20 @@ def test_eight_readers_of_eight_files(server: Server, mounts: MountFactory, demo
     assert [o.split()[0].decode() for o in outs] == want
     # and the same files again, all in one process, now from the cache: still right
     assert list(md5s(paths).values()) == want
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the kernel's limits can only be raised by root")
+def test_a_root_mount_lets_the_kernel_read_ahead_far_and_in_parallel(alice: Mount) -> None:
+    # Without these the kernel asks in 128 KiB requests and keeps at most 12 of them in
+    # flight for the whole mount: several files streamed at once then wait on each other.
+    dev = int(sh("stat", "-c", "%d", alice.path).stdout)
+    bdi = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}")
+    connection = Path(f"/sys/fs/fuse/connections/{fuse_connection(dev)}")
+
+    def limits() -> tuple[int, ...]:
+        return tuple(int(f.read_text()) for f in (bdi / "read_ahead_kb",
+                     connection / "max_background", connection / "congestion_threshold"))
+
+    # The daemon raises them once its mount answers, so shortly after the mount appears.
+    wait_for(lambda: limits() == (READAHEAD_KB, MAX_BACKGROUND, 48), what="the raised limits")
+    assert (READAHEAD_KB, MAX_BACKGROUND) == (1024, 64)
