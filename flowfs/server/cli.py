@@ -11,10 +11,8 @@ import argparse
 import contextlib
 import logging
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -23,7 +21,7 @@ from flowfs.server import config as defaults
 from flowfs.server.app import API_PREFIX, open_server
 from flowfs.server.catalog import CatalogError
 from flowfs.server.config import ServerConfig
-from flowfs.server.runner import announce, base_url, bind, serve
+from flowfs.server.runner import announce, base_url, bind, handling_signals, serve
 
 _PROG = "flowfs serve"
 
@@ -134,15 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
 
-@contextlib.contextmanager
-def _signals_stop_startup() -> Iterator[None]:
+def _signals_stop_startup() -> contextlib.AbstractContextManager[None]:
     """Until the server runs (it has its own handlers), SIGINT/SIGTERM end startup quietly."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return handling_signals(_raise_stopped)

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -42,6 +43,20 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+@contextlib.contextmanager
+def handling_signals(handler: Callable[[int, FrameType | None], Any]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` inside the block (main thread only), then back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in _SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def base_url(sock: socket.socket) -> str:
@@ -88,15 +103,8 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
+        with handling_signals(self._exit_on_signal):
             yield
-            return
-        previous = {sig: signal.signal(sig, self._exit_on_signal) for sig in _SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def _exit_on_signal(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit:
