@@ -146,7 +146,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
                 nursery.start_soon(_watch_signals)
                 nursery.start_soon(downloads.poll_forever)
                 nursery.start_soon(_announce_ready, config.mountpoint, ready)
-                await pyfuse3.main(min_tasks=4, max_tasks=64)
+                await pyfuse3.main(min_tasks=4, max_tasks=MAX_REQUESTS)
             finally:
                 log.info("unmounting %s", config.mountpoint)
                 if stopping is not None:
@@ -177,6 +177,10 @@ async def _announce_ready(mountpoint: Path, ready: Ready) -> None:
     ready(None)
 
 
+# FUSE requests handled at once. A request waiting for the network holds its handler, so
+# with 64 of them 100 reads of a pipeline on a slow server froze every `ls` and `stat` of
+# the mount until the reads timed out. Handlers are trio tasks: cheap, made on demand.
+MAX_REQUESTS = 1024
 READAHEAD_KB = 1024  # 4 and 16 MiB were measured too: no faster
 # Read-ahead requests the kernel keeps in flight per mount (its default: 12, and it stops
 # reading ahead beyond 9). Eight streams want more: 8 x 256 MiB at once +14%, CPU -11%.

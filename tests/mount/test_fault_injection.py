@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import subprocess
 import sys
 import time
 import zipfile
@@ -25,6 +27,8 @@ from typing import Any
 
 import pytest
 from harness import FaultProxy, Mount, Processes, Server, sh, user_env, wait_for
+
+from flowfs.mount import fuse_connection
 
 PASSWORD = "inject-pw-8e2a"
 IO_TIMEOUT = 5.0
@@ -55,7 +59,7 @@ CASES: list[tuple[str, str]] = [
     ("api-html200", "api:html200=1;max:1"),
     ("mixed", "all:cut=0.05,reset=0.05,503=0.05,stall=0.03,short=0.05,badrange=0.05"),
 ]
-EXTRA_SAMPLES = ("token-0", "token-1", "token-2", "token-3", "bulk")
+EXTRA_SAMPLES = ("token-0", "token-1", "token-2", "token-3", "bulk", "busy")
 XFAIL: dict[str, str] = {}  # case -> reason, for a known daemon bug
 
 # Lists a directory and reads each file in 128 KiB read(2)s, 4 files at a time; prints
@@ -319,3 +323,63 @@ def test_bulk_job_survives_api_errors_while_polled(
         got = {Path(n).name: hashlib.md5(z.read(n)).hexdigest() for n in z.namelist()}
     want = {n: h for n, h in sources.items() if n.startswith("bulk-")}
     assert got == want
+
+
+# Many threads each read one byte of one file, each a different page, with the kernel's
+# read-ahead off: every read(2) is a FUSE request of its own, waiting in the daemon.
+BUSY = r"""
+import os, sys, threading
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+def one(i):
+    try:
+        os.pread(fd, 1, i * 8192)
+    except OSError:
+        pass
+threads = [threading.Thread(target=one, args=(i,)) for i in range(int(sys.argv[2]))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="counting the kernel's FUSE requests needs root")
+def test_a_hundred_waiting_reads_do_not_block_the_rest_of_the_mount(
+    inject_catalog: tuple[Path, Sources], servers: Callable[..., Server],
+    proxies: Callable[..., FaultProxy], own_mounts: Callable[..., Mount],
+) -> None:
+    """A pipeline with many readers on a stalled server must not freeze `ls` or `stat`.
+
+    Each waiting read holds one of the daemon's request handlers; with too few of them
+    every other request (a cached listing, the stats file) queued until the reads timed out.
+    """
+    catalog, sources = inject_catalog
+    io_timeout = 12
+    proxy = proxies(servers(catalog), "off", 0, "--stall-max", str(io_timeout + 5))
+    m = own_mounts(proxy.endpoint(), user_env("alice", PASSWORD), "--io-timeout",
+                   str(io_timeout))
+    listed = sh("ls", m.p(f"{PROJECT}/busy")).stdout
+    big = m.p(f"{PROJECT}/busy/busy-1500000.bin")
+    dev = int(sh("stat", "-c", "%d", big).stdout)
+    waiting = Path(f"/sys/fs/fuse/connections/{fuse_connection(dev)}/waiting")
+    proxy.set_faults("files:stall=1")
+    readers = subprocess.Popen([sys.executable, "-c", BUSY, big, "100"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: int(waiting.read_text()) >= 100, 20, what="100 reads in the daemon")
+        start = time.monotonic()
+        assert sh("ls", m.p(f"{PROJECT}/busy"), timeout=io_timeout).stdout == listed
+        stats = json.loads(sh("cat", m.p(".flowfs/stats"), timeout=io_timeout).stdout)
+        took = time.monotonic() - start
+        assert took < 5, f"ls and stats took {took:.1f} s behind 100 waiting reads"
+        assert stats["cache"]["inflight"] > 0  # the reads were really still waiting
+    finally:
+        proxy.set_faults("off")
+        try:
+            readers.wait(timeout=io_timeout * 2 + 10)
+        finally:
+            readers.kill()
+    assert alive(m)
+    got = sh("md5sum", big, timeout=OP_LIMIT).stdout.split()[0].decode()
+    assert got == sources["busy-1500000.bin"]
