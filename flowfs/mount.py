@@ -92,13 +92,14 @@ def fuse_options(config: MountConfig) -> set[str]:
     return options
 
 
-def receive_buffers(config: ReaderConfig) -> BufferPool | None:
-    """Where evicted blocks go to take new bodies; None behind a proxy.
+def receive_buffers(config: ReaderConfig, files_url: str) -> BufferPool | None:
+    """Where evicted blocks go to take new bodies; None where nothing would take them.
 
-    Only the lean transport receives into buffers it is given; behind a proxy plain
-    httpx makes its own, and spares offered to a pool nobody takes from would only pile up.
+    Only the lean transport receives into buffers it is given, and only over plain HTTP
+    without a proxy; elsewhere httpx makes its own, and spares offered to a pool nobody
+    takes from would only pile up (up to a quarter of the cache).
     """
-    if proxied():
+    if proxied() or not files_url.lower().startswith("http://"):
         return None
     return BufferPool(config.block_size, limit=config.spare_buffers)
 
@@ -114,8 +115,9 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
     Reports readiness through ``ready``; calls ``stopping`` once unmounting begins.
     """
     reader_config = ReaderConfig(cache_bytes=config.cache_size, io_timeout=config.io_timeout)
-    buffers = receive_buffers(reader_config)
-    async with new_client(allocate=buffers.take if buffers else bytearray) as client:
+    buffers = receive_buffers(reader_config, config.files_url)
+    # `is not None`: an empty pool is falsy (it has a length).
+    async with new_client(allocate=bytearray if buffers is None else buffers.take) as client:
         api = FlowAPI(config.api_url, config.files_url, creds, client)
         user = await preflight(api, creds)
         inodes: InodeTable[Node] = InodeTable()
@@ -127,12 +129,12 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
 
         async with trio.open_nursery() as nursery:
             reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
-                            recycle=buffers.offer if buffers else None)
+                            recycle=None if buffers is None else buffers.offer)
 
             def extra(tree: Tree) -> dict[str, Node]:
                 downloads = DownloadsDir(tree, str(config.mountpoint))
                 state = MountState(config, api, reader, inodes, downloads, user,
-                                   creds.source if creds else None)
+                                   creds.source if creds else None, buffers)
                 return {".downloads": downloads, STATS_DIR: stats_dir(tree, state.snapshot)}
 
             tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate, extra=extra,
@@ -177,9 +179,10 @@ async def _announce_ready(mountpoint: Path, ready: Ready) -> None:
     ready(None)
 
 
-# FUSE requests handled at once. A request waiting for the network holds its handler, so
-# with 64 of them 100 reads of a pipeline on a slow server froze every `ls` and `stat` of
-# the mount until the reads timed out. Handlers are trio tasks: cheap, made on demand.
+# FUSE requests handled at once. A request waiting for the network holds its handler: with
+# 64 of them, 100 lookups of a pipeline's processes on a stalled API froze every `ls` and
+# `stat` of the mount until they timed out (and 64 read-ahead requests in flight, see
+# MAX_BACKGROUND, could take them all). Handlers are trio tasks: cheap, made on demand.
 MAX_REQUESTS = 1024
 READAHEAD_KB = 1024  # 4 and 16 MiB were measured too: no faster
 # Read-ahead requests the kernel keeps in flight per mount (its default: 12, and it stops

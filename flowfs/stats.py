@@ -17,6 +17,7 @@ from typing import Any
 
 from flowfs import __version__
 from flowfs.api import FlowAPI
+from flowfs.buffers import BufferPool
 from flowfs.config import STATS_FILE, MountConfig
 from flowfs.downloads import ACTIVE, DownloadsDir
 from flowfs.inodes import InodeTable
@@ -58,6 +59,7 @@ class MountState:
     downloads: DownloadsDir
     user: str | None = None
     credentials: str | None = None  # where they came from, e.g. "FLOW_API_TOKEN"
+    buffers: BufferPool | None = None  # None: bodies are not received into recycled buffers
     started: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -77,6 +79,9 @@ class MountState:
             "cache_size": self.config.cache_size,
             "cache": self.reader.stats(),
             "api": {"requests": self.api.requests, "bytes_fetched": self.api.bytes_fetched},
+            "buffers": None if self.buffers is None else {
+                "spare": len(self.buffers), "reused": self.buffers.reused,
+                "allocated": self.buffers.allocated},
             "inodes": len(self.inodes),
             "downloads": {"jobs": len(jobs),
                           "active": sum(1 for job in jobs if job.status in ACTIVE)},

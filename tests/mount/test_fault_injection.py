@@ -59,7 +59,7 @@ CASES: list[tuple[str, str]] = [
     ("api-html200", "api:html200=1;max:1"),
     ("mixed", "all:cut=0.05,reset=0.05,503=0.05,stall=0.03,short=0.05,badrange=0.05"),
 ]
-EXTRA_SAMPLES = ("token-0", "token-1", "token-2", "token-3", "bulk", "busy")
+EXTRA_SAMPLES = ("token-0", "token-1", "token-2", "token-3", "bulk")
 XFAIL: dict[str, str] = {}  # case -> reason, for a known daemon bug
 
 # Lists a directory and reads each file in 128 KiB read(2)s, 4 files at a time; prints
@@ -325,18 +325,18 @@ def test_bulk_job_survives_api_errors_while_polled(
     assert got == want
 
 
-# Many threads each read one byte of one file, each a different page, with the kernel's
-# read-ahead off: every read(2) is a FUSE request of its own, waiting in the daemon.
+# One thread per directory looks up a name in it; no directory's listing is in the daemon
+# yet, so each lookup is a synchronous FUSE request of its own (the kernel serialises them
+# only within one directory), waiting in the daemon for the API, as the lookups and
+# listings of a pipeline's many processes can be.
 BUSY = r"""
 import os, sys, threading
-fd = os.open(sys.argv[1], os.O_RDONLY)
-os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-def one(i):
+def one(d):
     try:
-        os.pread(fd, 1, i * 8192)
+        os.stat(os.path.join(d, "missing"))
     except OSError:
         pass
-threads = [threading.Thread(target=one, args=(i,)) for i in range(int(sys.argv[2]))]
+threads = [threading.Thread(target=one, args=(d,)) for d in sys.argv[1:]]
 for t in threads:
     t.start()
 for t in threads:
@@ -345,41 +345,54 @@ for t in threads:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="counting the kernel's FUSE requests needs root")
-def test_a_hundred_waiting_reads_do_not_block_the_rest_of_the_mount(
-    inject_catalog: tuple[Path, Sources], servers: Callable[..., Server],
-    proxies: Callable[..., FaultProxy], own_mounts: Callable[..., Mount],
+def test_a_hundred_waiting_requests_do_not_block_the_rest_of_the_mount(
+    tmp_path: Path, servers: Callable[..., Server], proxies: Callable[..., FaultProxy],
+    own_mounts: Callable[..., Mount],
 ) -> None:
-    """A pipeline with many readers on a stalled server must not freeze `ls` or `stat`.
+    """A pipeline's many processes waiting on a stalled API must not freeze `ls` or `stat`.
 
-    Each waiting read holds one of the daemon's request handlers; with too few of them
-    every other request (a cached listing, the stats file) queued until the reads timed out.
+    Each waiting request holds one of the daemon's request handlers; with 64 of them every
+    other request (a cached listing, the stats file) queued until the waiting ones timed out.
     """
-    catalog, sources = inject_catalog
+    samples = [f"s{i:03}" for i in range(120)]
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "x.txt").write_bytes(b"x\n")
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({
+        "users": [{"username": "alice", "password": PASSWORD}],
+        "projects": [{"id": "1", "name": "wide", "owner": "alice"}],
+        "samples": [{"id": str(100 + i), "name": n, "project": "1"}
+                    for i, n in enumerate(samples)],
+        "data": [{"id": str(1000 + i), "path": "files/x.txt", "sample": str(100 + i),
+                  "size": 2} for i in range(len(samples))],
+    }))
     io_timeout = 12
     proxy = proxies(servers(catalog), "off", 0, "--stall-max", str(io_timeout + 5))
     m = own_mounts(proxy.endpoint(), user_env("alice", PASSWORD), "--io-timeout",
                    str(io_timeout))
-    listed = sh("ls", m.p(f"{PROJECT}/busy")).stdout
-    big = m.p(f"{PROJECT}/busy/busy-1500000.bin")
-    dev = int(sh("stat", "-c", "%d", big).stdout)
+    wide = "projects/wide/samples"
+    listed = sh("ls", m.p(wide)).stdout
+    assert listed.decode().split() == samples
+    dev = int(sh("stat", "-c", "%d", m.p(wide)).stdout)
     waiting = Path(f"/sys/fs/fuse/connections/{fuse_connection(dev)}/waiting")
-    proxy.set_faults("files:stall=1")
-    readers = subprocess.Popen([sys.executable, "-c", BUSY, big, "100"],
+    proxy.set_faults("api:stall=1")
+    lookups = subprocess.Popen([sys.executable, "-c", BUSY, *[m.p(f"{wide}/{n}") for n in samples]],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: int(waiting.read_text()) >= 100, 20, what="100 reads in the daemon")
+        wait_for(lambda: int(waiting.read_text()) >= 100, 20, what="100 requests in the daemon")
         start = time.monotonic()
-        assert sh("ls", m.p(f"{PROJECT}/busy"), timeout=io_timeout).stdout == listed
+        assert sh("ls", m.p(wide), timeout=io_timeout).stdout == listed
         stats = json.loads(sh("cat", m.p(".flowfs/stats"), timeout=io_timeout).stdout)
         took = time.monotonic() - start
-        assert took < 5, f"ls and stats took {took:.1f} s behind 100 waiting reads"
-        assert stats["cache"]["inflight"] > 0  # the reads were really still waiting
+        assert took < 5, f"ls and stats took {took:.1f} s behind 100 waiting requests"
+        assert stats["user"] == "alice"
+        assert lookups.poll() is None  # the lookups were really still waiting
     finally:
-        proxy.set_faults("off")
         try:
-            readers.wait(timeout=io_timeout * 2 + 10)
+            proxy.set_faults("off")
+            lookups.wait(timeout=io_timeout * 2 + 10)
         finally:
-            readers.kill()
+            lookups.kill()
+            lookups.wait(timeout=10)
     assert alive(m)
-    got = sh("md5sum", big, timeout=OP_LIMIT).stdout.split()[0].decode()
-    assert got == sources["busy-1500000.bin"]
+    assert sh("cat", m.p(f"{wide}/s042/x.txt"), timeout=OP_LIMIT).stdout == b"x\n"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from forward_proxy import Forwarded, ForwardProxy
-from harness import Mount, Server, data_source, md5s, sh, wait_for
+from harness import Mount, Server, data_source, md5s, sh, user_env, wait_for
 
 MountFactory = Callable[..., Mount]
 
@@ -65,12 +65,12 @@ def server_saw(server: Server, skip: int) -> Counter[Forwarded]:
                    for r in server.requests()[skip:])
 
 
-def test_a_mount_behind_a_proxy_lists_and_reads(server: Server, mounts: MountFactory,
+def test_a_mount_behind_a_proxy_lists_and_reads(server: Server, own_mounts: MountFactory,
                                                 demo: Path, catalog: dict[str, Any]) -> None:
     proxy = ForwardProxy().start()
     try:
         logged_before = len(server.requests())
-        m = mounts(server, "alice", **through(proxy))
+        m = own_mounts(server, user_env("alice", "alice-pw", **through(proxy)))
 
         pid = next(p["id"] for p in catalog["projects"] if p["name"] == PILOT)
         samples = sorted(s["name"] for s in catalog["samples"] if s.get("project") == pid)
@@ -112,11 +112,12 @@ def test_a_mount_behind_a_proxy_lists_and_reads(server: Server, mounts: MountFac
 
 
 def test_when_the_proxy_goes_away_reads_fail_and_the_mount_stays(
-    server: Server, mounts: MountFactory, demo: Path, catalog: dict[str, Any]
+    server: Server, own_mounts: MountFactory, demo: Path, catalog: dict[str, Any]
 ) -> None:
     proxy = ForwardProxy().start()
     try:
-        m = mounts(server, "alice", "--io-timeout", str(IO_TIMEOUT), **through(proxy))
+        m = own_mounts(server, user_env("alice", "alice-pw", **through(proxy)),
+                       "--io-timeout", str(IO_TIMEOUT))
         listed = ls(m, "data")
         notes = m.p("data/notes.txt")
         notes_md5 = source_md5(demo, loose(catalog, "notes.txt")["id"])

@@ -35,9 +35,20 @@ def test_a_mount_keeps_spares_only_where_bodies_are_received_into_them(
                  "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     config = ReaderConfig(cache_bytes=64 * 2**20)
-    pool = receive_buffers(config)
+    pool = receive_buffers(config, "http://127.0.0.1:8000")
     assert pool is not None and pool.limit == config.spare_buffers == 64
     # Behind a proxy plain httpx allocates every body: spares would pile up unused
     # (up to a quarter of the cache budget).
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    assert receive_buffers(config) is None
+    assert receive_buffers(config, "http://127.0.0.1:8000") is None
+
+
+def test_no_spares_where_httpx_makes_the_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    config = ReaderConfig(cache_bytes=64 * 2**20)
+    assert receive_buffers(config, "https://files.flow.bio") is None  # TLS: plain httpx
+    pool = receive_buffers(config, "http://127.0.0.1:8000")
+    assert pool is not None
+    assert not pool  # empty, and so falsy: callers must test `is None`
