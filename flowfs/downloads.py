@@ -105,6 +105,21 @@ class StatusFile(TextFile):
         return self.job.render()
 
 
+def status_of(info: dict[str, Any], now: float) -> str:
+    """A job's status as shown: a completed job whose `expires` has passed is expired."""
+    value = info.get("status")
+    expires = parse_time(info.get("expires"))
+    if value == "completed" and expires and expires < now:
+        return "expired"
+    return value if isinstance(value, str) else "unknown"
+
+
+def long_expired(info: dict[str, Any], now: float, seen: float) -> bool:
+    """Expired for longer than EXPIRED_KEPT, counted from `expires`, else from ``seen``."""
+    since = parse_time(info.get("expires")) or seen
+    return status_of(info, now) == "expired" and now - since > EXPIRED_KEPT
+
+
 class Job:
     """What this mount knows of one bulk job."""
 
@@ -122,14 +137,7 @@ class Job:
 
     @property
     def status(self) -> str:
-        value = self.info.get("status")
-        if value == "completed" and self.expired_locally():
-            return "expired"
-        return value if isinstance(value, str) else "unknown"
-
-    def expired_locally(self) -> bool:
-        expires = parse_time(self.info.get("expires"))
-        return bool(expires) and expires < time.time()
+        return status_of(self.info, time.time())
 
     def update(self, info: dict[str, Any]) -> None:
         """A fresh reply from the server: the job's new state, and no poll error."""
@@ -141,12 +149,10 @@ class Job:
         Counted from `expires` (the same in every mount), or from when this mount first
         saw the job expired if the server gave no time.
         """
-        if self.status != "expired":
-            return False
-        if self._expired_seen is None:
+        if self._expired_seen is None and status_of(self.info, now) == "expired":
             self._expired_seen = now
-        since = parse_time(self.info.get("expires")) or self._expired_seen
-        return now - since > EXPIRED_KEPT
+        return self._expired_seen is not None and long_expired(self.info, now,
+                                                               self._expired_seen)
 
     def zip_node(self) -> FileNode | None:
         """The archive, once completed and not expired."""
@@ -255,25 +261,22 @@ class DownloadsDir(DirNode):
             if job_id not in seen:
                 self._drop(job_id)
 
-    def _upsert(self, info: dict[str, Any]) -> Job | None:
+    def _upsert(self, info: dict[str, Any]) -> None:
+        """Update a known job (entries() drops it once gone), or add a new one."""
         job_id = str(info["id"])
         job = self.jobs.get(job_id)
         if job is not None:
             job.update(info)
-            if job.gone(time.time()):
-                self._drop(job_id)
-                return None
-            return job
+            return
+        now = time.time()
+        if long_expired(info, now, now):
+            return  # expired long before we saw it: it has vanished (and gets no inode)
         stem = stem_of(info.get("name"), job_id)
         if stem in self._stems():
             stem = f"{stem}~{job_id[:8]}"
-        job = Job(self.tree, stem, info)
-        if job.gone(time.time()):
-            return None  # expired long before we saw it: it has vanished
-        self.jobs[job_id] = job
+        job = self.jobs[job_id] = Job(self.tree, stem, info)
         if job.status in ACTIVE:
             self._wake.set()
-        return job
 
     def _drop(self, job_id: str) -> None:
         job = self.jobs.pop(job_id, None)

@@ -335,6 +335,22 @@ async def test_expired_jobs_say_so_then_vanish_after_an_hour(ops: Any) -> None:
     await o.create(dl.st_ino, b"recent.manifest", 0o644, os.O_WRONLY, None)  # no EEXIST
 
 
+async def test_a_long_expired_job_costs_no_inode_however_often_listed(ops: Any) -> None:
+    o, flow = ops
+    expired = datetime.fromtimestamp(time.time() - 2 * EXPIRED_KEPT, UTC).isoformat()
+    flow.jobs.append({"id": "j-old", "name": "old.zip", "status": "expired", "size": 10,
+                      "created": expired, "expires": expired})
+    dl = await walk(o, ".downloads")
+    node = o.inodes.get(dl.st_ino)
+    assert isinstance(node, DownloadsDir)
+    assert "old.status" not in await node.entries()
+    known = len(o.inodes)
+    for _ in range(5):
+        node._listed_at = 0.0  # the next listing asks the server again
+        assert "old.status" not in await node.entries()
+    assert len(o.inodes) == known
+
+
 async def test_a_manifest_refused_at_close_is_not_sent_again_on_release(ops: Any) -> None:
     o, flow = ops
     flow.refuse_jobs = True
