@@ -151,6 +151,11 @@ def proxied() -> bool:
     return "http" in proxies or "https" in proxies or "all" in proxies
 
 
+def lean_route(url: str) -> bool:
+    """Whether Range bodies from ``url`` are received into our buffers (RangeTransport)."""
+    return url.lower().startswith("http://") and not proxied()
+
+
 class FlowAPI:
     """An authenticated client of one Flow instance."""
 

@@ -45,5 +45,7 @@ class BufferPool:
         if type(buffer) is bytearray and len(buffer) == self.size and len(self._free) < self.limit:
             self._free.append(buffer)
 
-    def __len__(self) -> int:
+    @property
+    def spare(self) -> int:
+        """Buffers waiting to be taken. (No ``__len__``: an empty pool must not be falsy.)"""
         return len(self._free)

@@ -80,7 +80,7 @@ class MountState:
             "cache": self.reader.stats(),
             "api": {"requests": self.api.requests, "bytes_fetched": self.api.bytes_fetched},
             "buffers": None if self.buffers is None else {
-                "spare": len(self.buffers), "reused": self.buffers.reused,
+                "spare": self.buffers.spare, "reused": self.buffers.reused,
                 "allocated": self.buffers.allocated},
             "inodes": len(self.inodes),
             "downloads": {"jobs": len(jobs),

@@ -15,7 +15,7 @@ def test_take_reuses_offered_buffers_of_its_size_only() -> None:
     pool.offer(first)
     pool.offer(bytearray(7))  # another size: not kept
     pool.offer(b"12345678")  # immutable: not kept
-    assert len(pool) == 1
+    assert pool.spare == 1
     assert pool.take(8) is first and pool.reused == 1
     fresh = pool.take(8)  # empty pool: a new buffer
     assert fresh is not first and len(fresh) == 8
@@ -26,29 +26,31 @@ def test_the_pool_is_bounded() -> None:
     pool = BufferPool(size=4, limit=2)
     for _ in range(5):
         pool.offer(bytearray(4))
-    assert len(pool) == 2
+    assert pool.spare == 2
 
 
-def test_a_mount_keeps_spares_only_where_bodies_are_received_into_them(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
                  "all_proxy"):
         monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_a_mount_keeps_spares_only_where_bodies_are_received_into_them(
+        no_proxy: pytest.MonkeyPatch) -> None:
     config = ReaderConfig(cache_bytes=64 * 2**20)
     pool = receive_buffers(config, "http://127.0.0.1:8000")
     assert pool is not None and pool.limit == config.spare_buffers == 64
     # Behind a proxy plain httpx allocates every body: spares would pile up unused
     # (up to a quarter of the cache budget).
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    no_proxy.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     assert receive_buffers(config, "http://127.0.0.1:8000") is None
 
 
-def test_no_spares_where_httpx_makes_the_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
+def test_no_spares_where_httpx_makes_the_bodies(no_proxy: pytest.MonkeyPatch) -> None:
     config = ReaderConfig(cache_bytes=64 * 2**20)
     assert receive_buffers(config, "https://files.flow.bio") is None  # TLS: plain httpx
     pool = receive_buffers(config, "http://127.0.0.1:8000")
     assert pool is not None
-    assert not pool  # empty, and so falsy: callers must test `is None`
+    assert pool and pool.spare == 0  # empty, yet not falsy: `if pool` means "a pool"
