@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with _signals_stop_startup():
+    # Until the server runs (it has its own handlers), SIGINT/SIGTERM end startup quietly.
+    with handling_signals(_raise_stopped):
         try:
             with _state_dir(args.state_dir) as state_dir:
                 return _run(_config(args, state_dir))
@@ -130,8 +131,3 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except _Stopped:
             return 0
-
-
-def _signals_stop_startup() -> contextlib.AbstractContextManager[None]:
-    """Until the server runs (it has its own handlers), SIGINT/SIGTERM end startup quietly."""
-    return handling_signals(_raise_stopped)

@@ -70,7 +70,6 @@ def _parse_name(body: dict[str, Any]) -> str:
     return name
 
 
-
 async def own_job(auth: Authenticator, store: JobStore, request: Request) -> Job:
     """The job named in the path, if it is the caller's; someone else's is a 404 too."""
     user = auth.require(request)
@@ -78,6 +77,7 @@ async def own_job(auth: Authenticator, store: JobStore, request: Request) -> Job
     if job is None or job.user != user:
         raise not_found("Download not found")
     return job
+
 
 class DownloadsApi:
     """Endpoints for bulk download jobs."""
