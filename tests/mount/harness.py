@@ -152,7 +152,9 @@ class Mount:
 
 
 def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
+    # Resolve the parent only: realpath(path) would lstat the mount root, a FUSE call
+    # made from this process without a deadline.
+    target = os.path.join(os.path.realpath(path.parent), path.name)
     with open("/proc/self/mountinfo") as fh:
         return any(line.split()[4] == target for line in fh)
 

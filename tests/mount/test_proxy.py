@@ -10,7 +10,6 @@ exactly the requests the proxy forwarded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from expect import source_md5s
 from forward_proxy import Forwarded, ForwardProxy
 from harness import Mount, Server, data_source, md5s, sh, user_env, wait_for
 
@@ -43,10 +43,6 @@ def loose(catalog: dict[str, Any], filename: str) -> dict[str, Any]:
     return next(d for d in catalog["data"] if d.get("filename") == filename
                 and d.get("owner") == "alice" and not d.get("sample")
                 and not d.get("execution"))
-
-
-def source_md5(demo: Path, data_id: str) -> str:
-    return hashlib.md5(data_source(demo, data_id).read_bytes()).hexdigest()
 
 
 def ls(m: Mount, rel: str) -> list[str]:
@@ -96,7 +92,7 @@ def test_a_mount_behind_a_proxy_lists_and_reads(server: Server, own_mounts: Moun
         names = ["random.bin", "reference.fa", "notes.txt"]
         got = sh("md5sum", *[m.p(f"data/{name}") for name in names]).stdout.decode()
         assert [line.split()[0] for line in got.splitlines()] == \
-            [source_md5(demo, loose(catalog, name)["id"]) for name in names]
+            [source_md5s(demo)[loose(catalog, name)["id"]] for name in names]
 
         scopes = proxy.scopes()
         assert scopes["api"] > 0 and scopes["downloads"] > 0, scopes
@@ -120,7 +116,7 @@ def test_when_the_proxy_goes_away_reads_fail_and_the_mount_stays(
                        "--io-timeout", str(IO_TIMEOUT))
         listed = ls(m, "data")
         notes = m.p("data/notes.txt")
-        notes_md5 = source_md5(demo, loose(catalog, "notes.txt")["id"])
+        notes_md5 = source_md5s(demo)[loose(catalog, "notes.txt")["id"]]
         assert md5s([notes])[notes] == notes_md5
         assert proxy.scopes()["downloads"] > 0
 

@@ -456,7 +456,7 @@ async def test_a_cancelled_thread_receive_returns_at_once(nursery: trio.Nursery)
     url, sent = await start_staller(nursery)
     transport = RangeTransport(httpx.AsyncHTTPTransport())
     async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(60.0)) as client:
-        with trio.move_on_after(10):
+        with trio.fail_after(10):  # a stall fails the test here, not as an unbound `start`
             async with trio.open_nursery() as inner:
                 inner.start_soon(partial(client.get, f"{url}/downloads/1/f",
                                          headers={"Range": f"bytes=0-{len(BIG) - 1}"}))

@@ -490,7 +490,7 @@ async def test_recycled_buffers_never_show_old_bytes(autojump_clock: Any) -> Non
             for _ in range(60):
                 at = rng.randrange(target.size)
                 chunk = await reader.read(stream, at, rng.randrange(1, 3 * BS))
-                await trio.sleep(0.001)  # hold the bytes a while, as a slow reply would
+                await trio.sleep(0.001)  # let the other readers churn the cache in between
                 assert chunk == expected[at : at + len(chunk)]
             reader.close(stream)
 
