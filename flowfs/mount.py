@@ -28,6 +28,7 @@ from flowfs.config import STATS_DIR, MountConfig
 from flowfs.downloads import DownloadsDir
 from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient
 from flowfs.inodes import InodeTable
+from flowfs.kernel import Tuning, tune
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
 from flowfs.stats import MountState, stats_dir
@@ -120,6 +121,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
         api = FlowAPI(config.api_url, config.files_url, creds, client)
         user = await preflight(api, creds)
         inodes: InodeTable[Node] = InodeTable()
+        tuning = Tuning()  # filled in once the mount answers
 
         async def fetch(target: FileNode, start: int, end: int) -> Any:
             # Block-sized pieces go straight into the cache without another copy.
@@ -133,7 +135,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
             def extra(tree: Tree) -> dict[str, Node]:
                 downloads = DownloadsDir(tree, str(config.mountpoint))
                 state = MountState(config, api, reader, inodes, downloads, user,
-                                   creds.source if creds else None, buffers)
+                                   creds.source if creds else None, buffers, tuning)
                 return {".downloads": downloads, STATS_DIR: stats_dir(tree, state.snapshot)}
 
             tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate, extra=extra,
@@ -146,7 +148,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
             try:
                 nursery.start_soon(_watch_signals)
                 nursery.start_soon(downloads.poll_forever)
-                nursery.start_soon(_announce_ready, config.mountpoint, ready)
+                nursery.start_soon(_announce_ready, config.mountpoint, ready, tuning)
                 await pyfuse3.main(min_tasks=4, max_tasks=MAX_REQUESTS)
             finally:
                 log.info("unmounting %s", config.mountpoint)
@@ -164,7 +166,7 @@ async def _watch_signals() -> None:
             return
 
 
-async def _announce_ready(mountpoint: Path, ready: Ready) -> None:
+async def _announce_ready(mountpoint: Path, ready: Ready, tuning: Tuning) -> None:
     """Report readiness once a stat of the mount point is answered by this process."""
     try:
         st = await trio.to_thread.run_sync(os.stat, mountpoint)
@@ -174,47 +176,15 @@ async def _announce_ready(mountpoint: Path, ready: Ready) -> None:
     if st.st_ino != pyfuse3.ROOT_INODE:
         ready("the mount point does not show the mounted filesystem")
         return
-    raise_readahead(st.st_dev)
+    await trio.to_thread.run_sync(tune, st.st_dev, tuning)
     ready(None)
 
 
 # FUSE requests handled at once. A request waiting for the network holds its handler: with
 # 64 of them, 100 lookups of a pipeline's processes on a stalled API froze every `ls` and
 # `stat` of the mount until they timed out (and 64 read-ahead requests in flight, see
-# MAX_BACKGROUND, could take them all). Handlers are trio tasks: cheap, made on demand.
+# kernel.MAX_BACKGROUND, could take them all). Handlers are trio tasks: cheap, made on demand.
 MAX_REQUESTS = 1024
-READAHEAD_KB = 1024  # 4 and 16 MiB were measured too: no faster
-# Read-ahead requests the kernel keeps in flight per mount (its default: 12, and it stops
-# reading ahead beyond 9). Eight streams want more: 8 x 256 MiB at once +35%, CPU -16%.
-MAX_BACKGROUND = 64
-
-
-def raise_readahead(dev: int) -> None:
-    """Let the kernel read ahead in 1 MiB requests instead of 128 KiB, more of them at once.
-
-    FUSE cannot ask for more than the kernel's default read-ahead when it mounts;
-    the mount's backing device in sysfs can, if we may write there (root). Eight
-    times fewer requests cut the daemon's CPU per byte by about a tenth to a fifth.
-    The FUSE connection's own limits (``/sys/fs/fuse/connections``) are raised too,
-    so that concurrent streams are not held to 12 requests in flight between them.
-    """
-    _write_sysfs(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", READAHEAD_KB)
-    connection = f"/sys/fs/fuse/connections/{fuse_connection(dev)}"
-    _write_sysfs(f"{connection}/max_background", MAX_BACKGROUND)
-    _write_sysfs(f"{connection}/congestion_threshold", MAX_BACKGROUND * 3 // 4)
-
-
-def fuse_connection(dev: int) -> int:
-    """The kernel's number of the FUSE connection behind ``st_dev`` ``dev``."""
-    return (os.major(dev) << 20) | os.minor(dev)
-
-
-def _write_sysfs(path: str, value: int) -> None:
-    try:
-        with open(path, "w") as fh:
-            fh.write(str(value))
-    except OSError as exc:
-        log.debug("%s stays at the kernel default (%s)", path, exc.strerror)
 
 
 def unmount(path: Path) -> str:

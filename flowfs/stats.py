@@ -21,6 +21,7 @@ from flowfs.buffers import BufferPool
 from flowfs.config import STATS_FILE, MountConfig
 from flowfs.downloads import ACTIVE, DownloadsDir
 from flowfs.inodes import InodeTable
+from flowfs.kernel import Tuning
 from flowfs.reader import Reader
 from flowfs.tree import Node, StaticDir, TextFile, Tree
 
@@ -60,6 +61,7 @@ class MountState:
     user: str | None = None
     credentials: str | None = None  # where they came from, e.g. "FLOW_API_TOKEN"
     buffers: BufferPool | None = None  # None: bodies are not received into recycled buffers
+    kernel: Tuning = field(default_factory=Tuning)
     started: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -83,6 +85,7 @@ class MountState:
                 "spare": self.buffers.spare, "reused": self.buffers.reused,
                 "allocated": self.buffers.allocated},
             "inodes": len(self.inodes),
+            "kernel": self.kernel.as_json(),
             "downloads": {"jobs": len(jobs),
                           "active": sum(1 for job in jobs if job.status in ACTIVE)},
         }

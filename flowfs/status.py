@@ -138,8 +138,23 @@ def render(status: MountStatus) -> str:
         f"{api.get('requests', 0)} requests",
         f"  inodes   {s.get('inodes', 0)}",
         f"  bulk     {jobs.get('active', 0)} active of {jobs.get('jobs', 0)} jobs",
+        f"  kernel   {_kernel_line(s.get('kernel'))}",
     ]
     return "\n".join(lines)
+
+
+def _kernel_line(kernel: Any) -> str:
+    """Whether the kernel's read-ahead and request limits were raised, and if not why."""
+    if not isinstance(kernel, dict):
+        return "limits unknown (a mount of an older flowfs)"
+    applied, skipped = kernel.get("applied") or {}, kernel.get("skipped") or {}
+    if kernel.get("complete"):
+        return (f"limits raised: read-ahead {applied.get('read_ahead_kb')} KiB, "
+                f"{applied.get('max_background')} requests in flight")
+    if not applied and not skipped:
+        return "limits not raised yet"
+    why = "; ".join(f"{name}: {reason}" for name, reason in sorted(skipped.items()))
+    return f"limits NOT raised, reads are slower ({why})"
 
 
 def statuses(only: Path | None = None) -> list[MountStatus]:

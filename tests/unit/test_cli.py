@@ -171,3 +171,15 @@ def test_status_renders_the_numbers_a_user_looks_for() -> None:
     assert "7 hits, 3 misses; 3.0M cached of 512.0M" in text
     assert "5.0M fetched in 12 requests" in text
     assert "1 active of 2 jobs" in text
+
+
+def test_status_says_whether_the_kernel_limits_were_raised_and_why_not() -> None:
+    base = {"api_url": "http://x/api", "uptime": 1}
+    raised = {"complete": True, "skipped": {},
+              "applied": {"read_ahead_kb": 1024, "max_background": 64}}
+    text = render(MountStatus(Path("/m"), {**base, "kernel": raised}))
+    assert "kernel   limits raised: read-ahead 1024 KiB, 64 requests in flight" in text
+    missing = {"complete": False, "applied": {},
+               "skipped": {"max_background": "only root may mount fusectl"}}
+    text = render(MountStatus(Path("/m"), {**base, "kernel": missing}))
+    assert "limits NOT raised, reads are slower (max_background: only root may mount" in text
