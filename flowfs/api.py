@@ -32,7 +32,9 @@ from flowfs.errors import (
     NotFound,
     Rejected,
     Transient,
+    Untrusted,
 )
+from flowfs.tls import client_context, untrusted
 from flowfs.transport import BODY_EXTENSION, CHUNK_EXTENSION, RangeTransport
 
 Bytes = bytes | bytearray | list[bytearray]  # a range's bytes, possibly in block-sized pieces
@@ -102,17 +104,32 @@ def new_client(max_connections: int = 64,
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
     timeout = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=60.0)
+    # One TLS context for httpx and the lean path alike: the same CAs, the same checks.
+    context = client_context()
     if proxied():
         # The lean transport speaks to the server directly; behind a proxy let httpx
         # do everything (it reads HTTP_PROXY/HTTPS_PROXY/NO_PROXY itself).
         return httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=True,
-                                 headers={"User-Agent": f"flowfs/{__version__}"})
-    inner = httpx.AsyncHTTPTransport(limits=limits)
+                                 verify=context, headers={"User-Agent": f"flowfs/{__version__}"})
+    inner = httpx.AsyncHTTPTransport(limits=limits, verify=context)
     return httpx.AsyncClient(
-        transport=RangeTransport(inner, max_connections=max_connections, allocate=allocate),
+        transport=RangeTransport(inner, max_connections=max_connections, allocate=allocate,
+                                 tls_context=context),
         timeout=timeout, follow_redirects=True,
         headers={"User-Agent": f"flowfs/{__version__}"},
     )
+
+
+def transport_failure(url: str, exc: httpx.TransportError) -> Transient:
+    """The domain error for a failed exchange; a certificate failure says what to do."""
+    cert = untrusted(exc)
+    if cert is not None:
+        host = httpx.URL(url).host
+        return Untrusted(
+            f"the certificate of {host} is not trusted ({cert.verify_message or cert}); "
+            "if your site uses its own certificate authority, set SSL_CERT_FILE to its "
+            "PEM file (see docs/troubleshooting.md)")
+    return Transient(f"{_short(url)}: {type(exc).__name__}")
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException:
@@ -153,7 +170,7 @@ def proxied() -> bool:
 
 def lean_route(url: str) -> bool:
     """Whether Range bodies from ``url`` are received into our buffers (RangeTransport)."""
-    return url.lower().startswith("http://") and not proxied()
+    return url.lower().startswith(("http://", "https://")) and not proxied()
 
 
 class FlowAPI:
@@ -205,8 +222,9 @@ class FlowAPI:
             try:
                 resp = await self._client.request(method, url, **kw)
             except httpx.TransportError as exc:
-                if attempt == MAX_ATTEMPTS:
-                    raise Transient(f"{url}: {type(exc).__name__}") from None
+                failure = transport_failure(url, exc)
+                if attempt == MAX_ATTEMPTS or isinstance(failure, Untrusted):
+                    raise failure from None
                 await trio.sleep(backoff_delay(attempt))
                 continue
             if resp.status_code in (429, 502, 503, 504) and attempt < MAX_ATTEMPTS:
@@ -312,8 +330,9 @@ class FlowAPI:
             try:
                 resp = await self._client.send(req, stream=True)
             except httpx.TransportError as exc:
-                if attempt == MAX_ATTEMPTS:
-                    raise Transient(f"{_short(url)}: {type(exc).__name__}") from None
+                failure = transport_failure(url, exc)
+                if attempt == MAX_ATTEMPTS or isinstance(failure, Untrusted):
+                    raise failure from None
                 await trio.sleep(backoff_delay(attempt))
                 continue
             try:

@@ -29,6 +29,10 @@ class Transient(FlowError):
     """A network or server failure that outlived retries, or a read past its deadline."""
 
 
+class Untrusted(Transient):
+    """The server's TLS certificate failed verification: retrying cannot help."""
+
+
 class BadReply(Transient):
     """The server answered something we cannot trust (wrong Content-Range, short body...)."""
 

@@ -26,7 +26,7 @@ from flowfs.auth import Credentials
 from flowfs.buffers import BufferPool
 from flowfs.config import STATS_DIR, MountConfig
 from flowfs.downloads import DownloadsDir
-from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient
+from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient, Untrusted
 from flowfs.inodes import InodeTable
 from flowfs.kernel import Tuning, tune
 from flowfs.ops import Operations
@@ -74,6 +74,8 @@ async def preflight(api: FlowAPI, creds: Credentials | None) -> str | None:
         raise ConfigError(
             f"the server refused the credentials from {creds.source}: run 'flowfs login'"
         ) from None
+    except Untrusted as exc:
+        raise ConfigError(f"cannot mount {api.api_url}: {exc}") from None
     except Transient as exc:
         raise ConfigError(
             f"cannot reach Flow at {api.api_url}: {exc} (check the URL with 'flowfs config', "
@@ -96,9 +98,9 @@ def fuse_options(config: MountConfig) -> set[str]:
 def receive_buffers(config: ReaderConfig, files_url: str) -> BufferPool | None:
     """Where evicted blocks go to take new bodies; None where nothing would take them.
 
-    Only the lean transport receives into buffers it is given, and only over plain HTTP
-    without a proxy; elsewhere httpx makes its own, and spares offered to a pool nobody
-    takes from would only pile up (up to a quarter of the cache).
+    Only the lean transport receives into buffers it is given (HTTP or HTTPS, without a
+    proxy); elsewhere httpx makes its own, and spares offered to a pool nobody takes from
+    would only pile up (up to a quarter of the cache).
     """
     if not lean_route(files_url):
         return None

@@ -2,17 +2,20 @@
 
 Plain httpx moves a few hundred MB/s per core: every 64 KiB chunk of a body
 passes through several layers of async generators. For the one request that
-carries nearly all bytes (``GET`` with ``Range`` over plain HTTP), this
-transport writes the request itself, reads the response head, and then
-``recv_into``s the body directly into preallocated ``bytearray`` pieces over a
-pooled keep-alive connection; a large body is received by a worker thread with
-``readv``, so the kernel's copy of it runs outside the GIL. The response keeps
-the httpx shape (status, headers, a stream), so retries, authentication and
-status mapping in ``api`` are unchanged; ``api`` takes the filled buffer from
-the response extension ``flowfs_body`` without copying it.
+carries nearly all bytes (``GET`` with ``Range``), this transport writes the
+request itself, reads the response head, and then receives the body directly
+into preallocated ``bytearray`` pieces over a pooled keep-alive connection.
+Over plain HTTP small bodies are ``recv_into``'d on the event loop and large
+ones by a worker thread with ``readv``, so the kernel's copy runs outside the
+GIL; over HTTPS a worker thread does the whole exchange on a blocking TLS
+connection (:mod:`flowfs.tls`), so decryption runs outside the GIL too. The
+response keeps the httpx shape (status, headers, a stream), so retries,
+authentication and status mapping in ``api`` are unchanged; ``api`` takes the
+filled buffer from the response extension ``flowfs_body`` without copying it.
 
-Everything else — other methods, HTTPS, chunked or unsized bodies, a ``200``
-to a Range request, redirects — goes through the regular httpx transport.
+Everything else — other methods, chunked or unsized bodies, a ``200`` to a
+Range request, redirects, HTTPS without a TLS context — goes through the
+regular httpx transport.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,10 +33,22 @@ from typing import Any
 import httpx
 import trio
 
+from flowfs import tls
+from flowfs.wire import (
+    MAX_HEAD,
+    body_limit,
+    content_length,
+    head_end,
+    keeps_alive,
+    parse_head,
+    place_head_bytes,
+    request_bytes,
+    requested_length,
+    split_body,
+)
+
 log = logging.getLogger(__name__)
 
-MAX_HEAD = 64 * 1024
-MAX_ERROR_BODY = 1024 * 1024
 MAX_IDLE_PER_HOST = 64
 BODY_EXTENSION = "flowfs_body"
 CHUNK_EXTENSION = "flowfs_chunk"  # request: receive the body as pieces of this size
@@ -43,8 +59,7 @@ MAX_THREADS = 16
 STOP_CHECK = 0.25  # seconds between two looks at the stop flag of an abandoned receive
 
 
-class _Unsupported(Exception):
-    """A reply the lean path does not handle; the request is repeated through httpx."""
+_Unsupported = tls.Unsupported  # a reply the lean path does not take: repeated through httpx
 
 
 class _Stale(Exception):
@@ -69,8 +84,13 @@ class RangeTransport(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport | None = None,
                  max_connections: int = 64, thread_min: int = THREAD_MIN,
                  allocate: Callable[[int], bytearray] = bytearray,
-                 max_threads: int = MAX_THREADS) -> None:
+                 max_threads: int = MAX_THREADS,
+                 tls_context: ssl.SSLContext | None = None,
+                 tls_threads: int | None = None) -> None:
         self._inner = inner or httpx.AsyncHTTPTransport()
+        # Over TLS a thread holds its connection for the whole exchange: one per connection.
+        self._tls = None if tls_context is None else tls.TlsConnections(
+            tls_context, max_threads=tls_threads or max_connections)
         self._idle: dict[tuple[str, int], list[trio.socket.SocketType]] = {}
         # Bounds open sockets (and so file descriptors) however many fetches run at once.
         self._slots = trio.Semaphore(max_connections)
@@ -82,34 +102,57 @@ class RangeTransport(httpx.AsyncBaseTransport):
     @property
     def receiving_threads(self) -> int:
         """Worker threads receiving a body right now."""
-        return int(self._threads.borrowed_tokens)
+        tls_threads = 0 if self._tls is None else self._tls.receiving_threads
+        return int(self._threads.borrowed_tokens) + tls_threads
+
+    @property
+    def tls_handshakes(self) -> int:
+        """TLS connections opened by the lean path so far."""
+        return 0 if self._tls is None else self._tls.handshakes
 
     @property
     def waiting_for_threads(self) -> int:
         """Receives waiting for a free worker thread."""
-        return int(self._threads.statistics().tasks_waiting)
+        tls_waiting = 0 if self._tls is None else self._tls.waiting_for_threads
+        return int(self._threads.statistics().tasks_waiting) + tls_waiting
 
     async def aclose(self) -> None:
         for socks in self._idle.values():
             for sock in socks:
                 sock.close()
         self._idle.clear()
+        if self._tls is not None:
+            self._tls.close()
         await self._inner.aclose()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if not (request.method == "GET" and request.url.scheme == "http"
-                and "range" in request.headers):
+        scheme = request.url.scheme
+        lean = (request.method == "GET" and "range" in request.headers
+                and (scheme == "http" or (scheme == "https" and self._tls is not None)))
+        if not lean:
             return await self._inner.handle_async_request(request)
         try:
-            return await self._lean(request)
+            async with self._slots:
+                if scheme == "https":
+                    return await self._lean_tls(request)
+                key = (request.url.host, request.url.port or 80)
+                return await self._attempts(key, request, request.extensions.get("timeout", {}))
         except _Unsupported:
             return await self._inner.handle_async_request(request)
 
-    async def _lean(self, request: httpx.Request) -> httpx.Response:
-        key = (request.url.host, request.url.port or 80)
-        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
-        async with self._slots:
-            return await self._attempts(key, request, timeouts)
+    async def _lean_tls(self, request: httpx.Request) -> httpx.Response:
+        assert self._tls is not None
+        want = requested_length(request)
+        if want is None:
+            raise _Unsupported
+        chunk = request.extensions.get(CHUNK_EXTENSION) or want
+        body = split_body(want, chunk, self._allocate)
+        key = (request.url.host, request.url.port or 443)
+        reply = await self._tls.exchange(key, request_bytes(request), want, body,
+                                         request.extensions.get("timeout", {}))
+        if reply.status != 206:
+            body = [bytearray(reply.body)]
+        return _response(request, reply.status, reply.headers, body)
 
     async def _attempts(self, key: tuple[str, int], request: httpx.Request,
                         timeouts: dict[str, Any]) -> httpx.Response:
@@ -158,15 +201,15 @@ class RangeTransport(httpx.AsyncBaseTransport):
                         timeouts: dict[str, Any], reused: bool) -> tuple[httpx.Response, bool]:
         read_timeout = timeouts.get("read") or 60.0
         try:
-            await _send_all(sock, _request_bytes(request))
+            await _send_all(sock, request_bytes(request))
             with trio.fail_after(read_timeout):
                 status, headers, extra = await _read_head(sock, reused)
-            length = _content_length(headers)
-            if status == 200 or length is None or length > _limit(status):
+            length = content_length(headers)
+            if status == 200 or length is None or length > body_limit(status):
                 raise _Unsupported  # a full body, chunked, or unknown length: httpx's job
             chunk = request.extensions.get(CHUNK_EXTENSION) or length or 1
-            body = [self._allocate(min(chunk, length - at)) for at in range(0, length, chunk)]
-            views, over = _unfilled(body, extra)
+            body = split_body(length, chunk, self._allocate)
+            views, over = place_head_bytes(body, extra)
             if views and length >= self._thread_min:
                 await _fill_in_thread(sock, views, read_timeout, self._threads)
             elif views:
@@ -178,29 +221,14 @@ class RangeTransport(httpx.AsyncBaseTransport):
                 raise _Stale from None
             raise httpx.ReadError(str(exc.strerror or exc)) from None
         # Bytes beyond Content-Length mean we and the server disagree on framing: never reuse.
-        keep = not over and not any(
-            k == b"connection" and v.lower() == b"close" for k, v in headers)
-        response = httpx.Response(status, headers=headers, stream=_BufferStream(body),
-                                  request=request,
-                                  extensions={BODY_EXTENSION: body, "http_version": b"HTTP/1.1"})
-        return response, keep
+        keep = not over and keeps_alive(headers)
+        return _response(request, status, headers, body), keep
 
 
-def _unfilled(pieces: list[bytearray], extra: bytes) -> tuple[list[memoryview], bool]:
-    """Put ``extra`` (body bytes that came with the head) into ``pieces``, in order.
-
-    Returns the views still to fill from the socket, and whether ``extra`` held more than
-    the body (then the connection must not be reused).
-    """
-    views: list[memoryview] = []
-    for piece in pieces:
-        view = memoryview(piece)
-        got = min(len(extra), len(piece))
-        view[:got] = extra[:got]
-        extra = extra[got:]
-        if got < len(piece):
-            views.append(view[got:])
-    return views, bool(extra)
+def _response(request: httpx.Request, status: int, headers: list[tuple[bytes, bytes]],
+              body: list[bytearray]) -> httpx.Response:
+    return httpx.Response(status, headers=headers, stream=_BufferStream(body), request=request,
+                          extensions={BODY_EXTENSION: body, "http_version": b"HTTP/1.1"})
 
 
 async def _receive_into(sock: trio.socket.SocketType, views: list[memoryview],
@@ -326,21 +354,6 @@ def _still_open(sock: trio.socket.SocketType) -> bool:
     return not readable
 
 
-def _limit(status: int) -> int:
-    return 1 << 40 if status == 206 else MAX_ERROR_BODY
-
-
-def _request_bytes(request: httpx.Request) -> bytes:
-    target = request.url.raw_path
-    lines = [b"GET " + target + b" HTTP/1.1"]
-    for name, value in request.headers.raw:
-        if name.lower() == b"accept-encoding":
-            continue  # byte ranges of the stored bytes, never a re-encoding of them
-        lines.append(name + b": " + value)
-    lines.append(b"Accept-Encoding: identity")
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
 async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -352,38 +365,11 @@ async def _read_head(sock: trio.socket.SocketType,
                      reused: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, headers and the body bytes that arrived with them."""
     buf = bytearray()
-    while True:
+    while (end := head_end(buf)) < 0:
         chunk = await sock.recv(MAX_HEAD)
         if not chunk:
             if reused and not buf:
                 raise _Stale
             raise httpx.RemoteProtocolError("connection closed before a complete response head")
         buf += chunk
-        end = buf.find(b"\r\n\r\n")
-        if end > MAX_HEAD or (end < 0 and len(buf) > MAX_HEAD):
-            raise httpx.RemoteProtocolError("response head too large")
-        if end >= 0:
-            break
-    lines = bytes(buf[:end]).split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise httpx.RemoteProtocolError("not an HTTP/1.x response")
-    headers = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise httpx.RemoteProtocolError("malformed response header")
-        headers.append((name.lower(), value.strip()))
-    if parts[0] == b"HTTP/1.0":
-        headers.append((b"connection", b"close"))
-    return int(parts[1]), headers, bytes(buf[end + 4:])
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    if any(k == b"transfer-encoding" for k, _ in headers):
-        return None
-    values = {v for k, v in headers if k == b"content-length"}
-    if len(values) != 1:
-        return None
-    value = values.pop()
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    return parse_head(buf, end)

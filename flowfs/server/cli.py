@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ready-file", type=Path, help="write {api, files, pid} JSON here once ready")
     add("--access-log", type=Path, help="append one JSON line per request here")
     add("--export-dir", type=Path, help="maintain downloads/<id>/<filename> symlinks here")
+    add("--tls-cert", type=Path, help="PEM certificate (chain): serve HTTPS; needs --tls-key")
+    add("--tls-key", type=Path, help="PEM private key of --tls-cert")
     add("--debug", action="store_true", help="log more (never secrets)")
     return parser
 
@@ -97,6 +99,7 @@ def _config(args: argparse.Namespace, state_dir: Path) -> ServerConfig:
         files_url=args.files_url, token_ttl=args.token_ttl, refresh_ttl=args.refresh_ttl,
         job_ttl=args.job_ttl, job_delay=args.job_delay, workers=max(1, args.workers),
         ready_file=args.ready_file, access_log=args.access_log, export_dir=args.export_dir,
+        tls_cert=args.tls_cert, tls_key=args.tls_key,
     )
 
 
@@ -107,15 +110,19 @@ def _run(config: ServerConfig) -> int:
         print(f"{_PROG}: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
+    tls = (config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
     with sock, open_server(config) as app:
-        files = base_url(sock)
-        serve(app, sock, lambda: announce(files + API_PREFIX, files, config.ready_file))
+        files = base_url(sock, "https" if tls else "http")
+        serve(app, sock, lambda: announce(files + API_PREFIX, files, config.ready_file), tls)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the reference server until SIGINT/SIGTERM; the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Until the server runs (it has its own handlers), SIGINT/SIGTERM end startup quietly.

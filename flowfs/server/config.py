@@ -29,3 +29,5 @@ class ServerConfig:
     ready_file: Path | None = None
     access_log: Path | None = None
     export_dir: Path | None = None
+    tls_cert: Path | None = None  # PEM certificate chain: serve HTTPS (with tls_key)
+    tls_key: Path | None = None

@@ -59,10 +59,10 @@ def handling_signals(handler: Callable[[int, FrameType | None], Any]) -> Iterato
             signal.signal(sig, old)
 
 
-def base_url(sock: socket.socket) -> str:
-    """``http://host:port`` for a bound socket (IPv6 hosts in brackets)."""
+def base_url(sock: socket.socket, scheme: str = "http") -> str:
+    """``http://host:port`` (or https) for a bound socket (IPv6 hosts in brackets)."""
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def write_ready_file(path: Path, info: dict[str, object]) -> None:
@@ -112,8 +112,12 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(app: ASGIApp, sock: socket.socket, on_ready: Callable[[], None]) -> None:
-    """Run ``app`` on ``sock`` until SIGINT/SIGTERM; ``on_ready`` once it accepts."""
+def serve(app: ASGIApp, sock: socket.socket, on_ready: Callable[[], None],
+          tls: tuple[Path, Path] | None = None) -> None:
+    """Run ``app`` on ``sock`` until SIGINT/SIGTERM; ``on_ready`` once it accepts.
+
+    ``tls``: (certificate, key) PEM files to serve HTTPS with.
+    """
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -122,6 +126,8 @@ def serve(app: ASGIApp, sock: socket.socket, on_ready: Callable[[], None]) -> No
         server_header=False,
         timeout_graceful_shutdown=_GRACE_SECONDS + 5,
         timeout_keep_alive=_KEEP_ALIVE_SECONDS,
+        ssl_certfile=None if tls is None else str(tls[0]),
+        ssl_keyfile=None if tls is None else str(tls[1]),
     )
     _Server(config, on_ready).run(sockets=[sock])
 

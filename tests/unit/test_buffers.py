@@ -48,9 +48,11 @@ def test_a_mount_keeps_spares_only_where_bodies_are_received_into_them(
     assert receive_buffers(config, "http://127.0.0.1:8000") is None
 
 
-def test_no_spares_where_httpx_makes_the_bodies(no_proxy: pytest.MonkeyPatch) -> None:
+def test_spares_over_https_too_but_not_for_other_schemes(no_proxy: pytest.MonkeyPatch) -> None:
     config = ReaderConfig(cache_bytes=64 * 2**20)
-    assert receive_buffers(config, "https://files.flow.bio") is None  # TLS: plain httpx
+    # TLS bodies land in our buffers too (flowfs.tls)
+    assert receive_buffers(config, "https://files.flow.bio") is not None
+    assert receive_buffers(config, "ftp://files.flow.bio") is None
     pool = receive_buffers(config, "http://127.0.0.1:8000")
     assert pool is not None
     assert pool and pool.spare == 0  # empty, yet not falsy: `if pool` means "a pool"

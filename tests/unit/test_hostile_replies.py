@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 import trio
+import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +27,7 @@ from flowfs.auth import Credentials
 from flowfs.errors import BadReply, FlowError, Transient
 from flowfs.model import DataFile, Execution, Project, Sample, parse_id, parse_time
 from flowfs.names import MAX_NAME_BYTES, assign_names, sanitize
+from flowfs.tls import client_context
 from flowfs.transport import CHUNK_EXTENSION, THREAD_MIN, RangeTransport
 
 API = "http://flow.test/api"
@@ -261,13 +265,16 @@ def test_assigned_names_are_unique_safe_and_stable(items: list[tuple[str, str]])
 
 # -- the lean transport against a scripted socket server ----------------------------------
 
-async def serve_script(stream: trio.SocketStream, script: Callable[[bytes, int], bytes],
+async def serve_script(stream: trio.abc.Stream, script: Callable[[bytes, int], bytes],
                        seen: list[bytes]) -> None:
     """Answer each request on the connection with ``script(head, index)``, then close."""
     async with stream:
         buf = b""
         while b"\r\n\r\n" not in buf:
-            data = await stream.receive_some(65536)
+            try:
+                data = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return  # a TLS client that checked the connection and left
             if not data:
                 return
             buf += data
@@ -277,16 +284,76 @@ async def serve_script(stream: trio.SocketStream, script: Callable[[bytes, int],
             await stream.send_all(reply)
 
 
-async def start_server(nursery: trio.Nursery, script: Callable[[bytes, int], bytes]
-                       ) -> tuple[str, list[bytes]]:
+@dataclass(frozen=True)
+class Via:
+    """How the lean transport reaches the scripted server: plain HTTP (body received on
+    the event loop or in a thread), or HTTPS with a CA made for the test."""
+
+    name: str
+    thread_min: int = THREAD_MIN
+    server_tls: ssl.SSLContext | None = None
+    client_tls: ssl.SSLContext | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.server_tls else "http"
+
+    async def listen(self, nursery: trio.Nursery,
+                     handler: Callable[[trio.abc.Stream], Awaitable[None]]) -> str:
+        if self.server_tls is None:
+            listeners = await nursery.start(partial(trio.serve_tcp, handler, 0,
+                                                    host="127.0.0.1"))
+            sock = listeners[0].socket
+        else:
+            listeners = await nursery.start(partial(
+                trio.serve_ssl_over_tcp, handler, 0, self.server_tls, host="127.0.0.1",
+                https_compatible=True))
+            sock = listeners[0].transport_listener.socket
+        return f"{self.scheme}://127.0.0.1:{sock.getsockname()[1]}"
+
+    def client(self, timeout: float = 5.0, **kw: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=self.transport(**kw), timeout=httpx.Timeout(timeout))
+
+    def transport(self, **kw: Any) -> RangeTransport:
+        inner = httpx.AsyncHTTPTransport(verify=self.client_tls or True)
+        return RangeTransport(inner, thread_min=self.thread_min, tls_context=self.client_tls,
+                              **kw)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_via(ca: trustme.CA) -> Via:
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = client_context()
+    ca.configure_trust(client)
+    return Via("https", server_tls=server, client_tls=client)
+
+
+@pytest.fixture(params=["http-loop", "http-thread", "https"])
+def via(request: pytest.FixtureRequest, ca: trustme.CA) -> Via:
+    if request.param == "https":
+        return tls_via(ca)
+    return Via(request.param, thread_min=0 if request.param == "http-thread" else THREAD_MIN)
+
+
+@pytest.fixture(params=["http-thread", "https"])
+def threaded(request: pytest.FixtureRequest, ca: trustme.CA) -> Via:
+    """The paths that receive bodies in a worker thread (stall and cancellation tests)."""
+    return tls_via(ca) if request.param == "https" else Via("http-thread", thread_min=0)
+
+
+async def start_server(nursery: trio.Nursery, script: Callable[[bytes, int], bytes],
+                       via: Via | None = None) -> tuple[str, list[bytes]]:
     seen: list[bytes] = []
 
-    async def handler(stream: trio.SocketStream) -> None:
+    async def handler(stream: trio.abc.Stream) -> None:
         await serve_script(stream, script, seen)
 
-    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-    port = listeners[0].socket.getsockname()[1]
-    return f"http://127.0.0.1:{port}", seen
+    return await (via or Via("http")).listen(nursery, handler), seen
 
 
 def head(status: bytes, headers: list[bytes], body: bytes) -> bytes:
@@ -297,18 +364,6 @@ def wanted(request: bytes) -> bytes:
     line = next(h for h in request.split(b"\r\n") if h.lower().startswith(b"range:"))
     a, b = (int(x) for x in line.split(b"=")[1].split(b"-"))
     return PAYLOAD[a:b + 1]
-
-
-@pytest.fixture(params=[THREAD_MIN, 0], ids=["loop-receive", "thread-receive"])
-def thread_min(request: pytest.FixtureRequest) -> int:
-    """Bodies from this size are received in a worker thread: 0 sends every body there."""
-    return int(request.param)
-
-
-def lean_client(thread_min: int = THREAD_MIN, timeout: float = 5.0) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=RangeTransport(httpx.AsyncHTTPTransport(), thread_min=thread_min),
-        timeout=httpx.Timeout(timeout))
 
 
 def good(request: bytes, _: int) -> bytes:
@@ -351,20 +406,32 @@ def wrong_length(request: bytes, _: int) -> bytes:
 
 
 async def test_the_lean_transport_reads_exact_bytes_into_its_buffer(
-    nursery: trio.Nursery, thread_min: int,
+    nursery: trio.Nursery, via: Via,
 ) -> None:
-    url, _ = await start_server(nursery, good)
-    async with lean_client(thread_min) as client:
+    url, _ = await start_server(nursery, good, via)
+    async with via.client() as client:
         resp = await client.get(f"{url}/downloads/1/f", headers={"Range": "bytes=10-109"})
         assert resp.status_code == 206 and resp.content == PAYLOAD[10:110]
 
 
+async def test_a_pooled_connection_the_server_closed_is_replaced(nursery: trio.Nursery,
+                                                                via: Via) -> None:
+    # The scripted server closes every connection after one reply: each later request
+    # finds its pooled connection closed and must go out on a new one, bytes exact.
+    url, seen = await start_server(nursery, good, via)
+    async with via.client() as client:
+        for _ in range(3):
+            resp = await client.get(f"{url}/downloads/1/f", headers={"Range": "bytes=10-109"})
+            assert resp.status_code == 206 and resp.content == PAYLOAD[10:110]
+    assert len(seen) == 3
+
+
 @pytest.mark.parametrize("script", [no_length, chunked], ids=["no-length", "chunked"])
 async def test_unsized_replies_fall_back_to_httpx_with_right_bytes(
-    script: Callable[[bytes, int], bytes], nursery: trio.Nursery,
+    script: Callable[[bytes, int], bytes], nursery: trio.Nursery, via: Via,
 ) -> None:
-    url, seen = await start_server(nursery, script)
-    async with lean_client() as client:
+    url, seen = await start_server(nursery, script, via)
+    async with via.client() as client:
         resp = await client.get(f"{url}/downloads/1/f", headers={"Range": "bytes=10-109"})
         assert resp.content == PAYLOAD[10:110]
     assert len(seen) == 2  # the lean path gave up, httpx asked again
@@ -373,9 +440,9 @@ async def test_unsized_replies_fall_back_to_httpx_with_right_bytes(
 @pytest.mark.parametrize("script", [huge_head, bad_status, cut_mid_body],
                          ids=["huge-head", "bad-status-line", "cut-mid-body"])
 async def test_broken_replies_are_httpx_errors(script: Callable[[bytes, int], bytes],
-                                               nursery: trio.Nursery, thread_min: int) -> None:
-    url, _ = await start_server(nursery, script)
-    async with lean_client(thread_min) as client:
+                                               nursery: trio.Nursery, via: Via) -> None:
+    url, _ = await start_server(nursery, script, via)
+    async with via.client() as client:
         with pytest.raises(httpx.TransportError):
             await client.get(f"{url}/downloads/1/f", headers={"Range": "bytes=10-109"})
 
@@ -385,10 +452,10 @@ async def test_broken_replies_are_httpx_errors(script: Callable[[bytes, int], by
                          ids=["no-length", "chunked", "huge-head", "bad-status-line",
                               "cut-mid-body", "wrong-length", "good"])
 async def test_through_the_api_a_range_is_right_or_a_domain_error(
-    script: Callable[[bytes, int], bytes], nursery: trio.Nursery, thread_min: int,
+    script: Callable[[bytes, int], bytes], nursery: trio.Nursery, via: Via,
 ) -> None:
-    url, _ = await start_server(nursery, script)
-    async with lean_client(thread_min) as client:
+    url, _ = await start_server(nursery, script, via)
+    async with via.client() as client:
         api = FlowAPI(API, url, Credentials("token", "test", token="good"), client)
         with trio.fail_after(60):
             got = await outcome(api.fetch_range(f"{url}/downloads/1/f", 10, 110))
@@ -410,9 +477,9 @@ def big_good(request: bytes, _: int) -> bytes:
                  % (len(BIG) - 1, len(BIG))], BIG)
 
 
-async def test_a_large_body_lands_exactly_in_its_pieces(nursery: trio.Nursery) -> None:
-    url, _ = await start_server(nursery, big_good)
-    async with lean_client() as client:  # the default: bodies of 1 MiB and more in a thread
+async def test_a_large_body_lands_exactly_in_its_pieces(nursery: trio.Nursery, via: Via) -> None:
+    url, _ = await start_server(nursery, big_good, via)
+    async with via.client() as client:
         resp = await client.get(f"{url}/downloads/1/f",
                                 headers={"Range": f"bytes=0-{len(BIG) - 1}"},
                                 extensions={CHUNK_EXTENSION: 256 * 1024})
@@ -421,12 +488,15 @@ async def test_a_large_body_lands_exactly_in_its_pieces(nursery: trio.Nursery) -
         assert b"".join(pieces) == BIG
 
 
-async def stall_after_half(stream: trio.SocketStream, sent: trio.Event) -> None:
+async def stall_after_half(stream: trio.abc.Stream, sent: trio.Event) -> None:
     """Send the head and half of a large body, then nothing (but keep the connection)."""
     async with stream:
         buf = b""
         while b"\r\n\r\n" not in buf:
-            buf += await stream.receive_some(65536)
+            try:
+                buf += await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return
         whole = big_good(buf, 0)
         try:
             await stream.send_all(whole[: len(whole) // 2])
@@ -436,25 +506,25 @@ async def stall_after_half(stream: trio.SocketStream, sent: trio.Event) -> None:
         await trio.sleep_forever()
 
 
-async def start_staller(nursery: trio.Nursery) -> tuple[str, trio.Event]:
+async def start_staller(nursery: trio.Nursery, via: Via) -> tuple[str, trio.Event]:
     sent = trio.Event()
-    listeners = await nursery.start(partial(trio.serve_tcp, partial(stall_after_half, sent=sent),
-                                            0, host="127.0.0.1"))
-    return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}", sent
+    return await via.listen(nursery, partial(stall_after_half, sent=sent)), sent
 
 
-async def test_a_body_that_stalls_in_the_thread_times_out(nursery: trio.Nursery) -> None:
-    url, _ = await start_staller(nursery)
-    async with lean_client(timeout=1.0) as client:
+async def test_a_body_that_stalls_in_the_thread_times_out(nursery: trio.Nursery,
+                                                          threaded: Via) -> None:
+    url, _ = await start_staller(nursery, threaded)
+    async with threaded.client(timeout=1.0) as client:
         start = trio.current_time()
         with pytest.raises(httpx.ReadTimeout):
             await client.get(f"{url}/downloads/1/f", headers={"Range": f"bytes=0-{len(BIG) - 1}"})
         assert trio.current_time() - start < 5.0
 
 
-async def test_a_cancelled_thread_receive_returns_at_once(nursery: trio.Nursery) -> None:
-    url, sent = await start_staller(nursery)
-    transport = RangeTransport(httpx.AsyncHTTPTransport())
+async def test_a_cancelled_thread_receive_returns_at_once(nursery: trio.Nursery,
+                                                          threaded: Via) -> None:
+    url, sent = await start_staller(nursery, threaded)
+    transport = threaded.transport()
     async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(60.0)) as client:
         with trio.fail_after(10):  # a stall fails the test here, not as an unbound `start`
             async with trio.open_nursery() as inner:
@@ -473,12 +543,13 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def test_receives_cancelled_before_or_during_their_thread_leave_no_descriptor() -> None:
-    transport = RangeTransport(httpx.AsyncHTTPTransport(), max_threads=1)
+async def test_receives_cancelled_before_or_during_their_thread_leave_no_descriptor(
+        threaded: Via) -> None:
+    transport = threaded.transport(max_threads=1, tls_threads=1)  # one thread, two receives
     headers = {"Range": f"bytes=0-{len(BIG) - 1}"}
     before = open_fds()
     async with trio.open_nursery() as server:  # stopped before counting: its sockets close
-        url, _ = await start_staller(server)
+        url, _ = await start_staller(server, threaded)
         async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(60.0)) as client:
             with trio.fail_after(10):
                 async with trio.open_nursery() as inner:
