@@ -34,8 +34,9 @@ from flowfs.errors import (
     Transient,
     Untrusted,
 )
+from flowfs.link import LinkEstimate
 from flowfs.tls import client_context, untrusted
-from flowfs.transport import BODY_EXTENSION, CHUNK_EXTENSION, RangeTransport
+from flowfs.transport import BODY_EXTENSION, CHUNK_EXTENSION, TIMING_EXTENSION, RangeTransport
 
 Bytes = bytes | bytearray | list[bytearray]  # a range's bytes, possibly in block-sized pieces
 
@@ -185,6 +186,7 @@ class FlowAPI:
         self.auth = TokenState(creds, self._login, self._refresh)
         self.requests = 0
         self.bytes_fetched = 0
+        self.link = LinkEstimate()  # measured by every Range reply; read by the reader
 
     # -- URLs -------------------------------------------------------------
     def data_url(self, data_id: str, filename: str) -> str:
@@ -303,8 +305,14 @@ class FlowAPI:
             try:
                 async with self._request("GET", url, headers=headers,
                                          extensions=extensions) as resp:
+                    # httpx's own path: its head has come; the lean ones time themselves
+                    head = trio.current_time()
                     data = await _read_range(resp, start, end, size)
+                    timing = resp.extensions.get(TIMING_EXTENSION)
                 self.bytes_fetched += end - start
+                if timing is None:
+                    timing = (0.0, trio.current_time() - head)  # a lower bound: no latency
+                self.link.observe(end - start, *timing)
                 return data
             except (BadReply, _Truncated) as exc:
                 if attempt == MAX_ATTEMPTS:

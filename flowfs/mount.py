@@ -132,7 +132,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
 
         async with trio.open_nursery() as nursery:
             reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
-                            recycle=None if buffers is None else buffers.offer)
+                            recycle=None if buffers is None else buffers.offer, link=api.link)
 
             def extra(tree: Tree) -> dict[str, Node]:
                 downloads = DownloadsDir(tree, str(config.mountpoint))

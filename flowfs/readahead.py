@@ -9,8 +9,12 @@ one far from the previous read, is *random* — fetch only what it needs (at lea
 ``first_blocks``), because index lookups (BAM/CRAM/VCF) must not pay for megabytes.
 A read that continues the previous one is *sequential*; the first one opens a read-ahead
 window of one block and, each time half of the window has been consumed, the window
-doubles (up to a cap) and is topped up.  So the bytes read ahead never exceed the cap,
-and while ramping up they stay in proportion to what the reader has actually consumed.
+grows by ``growth`` (2, or more where every step costs a long round trip) up to a cap
+and is topped up.  So the bytes read ahead never exceed the cap, and while ramping up
+they stay in proportion to what the reader has actually consumed.  Once at the cap the
+window is kept full: it is topped up as soon as one request's worth (``step``) of it
+has been consumed, so the requests in flight stay steady instead of swinging between
+half the window and all of it.
 
 ``slack`` tolerates the small disorder of a kernel that issues several reads of one file
 at once, and re-reads of the last bytes: a read starting within ``slack`` bytes behind
@@ -87,11 +91,14 @@ class AccessPattern:
         """First block not yet requested by this handle's plans."""
         return self._ra_end
 
-    def on_read(self, start: int, end: int, nblocks: int, cap: int | None = None) -> Plan:
+    def on_read(self, start: int, end: int, nblocks: int, cap: int | None = None,
+                growth: int = 2, step: int = 1) -> Plan:
         """Plan a read of bytes ``[start, end)`` (already clamped to the file).
 
-        ``nblocks`` is the file's block count; ``cap`` optionally lowers the window cap
-        below ``policy.max_blocks`` (the reader shares a global budget between streams).
+        ``nblocks`` is the file's block count; ``cap`` replaces ``policy.max_blocks`` as the
+        window's cap (the reader sizes it to the link and shares a budget between streams);
+        ``growth`` is the window's factor per ramp step; ``step`` the top-up granularity at
+        the cap (one request, in blocks).
         """
         need = blocks_covering(start, end, self.policy.block_size)
         kind = self._classify(start, end)
@@ -107,7 +114,8 @@ class AccessPattern:
             return Plan(need, demand, _EMPTY)
         self._pos_end = end
         self._ra_end = max(self._ra_end, need.stop)
-        return Plan(need, need, self._top_up(need.stop, nblocks, cap))
+        return Plan(need, need, self._top_up(need.stop, nblocks, cap, max(growth, 2),
+                                             max(step, 1)))
 
     def retract(self, block: int) -> None:
         """Only the read-ahead below ``block`` was actually started (budget, parallelism).
@@ -127,17 +135,21 @@ class AccessPattern:
             return _Kind.REREAD
         return _Kind.ADVANCE
 
-    def _top_up(self, reached: int, nblocks: int, cap: int | None) -> range:
+    def _top_up(self, reached: int, nblocks: int, cap: int | None, growth: int,
+                step: int) -> range:
         """The read-ahead to start now that the reader has reached block ``reached``."""
-        limit = self.policy.max_blocks if cap is None else min(cap, self.policy.max_blocks)
-        limit = max(limit, 1)
+        limit = max(self.policy.max_blocks if cap is None else cap, 1)
         ahead = self._ra_end - reached
         if self._window == 0:
             self._window = 1
+        elif self._window >= limit:
+            self._window = limit  # the cap may have shrunk (more streams share the budget)
+            if ahead > limit - min(step, limit):
+                return _EMPTY  # less than one request's worth consumed since the last top-up
         elif ahead > self._window // 2:
             return _EMPTY  # more than half the window is still ahead: nothing to do yet
         else:
-            self._window = min(self._window * 2, limit)
+            self._window = min(self._window * growth, limit)
         stop = min(reached + self._window, nblocks)
         if self._ra_end >= stop:
             return _EMPTY

@@ -46,6 +46,7 @@ import trio
 from flowfs.blockcache import BlockCache
 from flowfs.blocks import block_count, clamp, iter_runs, pieces, run_span
 from flowfs.errors import BadReply, FlowError, Transient
+from flowfs.link import LinkEstimate, StreamLimits, stream_limits
 from flowfs.readahead import AccessPattern, Plan, Policy
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class ReaderConfig:
     block_size: int = 256 * 2**10
     # Smallest demand request of a random read, rounded up to whole blocks.
     first_fetch: int = 256 * 2**10
+    # Read-ahead window cap, request size and requests in flight per stream on a near
+    # link; a distant one gets more of each, within the budget (flowfs.link).
     readahead_max: int = 64 * 2**20
     max_request: int = 8 * 2**20
     max_parallel: int = 8
@@ -167,11 +170,12 @@ class _Request:
 class Stream:
     """Per-file-handle read state: its target and its access pattern."""
 
-    def __init__(self, target: Target, policy: Policy) -> None:
+    def __init__(self, target: Target, policy: Policy, limits: StreamLimits) -> None:
         self.target = target
         self._pattern = AccessPattern(policy)
         self._readahead: set[_Request] = set()
         self._closed = False
+        self._limits = limits  # as of the last read (the link and the sharing change)
 
     def __repr__(self) -> str:
         return f"<Stream {self.target.cache_key} window={self._pattern.window}>"
@@ -181,8 +185,11 @@ class Reader:
     """Block cache + single-flight fetch + read-ahead engine (see the module docstring)."""
 
     def __init__(self, fetch: Fetch, nursery: trio.Nursery, config: ReaderConfig,
-                 recycle: Callable[[Any], None] | None = None) -> None:
+                 recycle: Callable[[Any], None] | None = None,
+                 link: LinkEstimate | None = None) -> None:
         self._fetch = fetch
+        # What the fetch path measured of the link (fed by the fetch function's owner).
+        self._link = link or LinkEstimate()
         self._nursery = nursery
         self._config = config
         self._bs = config.block_size
@@ -207,7 +214,7 @@ class Reader:
     def open(self, target: Target) -> Stream:
         """A new per-handle stream over ``target``."""
         self._streams += 1
-        return Stream(target, self._policy)
+        return Stream(target, self._policy, self._limits(1))
 
     async def read(self, stream: Stream, offset: int, size: int) -> bytes:
         """Exactly ``min(size, target.size - offset)`` bytes at ``offset`` (b"" at EOF).
@@ -270,14 +277,26 @@ class Reader:
             "streams": self._streams,
         }
 
+    @property
+    def link(self) -> LinkEstimate:
+        return self._link
+
     # -- planning and starting fetches (all synchronous) ------------------------------
+
+    def _limits(self, sharing: int) -> StreamLimits:
+        config = self._config
+        return stream_limits(self._link, block_size=self._bs, max_request=config.max_request,
+                             near_cap=config.readahead_max,
+                             share=config.readahead_share // max(1, sharing),
+                             near_parallel=config.max_parallel)
 
     def _plan(self, stream: Stream, start: int, end: int) -> Plan:
         pattern = stream._pattern
         was_sequential = pattern.sequential
-        share = self._config.readahead_share // max(1, self._sequential) // self._bs
+        limits = stream._limits = self._limits(self._sequential)
         nblocks = block_count(stream.target.size, self._bs)
-        plan = pattern.on_read(start, end, nblocks, cap=max(1, share))
+        plan = pattern.on_read(start, end, nblocks, cap=limits.cap_blocks,
+                               growth=limits.growth, step=limits.request_blocks)
         if not stream._closed:
             self._sequential += int(pattern.sequential) - int(was_sequential)
         return plan
@@ -298,13 +317,14 @@ class Reader:
             return
         target = stream.target
         budget = self._config.readahead_budget
+        limits = stream._limits
         # Lazy runs: when the stream is at its parallel limit (common while streaming), the
         # rest of the window is not even looked at.
-        for run in iter_runs(self._missing(target.cache_key, blocks), self._max_run):
+        for run in iter_runs(self._missing(target.cache_key, blocks), limits.request_blocks):
             fits = run
             while fits and self._ra_bytes + self._run_bytes(target, fits) > budget:
                 fits = fits[: len(fits) // 2]  # shrink the request to what the budget allows
-            if not fits or len(stream._readahead) >= self._config.max_parallel:
+            if not fits or len(stream._readahead) >= limits.max_parallel:
                 stream._pattern.retract(run.start)
                 self._counts["readahead_deferred"] += 1
                 return

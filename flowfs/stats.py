@@ -81,6 +81,7 @@ class MountState:
             "cache_size": self.config.cache_size,
             "cache": self.reader.stats(),
             "api": {"requests": self.api.requests, "bytes_fetched": self.api.bytes_fetched},
+            "link": self.reader.link.as_json(),
             "buffers": None if self.buffers is None else {
                 "spare": self.buffers.spare, "reused": self.buffers.reused,
                 "allocated": self.buffers.allocated},

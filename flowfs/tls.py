@@ -80,12 +80,14 @@ class _Abandoned(Exception):
 
 
 class Exchange:
-    """One reply: status, headers, a small error body; ``keep`` if the connection may be reused."""
+    """One reply: status, headers, a small error body; ``keep`` if the connection may be
+    reused; ``first_byte`` and ``total``: seconds from sending to the head and to the end."""
 
-    __slots__ = ("status", "headers", "body", "keep")
+    __slots__ = ("status", "headers", "body", "keep", "first_byte", "total")
 
     def __init__(self, status: int, headers: Headers, body: bytes, keep: bool) -> None:
         self.status, self.headers, self.body, self.keep = status, headers, body, keep
+        self.first_byte = self.total = 0.0
 
 
 class TlsConnections:
@@ -260,13 +262,14 @@ def _exchange(call: _Call, connect: Callable[[], ssl.SSLSocket], request: bytes,
             call.sock = connect()
         sock = call.sock
         sock.settimeout(STOP_CHECK)
+        sent = time.monotonic()
         try:
             sock.sendall(request)
         except OSError as exc:
             if reused:
                 raise _Stale from None
             raise httpx.WriteError(str(exc)) from None
-        return _receive(sock, call.stop, reused, want, pieces, timeout)
+        return _receive(sock, call.stop, reused, want, pieces, timeout, sent)
     except BaseException:
         call._close()  # a failed exchange leaves the connection in an unknown state
         raise
@@ -275,8 +278,16 @@ def _exchange(call: _Call, connect: Callable[[], ssl.SSLSocket], request: bytes,
 
 
 def _receive(sock: ssl.SSLSocket, stop: threading.Event, reused: bool, want: int,
-             pieces: list[bytearray], timeout: float) -> Exchange:
+             pieces: list[bytearray], timeout: float, sent: float) -> Exchange:
     reader = _Reader(sock, stop, timeout)
+    exchange = _receive_reply(reader, reused, want, pieces)
+    exchange.total = time.monotonic() - sent
+    exchange.first_byte = reader.first_byte - sent
+    return exchange
+
+
+def _receive_reply(reader: _Reader, reused: bool, want: int,
+                   pieces: list[bytearray]) -> Exchange:
     buf = bytearray()
     while (end := head_end(buf)) < 0:
         chunk = reader.recv(MAX_HEAD)
@@ -306,6 +317,7 @@ class _Reader:
     def __init__(self, sock: ssl.SSLSocket, stop: threading.Event, timeout: float) -> None:
         self._sock, self._stop, self._timeout = sock, stop, timeout
         self._idle_since = time.monotonic()
+        self.first_byte = 0.0  # when the first bytes of the reply arrived
 
     def _wait(self) -> None:
         if self._stop.is_set():
@@ -323,6 +335,7 @@ class _Reader:
             except (OSError, ValueError) as exc:
                 raise httpx.ReadError(str(exc)) from None
             self._idle_since = time.monotonic()
+            self.first_byte = self.first_byte or self._idle_since
             return data
 
     def fill(self, views: list[memoryview]) -> None:

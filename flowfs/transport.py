@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 MAX_IDLE_PER_HOST = 64
 BODY_EXTENSION = "flowfs_body"
 CHUNK_EXTENSION = "flowfs_chunk"  # request: receive the body as pieces of this size
+# response: (seconds to the head, seconds to the end of the body) of the exchange
+TIMING_EXTENSION = "flowfs_timing"
 # Bodies from this size are received by a worker thread (see _fill_in_thread); smaller
 # ones, the latency-bound random reads, stay on the event loop (no thread hand-off).
 THREAD_MIN = 1 << 20
@@ -152,7 +154,8 @@ class RangeTransport(httpx.AsyncBaseTransport):
                                          request.extensions.get("timeout", {}))
         if reply.status != 206:
             body = [bytearray(reply.body)]
-        return _response(request, reply.status, reply.headers, body)
+        return _response(request, reply.status, reply.headers, body,
+                         (reply.first_byte, reply.total))
 
     async def _attempts(self, key: tuple[str, int], request: httpx.Request,
                         timeouts: dict[str, Any]) -> httpx.Response:
@@ -201,9 +204,11 @@ class RangeTransport(httpx.AsyncBaseTransport):
                         timeouts: dict[str, Any], reused: bool) -> tuple[httpx.Response, bool]:
         read_timeout = timeouts.get("read") or 60.0
         try:
+            sent = time.monotonic()
             await _send_all(sock, request_bytes(request))
             with trio.fail_after(read_timeout):
                 status, headers, extra = await _read_head(sock, reused)
+            first_byte = time.monotonic() - sent
             length = content_length(headers)
             if status == 200 or length is None or length > body_limit(status):
                 raise _Unsupported  # a full body, chunked, or unknown length: httpx's job
@@ -222,13 +227,15 @@ class RangeTransport(httpx.AsyncBaseTransport):
             raise httpx.ReadError(str(exc.strerror or exc)) from None
         # Bytes beyond Content-Length mean we and the server disagree on framing: never reuse.
         keep = not over and keeps_alive(headers)
-        return _response(request, status, headers, body), keep
+        timing = (first_byte, time.monotonic() - sent)
+        return _response(request, status, headers, body, timing), keep
 
 
 def _response(request: httpx.Request, status: int, headers: list[tuple[bytes, bytes]],
-              body: list[bytearray]) -> httpx.Response:
+              body: list[bytearray], timing: tuple[float, float]) -> httpx.Response:
     return httpx.Response(status, headers=headers, stream=_BufferStream(body), request=request,
-                          extensions={BODY_EXTENSION: body, "http_version": b"HTTP/1.1"})
+                          extensions={BODY_EXTENSION: body, TIMING_EXTENSION: timing,
+                                      "http_version": b"HTTP/1.1"})
 
 
 async def _receive_into(sock: trio.socket.SocketType, views: list[memoryview],

@@ -174,3 +174,32 @@ def test_plans_always_cover_the_read(reads: list[tuple[int, int]]) -> None:
         assert plan.demand.stop <= max(nblocks, plan.need.stop)
         assert len(plan.prefetch) <= 8
         assert not plan.prefetch or plan.prefetch.start >= plan.need.stop
+
+
+def test_a_steeper_ramp_reaches_the_cap_in_fewer_steps() -> None:
+    # On a distant link every ramp step costs a round trip: growth 4 gets there in half.
+    steps = {}
+    for growth in (2, 4):
+        p, position, tops = pattern(max_blocks=256), 0, 0
+        while p.window < 256:
+            plan = p.on_read(position, position + BS, NBLOCKS, cap=256, growth=growth)
+            position += BS
+            tops += bool(plan.prefetch)
+        steps[growth] = tops
+    assert steps[4] <= steps[2] // 2 + 1
+
+
+def test_at_the_cap_the_window_is_kept_full_one_request_at_a_time() -> None:
+    # Once ramped up, the read-ahead in flight must not swing between half the window and
+    # all of it: each request's worth consumed is topped up at once.
+    cap, step = 64, 8
+    p, position = pattern(max_blocks=cap), 0
+    while p.window < cap:
+        p.on_read(position, position + BS, NBLOCKS, cap=cap, step=step)
+        position += BS
+    for _ in range(500):
+        plan = p.on_read(position, position + BS, NBLOCKS, cap=cap, step=step)
+        position += BS
+        ahead = p.readahead_end - position // BS
+        assert cap - step <= ahead <= cap, ahead
+        assert not plan.prefetch or len(plan.prefetch) <= step + 1

@@ -15,6 +15,7 @@ import trio.testing
 
 from flowfs.buffers import BufferPool
 from flowfs.errors import BadReply, NotFound, Transient
+from flowfs.link import LinkEstimate
 from flowfs.reader import Reader, ReaderConfig, Target
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,9 +91,10 @@ class FakeServer:
 
 
 @asynccontextmanager
-async def running(server: FakeServer, **overrides: Any) -> AsyncIterator[Reader]:
+async def running(server: FakeServer, link: LinkEstimate | None = None,
+                  **overrides: Any) -> AsyncIterator[Reader]:
     async with trio.open_nursery() as nursery:
-        yield Reader(server.fetch, nursery, ReaderConfig(**{**BASE, **overrides}))
+        yield Reader(server.fetch, nursery, ReaderConfig(**{**BASE, **overrides}), link=link)
         nursery.cancel_scope.cancel()
 
 
@@ -534,3 +536,29 @@ async def test_streaming_makes_new_buffers_only_for_what_is_held_at_once(
         assert pool.allocated <= held_at_once + 4 * 4  # + demand fetches of max_request
     else:
         assert pool.allocated > 2 * held_at_once  # what the bound above guards against
+
+
+# -- the link decides how much is in flight ------------------------------------------------
+
+
+@pytest.mark.parametrize(("latency", "far"), [(0.0002, False), (0.05, True)])
+async def test_a_distant_link_gets_more_requests_in_flight_within_the_budget(
+        autojump_clock: trio.testing.MockClock, latency: float, far: bool) -> None:
+    # Every fetch takes the link's latency (virtual time). A sequential reader on a
+    # distant link must keep more than the near limit of 8 requests in flight, yet the
+    # read-ahead budget (a quarter of the cache) bounds the bytes, and bytes stay exact.
+    mib = 2**20
+    server = FakeServer(latency=latency)
+    target = File("far", 96 * mib)
+    config = {"block_size": 256 * 1024, "cache_bytes": 256 * mib, "first_fetch": 256 * 1024,
+              "readahead_max": 16 * mib, "max_request": 8 * mib, "max_parallel": 8,
+              "seq_slack": 2 * mib}
+    link = LinkEstimate(latency=latency, rate=50 * mib, samples=5)
+    async with running(server, link, **config) as reader:
+        stream = reader.open(target)
+        got = bytearray()
+        for offset in range(0, target.size, mib):
+            got += await reader.read(stream, offset, mib)
+    assert bytes(got) == content(target)
+    assert (server.peak > 8) is far, server.peak
+    assert server.peak_bytes <= 256 * mib // 4 + 2 * mib  # the budget, plus a demand fetch

@@ -1,0 +1,104 @@
+"""What the fetch path has measured of the link, and what a sequential stream needs from it.
+
+Pure code, no I/O. On loopback a reply starts within a millisecond and a few requests
+in flight keep a reader busy; across the internet a reply starts tens of milliseconds
+later and one connection carries tens of MB/s, so a stream needs many requests and
+their bytes in flight at once: the bandwidth-delay product. Rather than a fixed
+read-ahead sized for one of them, :class:`LinkEstimate` keeps moving averages of the
+time to a reply's first byte (``latency``) and of one reply's body rate (``rate``),
+and :func:`stream_limits` turns them into a stream's request size, window cap, number
+of requests in flight and ramp speed, always within the memory budget it is given.
+
+Random reads (BAM/CRAM/VCF index lookups) are untouched by all of this: they never
+open a window, so they still cost one small request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MiB = 2**20
+# A latency from which the link counts as distant: requests in flight, not their size,
+# then decide throughput (loopback and a LAN stay well below it).
+FAR = 0.005
+# What one mount may consume at most (2 cores, TLS): the window a distant link needs is
+# this rate times one request's duration. A larger value only costs memory.
+TARGET_RATE = 1024 * MiB
+# A far link's request size: a few round trips' worth at tens of MB/s per connection,
+# and the chunk size the best-documented rclone settings use. Derived from the measured
+# rate instead, it followed every burst of an emulated or congested link.
+FAR_REQUEST = 4 * MiB
+MIN_RATE = 1 * MiB  # below this a measured rate is taken as this (no division blow-up)
+ALPHA = 0.25  # weight of a new observation in the moving averages
+
+
+@dataclass
+class LinkEstimate:
+    """Moving averages of the link to the files server, fed by every Range reply."""
+
+    latency: float = 0.0  # seconds from sending a request to its reply's first byte
+    rate: float = 0.0  # bytes per second of one reply's body, once it flows
+    samples: int = 0
+
+    def observe(self, nbytes: int, first_byte: float, total: float) -> None:
+        """One reply: ``nbytes`` of body, head after ``first_byte`` s, done after ``total`` s."""
+        if first_byte < 0 or total < first_byte:
+            return
+        self.latency = _average(self.latency, first_byte, self.samples)
+        body = total - first_byte
+        # Small bodies say little about the rate (they fit in what is already in flight).
+        # The rate is one reply's bytes over its time after the head: with a request's
+        # latency it predicts the duration of requests of that size, which is all it is
+        # used for.
+        if nbytes >= MiB and body > 0:
+            self.rate = _average(self.rate, nbytes / body, self.samples)
+        self.samples += 1
+
+    @property
+    def far(self) -> bool:
+        return self.latency >= FAR
+
+    def as_json(self) -> dict[str, float | int]:
+        return {"latency_ms": round(self.latency * 1000, 2),
+                "rate_mib_s": round(self.rate / MiB, 1), "samples": self.samples}
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """What one sequential stream may have: sizes in blocks."""
+
+    request_blocks: int  # the largest single Range request
+    cap_blocks: int  # the read-ahead window's cap
+    max_parallel: int  # read-ahead requests in flight at once
+    growth: int  # the window's factor per step of the ramp
+
+
+def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
+                  near_cap: int, share: int, near_parallel: int) -> StreamLimits:
+    """Limits of one stream on ``link``, within ``share`` bytes of read-ahead.
+
+    Near (loopback, LAN): the settings measured best there: ``max_request`` requests, a
+    window of ``near_cap`` bytes, ``near_parallel`` requests, the window doubling. Far:
+    ``FAR_REQUEST`` requests, a window that covers ``TARGET_RATE`` for one request's
+    predicted duration (latency + size / rate: Little's law), as many requests in flight
+    as that window holds, and a ramp four times as steep, since every step costs a round
+    trip. Never more than ``share``, and never less than the near settings.
+    """
+    def blocks(nbytes: float) -> int:
+        return max(1, math.ceil(nbytes / block_size))
+
+    share_blocks = blocks(share)
+    near = min(blocks(near_cap), share_blocks)
+    if not link.far:
+        return StreamLimits(blocks(max_request), near, near_parallel, 2)
+    request_blocks = blocks(min(FAR_REQUEST, max_request))
+    rate = max(link.rate, MIN_RATE) if link.rate else 50 * MiB  # until a body was timed
+    duration = link.latency + request_blocks * block_size / rate
+    cap = min(max(blocks(TARGET_RATE * duration), near), share_blocks)
+    parallel = max(near_parallel, math.ceil(cap / request_blocks))
+    return StreamLimits(request_blocks, cap, min(parallel, 64), 4)
+
+
+def _average(old: float, new: float, samples: int) -> float:
+    return new if samples == 0 else old + ALPHA * (new - old)

@@ -1,0 +1,63 @@
+"""Link estimate and per-stream limits: pure policy, sized to what the link measured."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowfs.link import FAR_REQUEST, LinkEstimate, StreamLimits, stream_limits
+
+MiB = 2**20
+BS = 256 * 1024
+NEAR = {"block_size": BS, "max_request": 8 * MiB, "near_cap": 64 * MiB, "near_parallel": 8}
+
+
+def link(latency: float, rate: float, samples: int = 10) -> LinkEstimate:
+    return LinkEstimate(latency=latency, rate=rate, samples=samples)
+
+
+def limits(est: LinkEstimate, share: int = 256 * MiB) -> StreamLimits:
+    return stream_limits(est, share=share, **NEAR)  # type: ignore[arg-type]
+
+
+def test_a_near_link_keeps_the_loopback_settings() -> None:
+    got = limits(link(0.0005, 900 * MiB))
+    assert got == StreamLimits(request_blocks=32, cap_blocks=256, max_parallel=8, growth=2)
+
+
+def test_a_distant_link_keeps_many_small_requests_in_flight() -> None:
+    # 50 ms to the first byte, 50 MiB/s per reply: 4 MiB take ~130 ms, so filling a
+    # fast consumer needs well over the loopback window and its eight requests.
+    got = limits(link(0.05, 50 * MiB))
+    assert got.request_blocks * BS == FAR_REQUEST
+    assert got.cap_blocks * BS > 64 * MiB
+    assert got.max_parallel >= 16 and got.growth == 4
+
+
+def test_more_latency_means_a_larger_window_up_to_the_share() -> None:
+    caps = [limits(link(latency, 25 * MiB)).cap_blocks for latency in (0.01, 0.05, 0.1, 0.5)]
+    assert caps == sorted(caps) and caps[0] < caps[-1]
+    assert caps[-1] * BS == 256 * MiB  # the share bounds it
+
+
+@given(latency=st.floats(0, 10), rate=st.floats(0, 1e12), share=st.integers(BS, 2**34))
+def test_limits_never_exceed_the_share_and_stay_usable(latency: float, rate: float,
+                                                      share: int) -> None:
+    got = limits(link(latency, rate), share=share)
+    assert 1 <= got.cap_blocks <= max(1, -(-share // BS))
+    assert 1 <= got.request_blocks <= 8 * MiB // BS
+    assert 1 <= got.max_parallel <= 64 and got.growth in (2, 4)
+
+
+def test_the_estimate_follows_the_replies_it_is_given() -> None:
+    est = LinkEstimate()
+    est.observe(4 * MiB, first_byte=0.05, total=0.13)
+    assert est.latency == 0.05 and abs(est.rate - 4 * MiB / 0.08) < 1
+    for _ in range(40):
+        est.observe(4 * MiB, first_byte=0.001, total=0.005)
+    assert est.latency < 0.002 and not est.far
+    est.observe(100, first_byte=0.3, total=0.3)  # a small reply moves the latency only
+    assert est.far and est.rate > 100 * MiB
+    before = (est.latency, est.rate, est.samples)
+    est.observe(4 * MiB, first_byte=0.2, total=0.1)  # impossible timings are ignored
+    assert (est.latency, est.rate, est.samples) == before
