@@ -195,6 +195,13 @@ class FlowAPI:
     def job_url(self, job_id: str) -> str:
         return f"{self.files_url}/downloads/{quote(job_id, safe='')}"
 
+    async def warm_files(self, count: int) -> int:
+        """Open keep-alive connections to the files server before the first stream needs them."""
+        transport = self._client._transport  # the one we built in new_client
+        if isinstance(transport, RangeTransport) and lean_route(self.files_url):
+            return await transport.warm(self.files_url, count)
+        return 0
+
     # -- authentication exchanges -------------------------------------------
     async def _login(self, username: str, password: str) -> tuple[str, str]:
         resp = await self._send_once("POST", f"{self.api_url}/login",

@@ -151,6 +151,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
                 nursery.start_soon(_watch_signals)
                 nursery.start_soon(downloads.poll_forever)
                 nursery.start_soon(_announce_ready, config.mountpoint, ready, tuning)
+                nursery.start_soon(api.warm_files, WARM_CONNECTIONS)
                 await pyfuse3.main(min_tasks=4, max_tasks=MAX_REQUESTS)
             finally:
                 log.info("unmounting %s", config.mountpoint)
@@ -187,6 +188,9 @@ async def _announce_ready(mountpoint: Path, ready: Ready, tuning: Tuning) -> Non
 # `stat` of the mount until they timed out (and 64 read-ahead requests in flight, see
 # kernel.MAX_BACKGROUND, could take them all). Handlers are trio tasks: cheap, made on demand.
 MAX_REQUESTS = 1024
+# Keep-alive connections to the files server opened right after mounting: a TLS
+# handshake costs round trips that the first reads would otherwise wait for.
+WARM_CONNECTIONS = 8
 
 
 def unmount(path: Path) -> str:

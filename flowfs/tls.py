@@ -149,6 +149,32 @@ class TlsConnections:
             return result
         raise AssertionError("unreachable")
 
+    async def warm(self, key: Key, count: int, timeout: float = 10.0) -> int:
+        """Open up to ``count`` idle connections to ``key`` now; how many were opened.
+
+        A TLS handshake costs round trips: connections made before a stream ramps up
+        spare its first requests that wait. Failures are not errors here (the requests
+        will say what is wrong).
+        """
+        opened = 0
+
+        async def one() -> None:
+            nonlocal opened
+            try:
+                sock = await trio.to_thread.run_sync(_connect, self._context, key, timeout,
+                                                     limiter=self._threads)
+            except (httpx.TransportError, Unsupported):
+                return
+            self.handshakes += 1
+            opened += 1
+            self._checkin(key, sock)
+
+        wanted = count - len(self._idle.get(key, []))
+        async with trio.open_nursery() as nursery:
+            for _ in range(max(0, wanted)):
+                nursery.start_soon(one)
+        return opened
+
     def _checkout(self, key: Key) -> ssl.SSLSocket | None:
         idle = self._idle.get(key)
         return idle.pop() if idle else None

@@ -118,6 +118,13 @@ class RangeTransport(httpx.AsyncBaseTransport):
         tls_waiting = 0 if self._tls is None else self._tls.waiting_for_threads
         return int(self._threads.statistics().tasks_waiting) + tls_waiting
 
+    async def warm(self, url: str, count: int) -> int:
+        """Open ``count`` keep-alive connections to ``url``'s host ahead of need (HTTPS)."""
+        parsed = httpx.URL(url)
+        if self._tls is None or parsed.scheme != "https":
+            return 0  # a plain connection costs one round trip, like the request it spares
+        return await self._tls.warm((parsed.host, parsed.port or 443), count)
+
     async def aclose(self) -> None:
         for socks in self._idle.values():
             for sock in socks:

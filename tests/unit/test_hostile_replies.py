@@ -426,6 +426,29 @@ async def test_a_pooled_connection_the_server_closed_is_replaced(nursery: trio.N
     assert len(seen) == 3
 
 
+async def test_warmed_tls_connections_spare_the_first_requests_their_handshake(
+        nursery: trio.Nursery, ca: trustme.CA) -> None:
+    via = tls_via(ca)
+    accepted = 0
+    seen: list[bytes] = []
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        nonlocal accepted
+        accepted += 1
+        await serve_script(stream, good, seen)
+
+    url = await via.listen(nursery, handler)
+    transport = via.transport()
+    async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0)) as client:
+        assert await transport.warm(url, 3) == 3
+        assert transport.tls_handshakes == 3
+        resp = await client.get(f"{url}/downloads/1/f", headers={"Range": "bytes=10-109"})
+        assert resp.content == PAYLOAD[10:110]
+        assert transport.tls_handshakes == 3  # the request went out on a warm connection
+        assert await transport.warm("http://127.0.0.1:1", 3) == 0  # plain HTTP: nothing to do
+    assert accepted == 3 and len(seen) == 1
+
+
 @pytest.mark.parametrize("script", [no_length, chunked], ids=["no-length", "chunked"])
 async def test_unsized_replies_fall_back_to_httpx_with_right_bytes(
     script: Callable[[bytes, int], bytes], nursery: trio.Nursery, via: Via,
