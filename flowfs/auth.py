@@ -41,6 +41,10 @@ class Credentials:
     def __repr__(self) -> str:  # never print secrets, even by accident
         return f"Credentials(kind={self.kind!r}, source={self.source!r})"
 
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values held, for the log's redactor to blank wherever they appear."""
+        return tuple(s for s in (self.token, self.refresh_token, self.password) if s)
+
 
 def session_path() -> Path:
     return config_dir() / "session.json"

@@ -4,41 +4,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import select
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowfs import __version__
 from flowfs.config import MountConfig, state_dir
 from flowfs.errors import FlowError
 from flowfs.settings import OPTIONS, Value, mount_config, resolve
 
-log = logging.getLogger("flowfs")
+if TYPE_CHECKING:
+    from flowfs.logs import Redactor
 
 READY_FD_ENV = "FLOWFS_READY_FD"
 READY_TIMEOUT = 90.0
 
 
-def setup_logging(debug: bool, stream: object = None) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=stream or sys.stderr,  # type: ignore[arg-type]
-    )
-    if not debug:  # httpx logs every request URL at INFO; keep it out of normal logs
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 # -- mount ---------------------------------------------------------------------
 
 def option_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given on the command line (None: not given)."""
-    return {option.key: getattr(args, option.key, None) for option in OPTIONS}
+    """The settings given on the command line (None: not given).
+
+    ``--debug`` and ``-v``/``-vv`` are short for a ``--log-level`` of our own loggers;
+    an explicit ``--log-level`` wins.
+    """
+    flags = {option.key: getattr(args, option.key, None) for option in OPTIONS}
+    verbosity = 2 if getattr(args, "debug", False) else getattr(args, "verbose", 0) or 0
+    if flags.get("log_level") is None and verbosity:
+        flags["log_level"] = "debug" if verbosity >= 2 else "info"
+    return flags
 
 
 def settings(args: argparse.Namespace) -> dict[str, Value]:
@@ -48,17 +46,32 @@ def settings(args: argparse.Namespace) -> dict[str, Value]:
 def cmd_mount(args: argparse.Namespace) -> int:
     from flowfs.mount import check_mountpoint
 
-    config = mount_config(settings(args), foreground=args.foreground, debug=args.debug)
+    config = mount_config(settings(args), foreground=args.foreground)
     if READY_FD_ENV not in os.environ:
         if args.mkdir:
             config.mountpoint.mkdir(parents=True, exist_ok=True)
         check_mountpoint(config.mountpoint)
     if args.foreground:
         return run_foreground(config)
-    argv = [*args.argv, "--foreground"]
+    logpath = config.log_file or daemon_log_path(config.mountpoint)
+    # The daemon logs where its stdout and stderr go (the last --log-file given wins).
+    argv = [*args.argv, "--foreground", "--log-file", str(logpath)]
     if args.mountpoint is None:  # the daemon must mount where we checked, whatever happens
         argv.append(str(config.mountpoint))
-    return spawn_daemon(config, argv)
+    return spawn_daemon(argv, logpath)
+
+
+def daemon_log_path(mountpoint: Path) -> Path:
+    slug = str(mountpoint).strip("/").replace("/", "-") or "root"
+    return state_dir() / f"mount-{slug}.log"
+
+
+def setup_logging(config: MountConfig, daemon: bool) -> Redactor:
+    """The mount's log: its file (rotated) or stderr, at the configured levels."""
+    from flowfs.logs import parse_levels, setup
+
+    return setup(parse_levels(config.log_level), path=config.log_file,
+                 max_bytes=config.log_max_size, follow_stderr=daemon)
 
 
 def run_foreground(config: MountConfig) -> int:
@@ -68,8 +81,8 @@ def run_foreground(config: MountConfig) -> int:
     from flowfs.mount import run
     from flowfs.notify import Notifier
 
-    setup_logging(config.debug)
     ready_fd = os.environ.pop(READY_FD_ENV, None)
+    redactor = setup_logging(config, daemon=ready_fd is not None)
     notifier = Notifier.from_environment()
     reported = False
 
@@ -96,6 +109,8 @@ def run_foreground(config: MountConfig) -> int:
     try:
         creds = discover(config.api_url)
         scrub_environment()
+        if creds is not None:
+            redactor.add_secrets(creds.secrets())
         trio.run(run, config, creds, ready, stopping)
     except FlowError as exc:
         notifier.send(f"STATUS=failed: {exc}")
@@ -107,12 +122,9 @@ def run_foreground(config: MountConfig) -> int:
     return 0
 
 
-def spawn_daemon(config: MountConfig, args: list[str]) -> int:
+def spawn_daemon(args: list[str], logpath: Path) -> int:
     """Start `mount --foreground` detached; return once it reports the mount ready."""
-    logdir = state_dir()
-    logdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    slug = str(config.mountpoint).strip("/").replace("/", "-") or "root"
-    logpath = logdir / f"mount-{slug}.log"
+    logpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(logpath, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     read_end, write_end = os.pipe()
     argv = [sys.executable, "-m", "flowfs", *args]
@@ -285,7 +297,8 @@ def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
                            help=help_text)
 
 
-MOUNT_KEYS = ("api_url", "files_url", "cache_size", "io_timeout", "dir_ttl", "allow_other")
+MOUNT_KEYS = ("api_url", "files_url", "cache_size", "io_timeout", "dir_ttl", "allow_other",
+              "log_level", "log_file", "log_max_size")
 
 
 def add_mount(sub: argparse._SubParsersAction) -> None:
@@ -295,7 +308,10 @@ def add_mount(sub: argparse._SubParsersAction) -> None:
     add_option_flags(p, MOUNT_KEYS)
     p.add_argument("--foreground", "-f", action="store_true", help="stay attached")
     p.add_argument("--mkdir", action="store_true", help="create MOUNTPOINT if missing")
-    p.add_argument("--debug", action="store_true", help="log every operation")
+    p.add_argument("--verbose", "-v", action="count", default=0,
+                   help="log more: -v our requests and events, -vv every operation")
+    p.add_argument("--debug", action="store_true",
+                   help="log every operation, with timestamps (same as -vv)")
     p.set_defaults(handler=cmd_mount)
 
 

@@ -28,6 +28,7 @@ from flowfs.config import STATS_DIR, MountConfig
 from flowfs.downloads import DownloadsDir
 from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient
 from flowfs.inodes import InodeTable
+from flowfs.logs import parse_levels
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
 from flowfs.stats import MountState, stats_dir
@@ -87,7 +88,7 @@ def fuse_options(config: MountConfig) -> set[str]:
     if config.allow_other:
         # Others may enter only where the mode bits allow: the kernel checks them.
         options |= {"allow_other", "default_permissions"}
-    if config.debug:
+    if parse_levels(config.log_level).fuse_debug:  # libfuse's raw dump: only when named
         options.add("debug")
     return options
 
