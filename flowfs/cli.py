@@ -180,19 +180,22 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 def cmd_login(args: argparse.Namespace) -> int:
     from flowfs import account
-    from flowfs.auth import session_path
 
     api_url = settings(args)["api_url"].value
     username = account.read_username(args.username)
-    account.login(api_url, username, account.read_password(args.password_stdin))
-    print(f"Logged in to {api_url} as {username}; session saved in {session_path()}")
+    store = account.login(api_url, username, account.read_password(args.password_stdin))
+    print(f"Logged in to {api_url} as {username}; {account.logged_in(store, api_url)}")
+    effective = settings(argparse.Namespace())["api_url"]
+    if effective.value != api_url:  # a setting outranks the last login: say so
+        print(f"note: mount and whoami use {effective.value} ({effective.source}) "
+              f"unless given --api-url {api_url}")
     return 0
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
     from flowfs.account import logout
 
-    print("logged out" if logout() else "not logged in")
+    print(logout(settings(args)["api_url"].value))
     return 0
 
 
@@ -316,12 +319,15 @@ def add_mount(sub: argparse._SubParsersAction) -> None:
 
 
 def add_credentials(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("login", help="log in and store a refreshable session")
+    p = sub.add_parser("login", help="log in and store a refreshable session; the server "
+                       "becomes the default (other servers' sessions are kept)")
     add_option_flags(p, ("api_url",))
     p.add_argument("--username")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.set_defaults(handler=cmd_login)
-    p = sub.add_parser("logout", help="forget the stored session")
+    p = sub.add_parser("logout", help="forget the stored session of a server (default: the "
+                       "default server)")
+    add_option_flags(p, ("api_url",))
     p.set_defaults(handler=cmd_logout)
     p = sub.add_parser("whoami", help="who the server says you are, and which credentials")
     add_option_flags(p, ("api_url",))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowfs import sessions
 from flowfs.config import (
     DEFAULT_API_URL,
     MiB,
@@ -113,6 +114,12 @@ def _log_size(value: Any) -> int:
     return size
 
 
+def _last_login() -> Value | str:
+    """The default server: that of the last ``flowfs login``, else Flow's own."""
+    url = sessions.default_url()
+    return Value(url, "the last 'flowfs login'") if url else DEFAULT_API_URL
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its config.toml key, its environment variable and flag, how to parse it."""
@@ -129,7 +136,8 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("api_url", "FLOW_API_URL", _url, lambda: DEFAULT_API_URL, "the Flow API URL"),
+    Option("api_url", "FLOW_API_URL", _url, lambda: _last_login(),
+           "the Flow API URL (default: that of the last 'flowfs login')"),
     Option("files_url", "FLOW_FILES_URL", _optional_url, lambda: "",
            "the files server (default: derived from api_url)"),
     Option("cache_size", "FLOWFS_CACHE_SIZE", _size, lambda: 512 * MiB,
@@ -199,7 +207,9 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
         elif option.key in from_file:
             raw, source = from_file[option.key], f"file {path}"
         else:
-            out[option.key] = Value(option.default(), "default")
+            default = option.default()
+            out[option.key] = default if isinstance(default, Value) else Value(default,
+                                                                               "default")
             continue
         try:
             out[option.key] = Value(option.parse(raw), source)
