@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import select
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowfs import __version__
 from flowfs.config import MountConfig, state_dir
-from flowfs.errors import FlowError
+from flowfs.errors import ConfigError, FlowError
 from flowfs.settings import OPTIONS, Value, mount_config, resolve
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     config = mount_config(settings(args), foreground=args.foreground)
     if READY_FD_ENV not in os.environ:
         if args.mkdir:
-            config.mountpoint.mkdir(parents=True, exist_ok=True)
+            make_mountpoint(config.mountpoint)
         check_mountpoint(config.mountpoint)
     if args.foreground:
         return run_foreground(config)
@@ -59,6 +60,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if args.mountpoint is None:  # the daemon must mount where we checked, whatever happens
         argv.append(str(config.mountpoint))
     return spawn_daemon(argv, logpath)
+
+
+def make_mountpoint(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:  # a stale mount: check_mountpoint says what to do
+            raise ConfigError(f"cannot create mount point {path}: {exc.strerror}") from None
 
 
 def daemon_log_path(mountpoint: Path) -> Path:
