@@ -12,8 +12,9 @@ from typing import Any
 
 import trio
 
+from flowfs import sessions
 from flowfs.api import FlowAPI, new_client
-from flowfs.auth import Credentials, discover, save_session, session_path
+from flowfs.auth import Credentials, discover
 from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, NotFound, Transient
 
 
@@ -39,8 +40,9 @@ def read_username(given: str | None) -> str:
     return line
 
 
-def login(api_url: str, username: str, password: str) -> None:
-    """Log in and store the refreshable session (never the password)."""
+def login(api_url: str, username: str, password: str) -> sessions.Store:
+    """Log in and store the refreshable session (never the password); it becomes the
+    default. Sessions of other servers are kept."""
 
     async def exchange() -> tuple[str, str]:
         async with new_client() as client:
@@ -56,16 +58,28 @@ def login(api_url: str, username: str, password: str) -> None:
                         "'flowfs config', and any proxy settings)") from None
     if not refresh:
         raise FlowError("the server gave no refresh cookie; use FLOW_API_TOKEN instead")
-    save_session(session_path(), api_url, username, token, refresh)
+    return sessions.remember(sessions.Session(api_url, username, token, refresh))
 
 
-def logout() -> bool:
-    """Forget the stored session; False if there was none."""
-    try:
-        session_path().unlink()
-    except FileNotFoundError:
-        return False
-    return True
+def logged_in(store: sessions.Store, api_url: str) -> str:
+    """What ``flowfs login`` says: where the session is, which server is the default,
+    and how to use another."""
+    lines = [f"session saved in {sessions.store_path()} (mode 0600)"]
+    others = [url for url in store.sessions if url != api_url]
+    if others:
+        lines.append(f"{api_url} is now the default server; sessions are also kept for: "
+                     f"{', '.join(others)} (use one with --api-url URL)")
+    return "\n".join(lines)
+
+
+def logout(api_url: str) -> str:
+    """Forget the session of ``api_url``; what happened, in one line."""
+    store = sessions.forget(api_url)
+    if store is None:
+        return f"not logged in to {api_url}"
+    if store.default is None:
+        return f"logged out of {api_url}"
+    return f"logged out of {api_url}; the default server is now {store.default}"
 
 
 def whoami(api_url: str) -> tuple[dict[str, Any], Credentials]:
@@ -97,4 +111,10 @@ def describe(user: dict[str, Any], creds: Credentials, api_url: str) -> str:
     name = user.get("username") or user.get("id") or "?"
     full = user.get("name")
     who = f"{name} ({full})" if full and full != name else str(name)
-    return f"{who} at {api_url}\ncredentials: {creds.source}"
+    lines = [f"{who} at {api_url}", f"credentials: {creds.source}"]
+    store = sessions.load()
+    if len(store.sessions) > 1 or (store.sessions and api_url not in store.sessions):
+        marked = [url + (" (default)" if url == store.default else "")
+                  for url in store.sessions]
+        lines.append(f"stored sessions: {', '.join(marked)}")
+    return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Where credentials come from, how they are stored, and the shared refresh.
 
-Sources, first found wins (design.md): ``FLOW_API_TOKEN``, ``FLOW_TOKEN_FILE``,
-the stored session of ``flowfs login``, ``FLOW_USERNAME`` + ``FLOW_PASSWORD``.
+Sources, first found wins: ``FLOW_API_TOKEN``, ``FLOW_TOKEN_FILE``, the session
+``flowfs login`` stored for this server (:mod:`flowfs.sessions`), ``FLOW_USERNAME`` +
+``FLOW_PASSWORD``. Secret files are read under :mod:`flowfs.private`'s rule.
 This module holds no HTTP: the exchanges (login, refresh) are callables the
 api layer passes in, so there is one place that talks to the network.
 """
@@ -9,18 +10,17 @@ api layer passes in, so there is one place that talks to the network.
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
-import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from flowfs.config import config_dir
+from flowfs import sessions
 from flowfs.errors import AuthExpired, ConfigError
+from flowfs.private import read_private
 
 log = logging.getLogger(__name__)
 
@@ -41,48 +41,9 @@ class Credentials:
     def __repr__(self) -> str:  # never print secrets, even by accident
         return f"Credentials(kind={self.kind!r}, source={self.source!r})"
 
-
-def session_path() -> Path:
-    return config_dir() / "session.json"
-
-
-def load_session(path: Path, api_url: str) -> Credentials | None:
-    """The stored session for this API, refusing a file others can read."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"{path} is readable by others; run 'chmod 600 {path}' or 'flowfs login' again"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}; run 'flowfs login' again") from None
-    if data.get("api_url", "").rstrip("/") != api_url:
-        return None
-    return Credentials(
-        kind="session",
-        source=str(path),
-        token=data.get("token"),
-        refresh_token=data.get("refresh_token"),
-        username=data.get("username"),
-    )
-
-
-def save_session(path: Path, api_url: str, username: str, token: str, refresh: str) -> None:
-    """Write the session 0600 in a 0700 directory, atomically. Never the password."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(
-            {"api_url": api_url, "username": username, "token": token, "refresh_token": refresh},
-            fh,
-        )
-    os.replace(tmp, path)
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values held, for the log's redactor to blank wherever they appear."""
+        return tuple(s for s in (self.token, self.refresh_token, self.password) if s)
 
 
 def discover(api_url: str, env: dict[str, str] | None = None) -> Credentials | None:
@@ -93,15 +54,19 @@ def discover(api_url: str, env: dict[str, str] | None = None) -> Credentials | N
     if env.get("FLOW_TOKEN_FILE"):
         path = Path(env["FLOW_TOKEN_FILE"]).expanduser()
         try:
-            token = path.read_text().strip()
+            token = read_private(path).strip()
+        except ConfigError as exc:
+            raise ConfigError(f"FLOW_TOKEN_FILE: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"FLOW_TOKEN_FILE {path}: {exc.strerror}") from None
         if not token:
             raise ConfigError(f"FLOW_TOKEN_FILE {path} is empty")
         return Credentials("token", f"FLOW_TOKEN_FILE ({path})", token=token)
-    session = load_session(session_path(), api_url)
-    if session is not None:
-        return session
+    stored = sessions.find(api_url)
+    if stored is not None:
+        session, where = stored
+        return Credentials("session", str(where), token=session.token or None,
+                           refresh_token=session.refresh_token, username=session.username)
     if env.get("FLOW_USERNAME") and env.get("FLOW_PASSWORD"):
         return Credentials(
             "password", "FLOW_USERNAME/FLOW_PASSWORD",

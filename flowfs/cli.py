@@ -3,42 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
-import logging
 import os
 import select
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowfs import __version__
 from flowfs.config import MountConfig, state_dir
-from flowfs.errors import FlowError
+from flowfs.errors import ConfigError, FlowError
 from flowfs.settings import OPTIONS, Value, mount_config, resolve
 
-log = logging.getLogger("flowfs")
+if TYPE_CHECKING:
+    from flowfs.logs import Redactor
 
 READY_FD_ENV = "FLOWFS_READY_FD"
 READY_TIMEOUT = 90.0
 
 
-def setup_logging(debug: bool, stream: object = None) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=stream or sys.stderr,  # type: ignore[arg-type]
-    )
-    if not debug:  # httpx logs every request URL at INFO; keep it out of normal logs
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 # -- mount ---------------------------------------------------------------------
 
 def option_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given on the command line (None: not given)."""
-    return {option.key: getattr(args, option.key, None) for option in OPTIONS}
+    """The settings given on the command line (None: not given).
+
+    ``--debug`` and ``-v``/``-vv`` are short for a ``--log-level`` of our own loggers;
+    an explicit ``--log-level`` wins.
+    """
+    flags = {option.key: getattr(args, option.key, None) for option in OPTIONS}
+    verbosity = 2 if getattr(args, "debug", False) else getattr(args, "verbose", 0) or 0
+    if flags.get("log_level") is None and verbosity:
+        flags["log_level"] = "debug" if verbosity >= 2 else "info"
+    return flags
 
 
 def settings(args: argparse.Namespace) -> dict[str, Value]:
@@ -48,17 +47,40 @@ def settings(args: argparse.Namespace) -> dict[str, Value]:
 def cmd_mount(args: argparse.Namespace) -> int:
     from flowfs.mount import check_mountpoint
 
-    config = mount_config(settings(args), foreground=args.foreground, debug=args.debug)
+    config = mount_config(settings(args), foreground=args.foreground)
     if READY_FD_ENV not in os.environ:
         if args.mkdir:
-            config.mountpoint.mkdir(parents=True, exist_ok=True)
+            make_mountpoint(config.mountpoint)
         check_mountpoint(config.mountpoint)
     if args.foreground:
         return run_foreground(config)
-    argv = [*args.argv, "--foreground"]
+    logpath = config.log_file or daemon_log_path(config.mountpoint)
+    # The daemon logs where its stdout and stderr go (the last --log-file given wins).
+    argv = [*args.argv, "--foreground", "--log-file", str(logpath)]
     if args.mountpoint is None:  # the daemon must mount where we checked, whatever happens
         argv.append(str(config.mountpoint))
-    return spawn_daemon(config, argv)
+    return spawn_daemon(argv, logpath)
+
+
+def make_mountpoint(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:  # a stale mount: check_mountpoint says what to do
+            raise ConfigError(f"cannot create mount point {path}: {exc.strerror}") from None
+
+
+def daemon_log_path(mountpoint: Path) -> Path:
+    slug = str(mountpoint).strip("/").replace("/", "-") or "root"
+    return state_dir() / f"mount-{slug}.log"
+
+
+def setup_logging(config: MountConfig, daemon: bool) -> Redactor:
+    """The mount's log: its file (rotated) or stderr, at the configured levels."""
+    from flowfs.logs import parse_levels, setup
+
+    return setup(parse_levels(config.log_level), path=config.log_file,
+                 max_bytes=config.log_max_size, follow_stderr=daemon)
 
 
 def run_foreground(config: MountConfig) -> int:
@@ -68,8 +90,8 @@ def run_foreground(config: MountConfig) -> int:
     from flowfs.mount import run
     from flowfs.notify import Notifier
 
-    setup_logging(config.debug)
     ready_fd = os.environ.pop(READY_FD_ENV, None)
+    redactor = setup_logging(config, daemon=ready_fd is not None)
     notifier = Notifier.from_environment()
     reported = False
 
@@ -96,6 +118,8 @@ def run_foreground(config: MountConfig) -> int:
     try:
         creds = discover(config.api_url)
         scrub_environment()
+        if creds is not None:
+            redactor.add_secrets(creds.secrets())
         trio.run(run, config, creds, ready, stopping)
     except FlowError as exc:
         notifier.send(f"STATUS=failed: {exc}")
@@ -107,12 +131,9 @@ def run_foreground(config: MountConfig) -> int:
     return 0
 
 
-def spawn_daemon(config: MountConfig, args: list[str]) -> int:
+def spawn_daemon(args: list[str], logpath: Path) -> int:
     """Start `mount --foreground` detached; return once it reports the mount ready."""
-    logdir = state_dir()
-    logdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    slug = str(config.mountpoint).strip("/").replace("/", "-") or "root"
-    logpath = logdir / f"mount-{slug}.log"
+    logpath.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(logpath, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     read_end, write_end = os.pipe()
     argv = [sys.executable, "-m", "flowfs", *args]
@@ -168,19 +189,22 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 def cmd_login(args: argparse.Namespace) -> int:
     from flowfs import account
-    from flowfs.auth import session_path
 
     api_url = settings(args)["api_url"].value
     username = account.read_username(args.username)
-    account.login(api_url, username, account.read_password(args.password_stdin))
-    print(f"Logged in to {api_url} as {username}; session saved in {session_path()}")
+    store = account.login(api_url, username, account.read_password(args.password_stdin))
+    print(f"Logged in to {api_url} as {username}; {account.logged_in(store, api_url)}")
+    effective = settings(argparse.Namespace())["api_url"]
+    if effective.value != api_url:  # a setting outranks the last login: say so
+        print(f"note: mount and whoami use {effective.value} ({effective.source}) "
+              f"unless given --api-url {api_url}")
     return 0
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
     from flowfs.account import logout
 
-    print("logged out" if logout() else "not logged in")
+    print(logout(settings(args)["api_url"].value))
     return 0
 
 
@@ -285,7 +309,8 @@ def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
                            help=help_text)
 
 
-MOUNT_KEYS = ("api_url", "files_url", "cache_size", "io_timeout", "dir_ttl", "allow_other")
+MOUNT_KEYS = ("api_url", "files_url", "cache_size", "io_timeout", "dir_ttl", "allow_other",
+              "log_level", "log_file", "log_max_size")
 
 
 def add_mount(sub: argparse._SubParsersAction) -> None:
@@ -295,17 +320,23 @@ def add_mount(sub: argparse._SubParsersAction) -> None:
     add_option_flags(p, MOUNT_KEYS)
     p.add_argument("--foreground", "-f", action="store_true", help="stay attached")
     p.add_argument("--mkdir", action="store_true", help="create MOUNTPOINT if missing")
-    p.add_argument("--debug", action="store_true", help="log every operation")
+    p.add_argument("--verbose", "-v", action="count", default=0,
+                   help="log more: -v our requests and events, -vv every operation")
+    p.add_argument("--debug", action="store_true",
+                   help="log every operation, with timestamps (same as -vv)")
     p.set_defaults(handler=cmd_mount)
 
 
 def add_credentials(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("login", help="log in and store a refreshable session")
+    p = sub.add_parser("login", help="log in and store a refreshable session; the server "
+                       "becomes the default (other servers' sessions are kept)")
     add_option_flags(p, ("api_url",))
     p.add_argument("--username")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.set_defaults(handler=cmd_login)
-    p = sub.add_parser("logout", help="forget the stored session")
+    p = sub.add_parser("logout", help="forget the stored session of a server (default: the "
+                       "default server)")
+    add_option_flags(p, ("api_url",))
     p.set_defaults(handler=cmd_logout)
     p = sub.add_parser("whoami", help="who the server says you are, and which credentials")
     add_option_flags(p, ("api_url",))

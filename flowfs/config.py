@@ -68,8 +68,10 @@ class MountConfig:
     io_timeout: float = 60.0
     dir_ttl: float = 60.0
     allow_other: bool = False
+    log_level: str = "warning"  # a spec of flowfs.logs.parse_levels
+    log_file: Path | None = None  # None: stderr
+    log_max_size: int = 10 * MiB
     foreground: bool = False
-    debug: bool = False
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
 

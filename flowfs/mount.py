@@ -14,6 +14,7 @@ import os
 import signal
 import stat
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from flowfs.downloads import DownloadsDir
 from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient, Untrusted
 from flowfs.inodes import InodeTable
 from flowfs.kernel import Tuning, tune
+from flowfs.logs import parse_levels
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
 from flowfs.stats import MountState, stats_dir
@@ -54,9 +56,38 @@ def check_mountpoint(path: Path) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"mount point {path} is not a directory")
     if os.path.ismount(path):
+        # stat() alone can succeed on a dead daemon's mount (the kernel kept the root's
+        # attributes); asking the filesystem itself tells a stale mount from a live one.
+        if _probe(path) == errno.ENOTCONN:
+            raise ConfigError(f"{path} is a stale mount of a dead daemon; "
+                              f"run 'flowfs umount {path}' first")
         raise ConfigError(f"{path} is already a mount point; 'flowfs umount {path}' first")
     if os.listdir(path):
         raise ConfigError(f"mount point {path} is not empty")
+
+
+PROBE_TIMEOUT = 2.0
+
+
+def _probe(path: Path) -> int | None:
+    """The errno of a ``statvfs`` of ``path`` (None: it answered, or not within 2 s).
+
+    In a daemon thread: a hung daemon would block the call, and the thread is then
+    abandoned rather than waited for.
+    """
+    result: list[int | None] = []
+
+    def probe() -> None:
+        try:
+            os.statvfs(path)
+            result.append(None)
+        except OSError as exc:
+            result.append(exc.errno)
+
+    thread = threading.Thread(target=probe, daemon=True, name="flowfs-probe")
+    thread.start()
+    thread.join(PROBE_TIMEOUT)
+    return result[0] if result else None
 
 
 async def preflight(api: FlowAPI, creds: Credentials | None) -> str | None:
@@ -90,7 +121,7 @@ def fuse_options(config: MountConfig) -> set[str]:
     if config.allow_other:
         # Others may enter only where the mode bits allow: the kernel checks them.
         options |= {"allow_other", "default_permissions"}
-    if config.debug:
+    if parse_levels(config.log_level).fuse_debug:  # libfuse's raw dump: only when named
         options.add("debug")
     return options
 

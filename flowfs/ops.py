@@ -9,11 +9,13 @@ than ``FUSEError`` escaping a handler would take the whole mount down).
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import functools
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
@@ -35,13 +37,20 @@ BLKSIZE = 128 * 1024
 
 
 def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Map every exception of a handler to a FUSEError (the only kind pyfuse3 accepts)."""
+    """Map every exception of a handler to a FUSEError (the only kind pyfuse3 accepts).
+
+    At DEBUG, every operation is logged once it is answered: its arguments, its outcome
+    and how long it took (what ``--debug`` shows instead of libfuse's raw dump).
+    """
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.monotonic()
+        outcome = "ok"
         try:
             return await fn(*args, **kwargs)
-        except FUSEError:
+        except FUSEError as exc:
+            outcome = errno.errorcode.get(exc.errno, str(exc.errno))
             raise
         except Exception as exc:
             code = errno_for(exc)
@@ -52,12 +61,49 @@ def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
                 log.warning("%s failed: %s", fn.__name__, exc)
             else:
                 log.debug("%s: %s", fn.__name__, exc)
+            outcome = errno.errorcode.get(code, str(code))
             raise FUSEError(code) from None
+        finally:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s(%s) %s %.1f ms", fn.__name__,
+                          _arguments(args[1:], names=fn.__name__ != "write"), outcome,
+                          (time.monotonic() - started) * 1000)
 
     return wrapper
 
 
+def _arguments(args: Sequence[Any], names: bool) -> str:
+    """A handler's arguments for the log: numbers and names; of data, only its size."""
+    shown = []
+    for arg in args:
+        if isinstance(arg, bool | int):
+            shown.append(str(arg))
+        elif isinstance(arg, bytes):
+            shown.append(repr(os.fsdecode(arg)) if names else f"<{len(arg)} bytes>")
+        elif isinstance(arg, list | tuple):
+            shown.append(f"<{len(arg)} items>")
+    return ", ".join(shown)
+
+
+def _located(exc: FlowError, where: str) -> FlowError:
+    """The same error (so the same errno) with the path and data id it concerns.
+
+    A copy: one failed fetch's error object is shared by every read that waited on it.
+    """
+    located = copy.copy(exc)
+    located.args = (f"{where}: {exc}",)
+    return located
+
+
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+
+
+@dataclass(frozen=True)
+class Listing:
+    """An open directory: its inode and its entries as of ``opendir``."""
+
+    inode: int
+    entries: list[tuple[str, Node]]
 
 
 @dataclass
@@ -128,7 +174,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def lookup(self, parent_inode: InodeT, name: bytes, ctx: Any = None) -> EntryAttributes:
         node = await self._dir(parent_inode).lookup(os.fsdecode(name))
-        self.inodes.remember(node.inode)
+        self.inodes.remember(node.inode, under=(parent_inode, os.fsdecode(name)))
         return self.attributes(node)
 
     @fuse_errors
@@ -143,17 +189,19 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def opendir(self, inode: InodeT, ctx: Any) -> FileHandleT:
         entries = await self._dir(inode).entries()
-        return self._new_handle(list(entries.items()))  # a snapshot: offsets stay valid
+        # a snapshot: offsets stay valid
+        return self._new_handle(Listing(inode, list(entries.items())))
 
     @fuse_errors
     async def readdir(self, fh: FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        snapshot: list[tuple[str, Node]] = self._handle(fh)
-        for index in range(start_id, len(snapshot)):
-            name, node = snapshot[index]
+        listing: Listing = self._handle(fh)
+        for index in range(start_id, len(listing.entries)):
+            name, node = listing.entries[index]
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attributes(node),
                                          index + 1):
                 break
-            self.inodes.remember(node.inode)  # readdirplus counts as a lookup
+            # readdirplus counts as a lookup
+            self.inodes.remember(node.inode, under=(listing.inode, name))
 
     @fuse_errors
     async def releasedir(self, fh: FileHandleT) -> None:
@@ -195,9 +243,13 @@ class Operations(pyfuse3.Operations):
             raise NotFound("not a readable file")
         try:
             return await self.reader.read(handle.stream, off, size)
-        except NotFound:
-            self.tree.expire()  # 404/410: the file is gone; the listings showing it are stale
-            raise
+        except FlowError as exc:
+            if isinstance(exc, NotFound):  # 404/410: gone; the listings showing it are stale
+                self.tree.expire()
+            node = handle.node
+            data_id = node.data.id if isinstance(node, FileNode) else "?"
+            where = f"{self.inodes.path(node.inode)} (data id {data_id}) at {off}+{size}"
+            raise _located(exc, where) from None
 
     @fuse_errors
     async def release(self, fh: FileHandleT) -> None:
@@ -224,7 +276,7 @@ class Operations(pyfuse3.Operations):
         node = parent.create(os.fsdecode(name))
         if flags & os.O_TRUNC:
             node.truncate(0)
-        self.inodes.remember(node.inode)
+        self.inodes.remember(node.inode, under=(parent_inode, os.fsdecode(name)))
         return self._open_handle(node, writer=True), self.attributes(node)
 
     @fuse_errors

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowfs import sessions
 from flowfs.config import (
     DEFAULT_API_URL,
     MiB,
@@ -26,6 +27,7 @@ from flowfs.config import (
     parse_size,
 )
 from flowfs.errors import ConfigError
+from flowfs.logs import BACKUPS, format_levels, parse_levels
 
 MIN_CACHE = 16 * MiB
 
@@ -90,6 +92,34 @@ def _path(value: Any) -> Path:
     return Path(os.path.expanduser(str(value))).absolute()
 
 
+def _optional_path(value: Any) -> Path | None:
+    return None if value in ("", None) else _path(value)
+
+
+def _levels(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a level such as info, or debug,httpx=info")
+    return format_levels(parse_levels(value))
+
+
+MIN_LOG_SIZE = 64 * 1024
+
+
+def _log_size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 10M")
+    size = value if isinstance(value, int) else parse_size(str(value))
+    if size < MIN_LOG_SIZE:
+        raise ValueError(f"{value!r} is too small: at least 64K")
+    return size
+
+
+def _last_login() -> Value | str:
+    """The default server: that of the last ``flowfs login``, else Flow's own."""
+    url = sessions.default_url()
+    return Value(url, "the last 'flowfs login'") if url else DEFAULT_API_URL
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its config.toml key, its environment variable and flag, how to parse it."""
@@ -106,7 +136,8 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("api_url", "FLOW_API_URL", _url, lambda: DEFAULT_API_URL, "the Flow API URL"),
+    Option("api_url", "FLOW_API_URL", _url, lambda: _last_login(),
+           "the Flow API URL (default: that of the last 'flowfs login')"),
     Option("files_url", "FLOW_FILES_URL", _optional_url, lambda: "",
            "the files server (default: derived from api_url)"),
     Option("cache_size", "FLOWFS_CACHE_SIZE", _size, lambda: 512 * MiB,
@@ -119,6 +150,14 @@ OPTIONS: tuple[Option, ...] = (
            "the default mount point (~/flow)"),
     Option("allow_other", "FLOWFS_ALLOW_OTHER", _bool, lambda: False,
            "let other local users in (needs user_allow_other in /etc/fuse.conf)"),
+    Option("log_level", "FLOWFS_LOG_LEVEL", _levels, lambda: "warning",
+           "what the mount logs: debug, info, warning or error, for flowfs itself; "
+           "NAME=LEVEL for another library (httpx=debug), fuse=debug for libfuse's dump"),
+    Option("log_file", "FLOWFS_LOG_FILE", _optional_path, lambda: None,
+           "the mount's log file (default: ~/.local/state/flowfs/mount-<dir>.log for a "
+           "daemon, stderr with --foreground)"),
+    Option("log_max_size", "FLOWFS_LOG_MAX_SIZE", _log_size, lambda: 10 * MiB,
+           f"rotate the log file at this size, keeping {BACKUPS} old ones (10M)"),
 )
 BY_KEY = {option.key: option for option in OPTIONS}
 
@@ -168,7 +207,9 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
         elif option.key in from_file:
             raw, source = from_file[option.key], f"file {path}"
         else:
-            out[option.key] = Value(option.default(), "default")
+            default = option.default()
+            out[option.key] = default if isinstance(default, Value) else Value(default,
+                                                                               "default")
             continue
         try:
             out[option.key] = Value(option.parse(raw), source)
@@ -186,8 +227,7 @@ def effective_files_url(values: Mapping[str, Value]) -> Value:
     return Value(derive_files_url(values["api_url"].value), "derived from api_url")
 
 
-def mount_config(values: Mapping[str, Value], *, foreground: bool = False,
-                 debug: bool = False) -> MountConfig:
+def mount_config(values: Mapping[str, Value], *, foreground: bool = False) -> MountConfig:
     """The one MountConfig of a mount, from resolved settings."""
     return MountConfig(
         mountpoint=values["mountpoint"].value,
@@ -197,8 +237,10 @@ def mount_config(values: Mapping[str, Value], *, foreground: bool = False,
         io_timeout=values["io_timeout"].value,
         dir_ttl=values["dir_ttl"].value,
         allow_other=values["allow_other"].value,
+        log_level=values["log_level"].value,
+        log_file=values["log_file"].value,
+        log_max_size=values["log_max_size"].value,
         foreground=foreground,
-        debug=debug,
     )
 
 
@@ -213,7 +255,9 @@ def as_toml(key: str, value: Any) -> str:
     """One ``key = value`` line that config.toml would accept."""
     if isinstance(value, bool):
         text = "true" if value else "false"
-    elif key == "cache_size":
+    elif value is None:
+        text = '""'
+    elif key in ("cache_size", "log_max_size"):
         text = f'"{format_size(value)}"'
     elif isinstance(value, int | float):
         text = f"{value:g}"

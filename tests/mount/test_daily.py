@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import ServerFactory
 from harness import DEADLINE, Server, is_mounted, sh, stop, wait_for
 
 pytestmark = pytest.mark.mount
@@ -70,7 +71,7 @@ def test_the_readme_commands_work_against_the_reference_server(
         status_ok = command == "flowfs status" and proc.returncode in (0, 1)  # others' mounts
         assert proc.returncode == 0 or status_ok, f"{command}: {proc.stdout}{proc.stderr}"
         outputs[command.split()[1] if command.startswith("flowfs") else command] = proc.stdout
-    assert "alice" in outputs["whoami"] and "session.json" in outputs["whoami"]
+    assert "alice" in outputs["whoami"] and "sessions.json" in outputs["whoami"]
     assert "Liver RNA-seq" in outputs["ls ~/flow/projects"]
     ours = [chunk for chunk in outputs["status"].split("\n/")
             if chunk.lstrip("/").startswith(str(home / "flow").lstrip("/") + ":")]
@@ -101,11 +102,11 @@ def test_login_whoami_logout(server: Server, tmp_path: Path) -> None:
     login = f"flowfs login --api-url {server.api} --username alice --password-stdin"
     bad = run(login, env, tmp_path, "wrong\n")
     assert bad.returncode == 1 and "flowfs login" in bad.stderr
-    assert not (tmp_path / ".config" / "flowfs" / "session.json").exists()
+    assert not (tmp_path / ".config" / "flowfs" / "sessions.json").exists()
 
     good = run(login, env, tmp_path, "alice-pw\n")
     assert good.returncode == 0, good.stderr
-    session = tmp_path / ".config" / "flowfs" / "session.json"
+    session = tmp_path / ".config" / "flowfs" / "sessions.json"
     assert stat.S_IMODE(session.stat().st_mode) == 0o600
     assert stat.S_IMODE(session.parent.stat().st_mode) == 0o700
     assert "alice-pw" not in session.read_text()
@@ -113,16 +114,47 @@ def test_login_whoami_logout(server: Server, tmp_path: Path) -> None:
     who = run("flowfs whoami", env, tmp_path)
     assert who.returncode == 0, who.stderr
     assert who.stdout.startswith("alice (") and f"credentials: {session}" in who.stdout
-    token = json.loads(session.read_text())["token"]
+    token = json.loads(session.read_text())["sessions"][server.api]["token"]
     assert token not in who.stdout + who.stderr
 
     with_token = run("flowfs whoami", {**env, "FLOW_API_TOKEN": token}, tmp_path)
     assert "credentials: FLOW_API_TOKEN" in with_token.stdout
     assert token not in with_token.stdout + with_token.stderr
 
-    assert run("flowfs logout", env, tmp_path).stdout.strip() == "logged out"
+    assert run("flowfs logout", env, tmp_path).stdout.strip() == f"logged out of {server.api}"
     gone = run("flowfs whoami", env, tmp_path)
     assert gone.returncode == 1 and "flowfs login" in gone.stderr
+
+
+def test_login_remembers_each_server_and_the_last_is_the_default(
+        server: Server, servers: ServerFactory, demo: Path, tmp_path: Path,
+        daemons: list[Path]) -> None:
+    """Like rclone's remotes: a second login keeps the first; no --api-url needed after."""
+    other = servers(demo)
+    env = person(tmp_path, server)
+    del env["FLOW_API_URL"], env["FLOW_FILES_URL"]  # only what login remembers
+    first = run(f"flowfs login --api-url {server.api} --username alice --password-stdin",
+                env, tmp_path, "alice-pw\n")
+    assert first.returncode == 0, first.stderr
+    who = run("flowfs whoami", env, tmp_path)
+    assert who.returncode == 0 and who.stdout.startswith("alice (") and server.api in who.stdout
+    second = run(f"flowfs login --api-url {other.api} --username bob --password-stdin",
+                 env, tmp_path, "bob-pw\n")
+    assert second.returncode == 0, second.stderr
+    assert f"{other.api} is now the default server" in second.stdout
+    assert f"kept for: {server.api} (use one with --api-url URL)" in second.stdout
+    now = run("flowfs whoami", env, tmp_path)
+    assert now.stdout.startswith("bob (") and other.api in now.stdout, now.stdout + now.stderr
+    assert f"stored sessions: {server.api}, {other.api} (default)" in now.stdout
+    before = run(f"flowfs whoami --api-url {server.api}", env, tmp_path)
+    assert before.returncode == 0 and before.stdout.startswith("alice ("), before.stderr
+    mnt = tmp_path / "flow"
+    mnt.mkdir()
+    daemons.append(mnt)
+    mounted = run(f"flowfs mount {mnt}", env, tmp_path)  # the default server, bob's
+    assert mounted.returncode == 0, mounted.stderr
+    stats = json.loads(sh("cat", str(mnt / ".flowfs" / "stats")).stdout)
+    assert stats["user"] == "bob" and stats["api_url"] == other.api
 
 
 # -- configuration, stats, status -----------------------------------------------------------

@@ -152,8 +152,12 @@ def test_kill_9_leaves_a_stale_mount_that_umount_cleans(
     m.proc.wait(timeout=DEADLINE)
     ls = sh("ls", str(m.path), check=False)
     assert ls.returncode != 0 and b"Transport endpoint is not connected" in ls.stderr
-    again = flowfs(*mount_args(server, m.path), env=env)
-    assert again.returncode != 0 and b"flowfs umount" in again.stderr, again.stderr
+    for extra in ((), ("--mkdir",)):
+        again = flowfs(*mount_args(server, m.path, *extra), env=env)
+        message = again.stderr.decode()
+        assert again.returncode != 0 and "stale mount" in message, message
+        assert f"run 'flowfs umount {m.path}'" in message and "Traceback" not in message
+        assert "already a mount point" not in message
     out = flowfs("umount", str(m.path), env=env)
     assert out.returncode == 0, out.stderr
     assert not is_mounted(m.path) and os.listdir(m.path) == []

@@ -79,7 +79,25 @@ def test_whoami_without_credentials_names_flowfs_login(
 
 def test_logout_when_not_logged_in(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["logout"]) == 0
-    assert capsys.readouterr().out.strip() == "not logged in"
+    assert capsys.readouterr().out.strip() == "not logged in to https://app.flow.bio/api"
+
+
+def test_the_last_login_is_the_default_server_below_every_setting(
+        home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from flowfs import sessions
+
+    sessions.remember(sessions.Session("http://first.test/api", "alice", "t", "r"))
+    sessions.remember(sessions.Session("http://second.test/api", "bob", "t", "r"))
+    assert main(["config"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("api_url"))
+    assert '"http://second.test/api"' in line and "# the last 'flowfs login'" in line
+    monkeypatch.setenv("FLOW_API_URL", "http://env.test/api")
+    assert main(["config"]) == 0
+    assert 'api_url = "http://env.test/api"' in capsys.readouterr().out
+    monkeypatch.delenv("FLOW_API_URL")
+    assert main(["logout"]) == 0  # the default server's session
+    assert capsys.readouterr().out.strip() == (
+        "logged out of http://second.test/api; the default server is now http://first.test/api")
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")

@@ -117,3 +117,37 @@ def test_flowfs_config_output_is_toml_the_file_accepts(tmp_path: Path) -> None:
     for key in BY_KEY:
         if key != "files_url":
             assert reparsed[key].value == values[key].value, key
+
+
+def test_logging_is_configuration_like_any_other(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", 'log_level = "INFO,httpx=debug"\n'
+                 'log_file = "~/logs/flowfs.log"\nlog_max_size = "1M"\n')
+    values = resolve(NO_FLAGS, env={}, path=path)
+    assert values["log_level"].value == "info,httpx=debug"
+    assert values["log_file"].value == Path.home() / "logs" / "flowfs.log"
+    assert values["log_max_size"].value == MiB
+    config = mount_config(values)
+    assert (config.log_level, config.log_file, config.log_max_size) == (
+        "info,httpx=debug", Path.home() / "logs" / "flowfs.log", MiB)
+    flags = resolve({"log_level": "debug"}, env={"FLOWFS_LOG_MAX_SIZE": "128K"}, path=path)
+    assert flags["log_level"].source == "flag --log-level"
+    assert flags["log_max_size"].value == 128 * 1024
+    assert tomllib.loads(render(values, path))["log_max_size"] == "1M"
+
+
+def test_defaults_log_warnings_to_stderr_in_bounded_files() -> None:
+    values = resolve(NO_FLAGS, env={}, path=Path("/nonexistent/config.toml"))
+    assert values["log_level"].value == "warning" and values["log_file"].value is None
+    assert values["log_max_size"].value == 10 * MiB
+    assert tomllib.loads(render(values, Path("/nonexistent")))["log_file"] == ""
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("log_level", '"loud"', "level must be one of"),
+    ("log_max_size", '"1K"', "at least 64K"),
+])
+def test_bad_logging_settings_name_the_key(tmp_path: Path, key: str, value: str,
+                                           message: str) -> None:
+    path = write(tmp_path / "config.toml", f"{key} = {value}\n")
+    with pytest.raises(ConfigError, match=f"{key}: .*{message}"):
+        resolve(NO_FLAGS, env={}, path=path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import stat
 import time
@@ -40,10 +41,13 @@ class FakeFlow:
         self.requests: list[str] = []
         self.jobs: list[dict[str, Any]] = []
         self.refuse_jobs = False
+        self.refuse_reads = False
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
         path = req.url.path
         self.requests.append(f"{req.method} {path}")
+        if path.startswith("/downloads/") and self.refuse_reads:
+            return httpx.Response(403, json={"error": "Forbidden"})
         if path.startswith("/downloads/100/"):
             return self.ranged(req, BYTES)
         if path.startswith("/downloads/101/"):
@@ -140,6 +144,47 @@ async def test_reads_return_exact_bytes_across_blocks(ops: Any) -> None:
     for off, size in [(0, 10), (262140, 10), (len(BYTES) - 3, 100), (len(BYTES), 10)]:
         assert await o.read(info.fh, off, size) == BYTES[off:off + size]
     await o.release(info.fh)
+
+
+async def test_a_failed_read_is_logged_with_its_path_and_data_id(
+        ops: Any, caplog: pytest.LogCaptureFixture) -> None:
+    o, flow = ops
+    caplog.set_level(logging.DEBUG, logger="flowfs")
+    attr = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+    info = await o.open(attr.st_ino, os.O_RDONLY, None)
+    flow.refuse_reads = True
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.read(info.fh, 4096, 100)
+    assert err.value.errno == errno.EACCES  # the same errno as without the path
+    assert ("read: projects/P/samples/s_1/reads.fastq.gz (data id 100) at 4096+100: "
+            in caplog.text), caplog.text
+
+
+async def test_paths_come_from_listings_too(ops: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    o, _ = ops
+    monkeypatch.setattr(pyfuse3, "readdir_reply", lambda *args: True)  # no kernel to reply to
+    samples = await walk(o, "projects", "P", "samples")
+    fh = await o.opendir(samples.st_ino, None)
+    await o.readdir(fh, 0, None)  # type: ignore[arg-type]
+    [(name, node)] = o._handle(fh).entries
+    assert o.inodes.path(node.inode) == "projects/P/samples/s_1"
+
+
+async def test_every_operation_is_logged_at_debug_without_its_data(
+        ops: Any, caplog: pytest.LogCaptureFixture) -> None:
+    o, _ = ops
+    caplog.set_level(logging.DEBUG, logger="flowfs.ops")
+    with pytest.raises(pyfuse3.FUSEError):
+        await walk(o, "projects", "nope")
+    downloads = await walk(o, ".downloads")
+    info, _ = await o.create(downloads.st_ino, b"job.manifest", 0o644, os.O_WRONLY, None)
+    with pytest.raises(pyfuse3.FUSEError):  # not a path: refused, but logged all the same
+        await o.write(info.fh, 0, b"secret-looking-line\n")
+    lines = [r.getMessage() for r in caplog.records if r.name == "flowfs.ops"]
+    assert any(line.startswith("lookup(1, 'projects') ok ") for line in lines), lines
+    assert any(line.startswith("lookup(") and "'nope') ENOENT" in line for line in lines), lines
+    assert any(line.startswith(f"write({info.fh}, 0, <20 bytes>) EINVAL") for line in lines), lines
+    assert "secret-looking-line" not in caplog.text
 
 
 async def test_getattr_and_a_second_lookup_send_no_request(ops: Any) -> None:
