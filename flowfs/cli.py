@@ -252,12 +252,12 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from flowfs.server.cli import main as serve_main
+        from flowfs.server.cli import run
     except ImportError as exc:
         raise FlowError(
             f"the reference server needs: pip install 'flowfs[server]' ({exc})"
         ) from None
-    return serve_main(args.rest)
+    return run(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -291,6 +291,17 @@ def add_downloads(sub: argparse._SubParsersAction) -> None:
     w.add_argument("name")
     w.add_argument("--timeout", type=float, help="give up after this many seconds")
     p.set_defaults(handler=cmd_downloads)
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    # The server's own flags, parsed here like any subcommand's: its options module
+    # needs only the standard library, so --help works without the server's extras.
+    from flowfs.server import options
+
+    p = sub.add_parser("serve", help="run the reference Flow server (demo, tests)",
+                       description=options.DESCRIPTION, epilog=options.EPILOG)
+    options.add_arguments(p)
+    p.set_defaults(handler=cmd_serve)
 
 
 # -- the table -----------------------------------------------------------------
@@ -374,9 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", nargs="?", help="where to mount (default: a temporary dir)")
     p.add_argument("--no-wait", action="store_true", help="end after the tour")
     p.set_defaults(handler=cmd_demo)
-    p = sub.add_parser("serve", help="run the reference Flow server", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(handler=cmd_serve)
+    add_serve(sub)
     return parser
 
 

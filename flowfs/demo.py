@@ -1,8 +1,10 @@
 """`flowfs demo`: the first five minutes, on any machine, offline.
 
 Generates demo data, starts the reference server on a free loopback port,
-mounts it as alice, shows a short tour with real tools, then waits for
-Ctrl-C (or, with ``--no-wait``, ends at once) and stops everything it started.
+mounts it as alice, shows a short tour with real tools (a bulk ZIP through
+``.downloads/`` included), says how to reach the server from another terminal,
+then waits for Ctrl-C (or, with ``--no-wait``, ends at once) and stops
+everything it started.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,11 +50,11 @@ def _start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str
     return proc, json.loads(ready.read_text())
 
 
-def _mount(mountpoint: Path, urls: dict[str, str]) -> None:
+def _mount(mountpoint: Path, urls: dict[str, str], config_home: Path) -> None:
     env = {**os.environ, "FLOW_USERNAME": DEMO_USER, "FLOW_PASSWORD": DEMO_PASSWORD}
     for name in ("FLOW_API_TOKEN", "FLOW_TOKEN_FILE"):
         env.pop(name, None)
-    env["XDG_CONFIG_HOME"] = str(mountpoint.parent / ".flowfs-demo-config")  # no stored session
+    env["XDG_CONFIG_HOME"] = str(config_home)  # not the user's own session or config
     proc = subprocess.run(
         [sys.executable, "-m", "flowfs", "mount", str(mountpoint),
          "--api-url", urls["api"], "--files-url", urls["files"]],
@@ -62,8 +65,10 @@ def _mount(mountpoint: Path, urls: dict[str, str]) -> None:
 
 def _show(cmd: str, cwd: Path) -> None:
     _say(f"\n$ {cmd}")
+    # `flowfs` in the tour is this flowfs, even when its bin/ is not on PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     proc = subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=60, check=False, env={**os.environ, "PATH": path})
     lines = (proc.stdout + proc.stderr).rstrip("\n").splitlines()
     for line in lines[:14]:
         _say("  " + line[:110])
@@ -82,6 +87,38 @@ def tour(mountpoint: Path) -> None:
     _show(f"samtools view -c {sample}/liver_1.bam chr1:1-50000", mountpoint)
     _show(f"getfattr -d {sample}/liver_1.bam", mountpoint)
     _show("find projects/'Liver RNA-seq'/executions -type f | head -5", mountpoint)
+    _say("\nMany files as one ZIP, built by the server: write a manifest into .downloads/.")
+    _show(f"printf '%s\\n' {sample} > .downloads/liver_1.manifest", mountpoint)
+    _show("cat .downloads/liver_1.status", mountpoint)
+    _show("flowfs downloads wait liver_1 --timeout 50", mountpoint)
+    _show("unzip -l .downloads/liver_1.zip", mountpoint)
+
+
+def login_lines(urls: dict[str, str], config_home: Path) -> list[str]:
+    """What a user pastes into another terminal to use the demo server.
+
+    A config dir of the demo's own keeps the demo session apart from the user's
+    real Flow login (``flowfs login`` stores one session).
+    """
+    api = shlex.quote(urls["api"])
+    flowfs = flowfs_command()
+    return [
+        f"export XDG_CONFIG_HOME={shlex.quote(str(config_home))} FLOW_API_URL={api}",
+        f"printf '%s\\n' {DEMO_PASSWORD} | {flowfs} login --username {DEMO_USER} "
+        "--password-stdin",
+        f"{flowfs} whoami",
+    ]
+
+
+def flowfs_command() -> str:
+    """How another terminal runs this flowfs: `flowfs` if PATH finds it, else its full path."""
+    mine = Path(sys.executable).parent / "flowfs"
+    found = shutil.which("flowfs")
+    if found is not None and (not mine.exists() or Path(found).resolve() == mine.resolve()):
+        return "flowfs"
+    if mine.exists():
+        return shlex.quote(str(mine))
+    return f"{shlex.quote(sys.executable)} -m flowfs"
 
 
 def run_demo(mountpoint: Path | None, wait: bool) -> int:
@@ -94,11 +131,18 @@ def run_demo(mountpoint: Path | None, wait: bool) -> int:
         mp.mkdir(parents=True, exist_ok=True)
         server, urls = _start_server(workdir)
         stack.callback(_stop, server)
-        _mount(mp, urls)
+        config_home = workdir / "config"
+        _mount(mp, urls, config_home)
         stack.callback(lambda: _say(f"\n{mp}: {unmount(mp)}; server stopped."))
+        _say(f"The demo Flow server: {urls['api']} (files: {urls['files']}); "
+             f"users {DEMO_USER}/{DEMO_PASSWORD} and bob/bob-pw.")
         tour(mp)
         if wait:
             _say(f"\nTry it yourself in another terminal: cd {shlex.quote(str(mp))}")
+            _say("To log in to the demo server there (a session of its own; your real "
+                 "Flow login stays):")
+            for line in login_lines(urls, config_home):
+                _say(f"  {line}")
             _say("Press Ctrl-C to unmount and stop the demo server.")
             _wait_for_interrupt()
     return 0

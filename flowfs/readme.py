@@ -20,7 +20,11 @@ Names: '/' and control characters become '_'; when two items in a directory
 have the same name, the one with the lowest id keeps it and the others get
 '~<id>' before the extension (reads~105.fastq.gz).
 
-More: docs/usage.md in the flowfs sources, or `flowfs --help`.
+Many files as one ZIP: see .downloads/README.txt.
+
+More in the flowfs sources: docs/usage.md (this tree, names, errors),
+docs/downloads.md (bulk ZIPs), docs/reliability.md (what can fail and what
+flowfs promises); or `flowfs --help`.
 """
 
 DOWNLOADS_README = """\
@@ -49,4 +53,6 @@ DOWNLOADS_README = """\
 
 Names: letters, digits, '.', '_' and '-', 1 to 100 characters, not starting
 with '.'. A manifest is at most 10 MiB. No subdirectories.
+
+More: docs/downloads.md in the flowfs sources, or `flowfs downloads --help`.
 """

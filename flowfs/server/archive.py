@@ -1,14 +1,18 @@
 """Building a bulk download's ZIP: entry names, compression choice, the writing.
 
 Entries are ``<sample name or "unassigned">/<filename>``, or with
-``by_execution`` ``<execution identifier>/<output path>``.  Names are sanitised
-(no absolute paths, no ``..``, no NUL or control characters) and duplicates get
-a stable suffix with their data id; the lowest id keeps the bare name.
+``by_execution`` ``<execution identifier>/<output path>``.  Every component is
+made safe by the mount's own naming rules (:mod:`flowfs.server.safenames`), so
+``unzip`` can create each one.  Two entries never share a path, and a file
+never has the path of a directory (``results`` beside ``results/x.txt``): as in
+the mount, directories keep their names, the lowest data id keeps a file's
+name, and every other file gets ``~<id>`` before its extension.  A name thus
+depends only on its own id and those of its namesakes, never on the order of
+the request.
 """
 
 from __future__ import annotations
 
-import re
 import time
 import zipfile
 from collections.abc import Callable, Iterable
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowfs.server.catalog import Catalog, DataFile, id_order
+from flowfs.server.safenames import safe_component, with_suffix
 
 UNASSIGNED = "unassigned"
 _COPY_CHUNK = 2**20
@@ -23,7 +28,6 @@ _STORED_SUFFIXES = frozenset({
     ".gz", ".bam", ".cram", ".zip", ".bz2", ".xz", ".zst", ".bai", ".tbi", ".crai", ".csi",
     ".png", ".jpg", ".jpeg", ".gif", ".pdf", ".bgz",
 })
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 # zipfile needs to know up front that an entry may pass 4 GiB; be generous.
 _ZIP64_ENTRY = 2**31
 
@@ -49,34 +53,53 @@ class Entry:
     filename: str
 
 
-def safe_component(text: str) -> str:
-    """One path component with separators and control characters replaced."""
-    cleaned = _UNSAFE.sub("_", text).strip()
-    return "_" if cleaned in ("", ".", "..") else cleaned
-
-
-def _split_suffix(name: str) -> tuple[str, str]:
-    lower = name.lower()
-    for compressed in (".gz", ".bz2", ".xz", ".zst"):
-        if lower.endswith(compressed):
-            stem, dot, ext = name[: -len(compressed)].rpartition(".")
-            if dot and stem:
-                return stem, f".{ext}{name[-len(compressed):]}"
-    stem, dot, ext = name.rpartition(".")
-    return (stem, f".{ext}") if dot and stem else (name, "")
-
-
-def _entry_name(catalog: Catalog, item: DataFile, by_execution: bool) -> str:
+def _entry_parts(catalog: Catalog, item: DataFile, by_execution: bool) -> tuple[str, ...]:
     if by_execution:
         execution = catalog.executions.get(item.execution or "")
         if execution is not None:
             pipeline = execution.pipeline_name or "execution"
             folder = execution.identifier or f"{pipeline}-{execution.id}"
             parts = (item.output_path or item.filename).split("/")
-            return "/".join([safe_component(folder)] + [safe_component(p) for p in parts if p])
+            return (safe_component(folder), *(safe_component(p) for p in parts if p))
     sample = catalog.samples.get(item.sample or "")
     folder = sample.name if sample is not None else UNASSIGNED
-    return f"{safe_component(folder)}/{safe_component(item.filename)}"
+    return (safe_component(folder), safe_component(item.filename))
+
+
+def _id_key(item_id: str) -> tuple[int, str]:
+    return (len(item_id.lstrip("0")), item_id.lstrip("0"))
+
+
+def unique_paths(items: Iterable[tuple[str, tuple[str, ...]]]) -> dict[str, str]:
+    """Map each (data id, safe path components) to a path no other entry or directory has."""
+    paths: dict[str, list[str]] = {}
+    dirs: set[str] = set()
+    for item_id, parts in items:
+        paths.setdefault("/".join(parts), []).append(item_id)
+        dirs.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
+    result: dict[str, str] = {}
+    suffixed: list[str] = []
+    for path, ids in paths.items():
+        for rank, item_id in enumerate(sorted(set(ids), key=_id_key)):
+            if rank == 0 and path not in dirs:
+                result[item_id] = path
+            else:
+                result[item_id] = _suffixed(path, item_id)
+                suffixed.append(item_id)
+    # A suffixed name may, rarely, be another entry's own name: suffix it again.
+    used = dirs | {result[i] for i in result if i not in suffixed}
+    for item_id in sorted(suffixed, key=_id_key):
+        name = result[item_id]
+        while name in used:
+            name = _suffixed(name, item_id)
+        used.add(name)
+        result[item_id] = name
+    return result
+
+
+def _suffixed(path: str, item_id: str) -> str:
+    folder, slash, base = path.rpartition("/")
+    return folder + slash + with_suffix(base, f"~{item_id}")
 
 
 def plan_entries(catalog: Catalog, data_ids: Iterable[str], by_execution: bool) -> list[Entry]:
@@ -85,19 +108,12 @@ def plan_entries(catalog: Catalog, data_ids: Iterable[str], by_execution: bool) 
     missing = [i for i in ids if i not in catalog.data]
     if missing:
         raise ArchiveError("data no longer available: " + ", ".join(missing))
-    entries: list[Entry] = []
-    taken: set[str] = set()
-    for item in sorted((catalog.data[i] for i in ids), key=id_order):
-        name = _entry_name(catalog, item, by_execution)
-        if name in taken:
-            folder, _, base = name.rpartition("/")
-            stem, suffix = _split_suffix(base)
-            name = f"{folder}/{stem}_{item.id}{suffix}"
-        taken.add(name)
-        deflate = Path(item.filename.lower()).suffix not in _STORED_SUFFIXES
-        entries.append(Entry(name, item.path, item.size, item.mtime_ns / 1e9, deflate,
-                             item.id, item.filename))
-    return entries
+    items = sorted((catalog.data[i] for i in ids), key=id_order)
+    names = unique_paths((item.id, _entry_parts(catalog, item, by_execution)) for item in items)
+    return [Entry(names[item.id], item.path, item.size, item.mtime_ns / 1e9,
+                  Path(item.filename.lower()).suffix not in _STORED_SUFFIXES, item.id,
+                  item.filename)
+            for item in items]
 
 
 def _zip_info(entry: Entry) -> zipfile.ZipInfo:

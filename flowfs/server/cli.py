@@ -17,63 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from flowfs.server import config as defaults
 from flowfs.server.app import API_PREFIX, open_server
 from flowfs.server.catalog import CatalogError
 from flowfs.server.config import ServerConfig
+from flowfs.server.options import PROG as _PROG
+from flowfs.server.options import build_parser
 from flowfs.server.runner import announce, base_url, bind, handling_signals, serve
-
-_PROG = "flowfs serve"
 
 
 class _Stopped(Exception):
     """A signal arrived before the server was up."""
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    value = _seconds(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("must be 0-65535")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (every flag is described in docs/server.md)."""
-    parser = argparse.ArgumentParser(prog=_PROG, description="Serve a catalog as a Flow API.")
-    add = parser.add_argument
-    add("--catalog", type=Path, required=True, help="catalog JSON file")
-    add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    add("--port", type=_port, default=defaults.DEFAULT_PORT, help="port (0: any free port)")
-    add("--state-dir", type=Path, help="secrets, md5 cache, jobs (default: a temp dir)")
-    add("--files-url", help="files server URL handed out in download URLs")
-    add("--token-ttl", type=_positive_seconds, default=defaults.DEFAULT_TOKEN_TTL)
-    add("--refresh-ttl", type=_positive_seconds, default=defaults.DEFAULT_REFRESH_TTL)
-    add("--job-ttl", type=_positive_seconds, default=defaults.DEFAULT_JOB_TTL,
-        help="seconds a finished bulk archive stays downloadable")
-    add("--job-delay", type=_seconds, default=0.0,
-        help="test knob: every job spends at least this long processing")
-    add("--workers", type=int, default=defaults.DEFAULT_WORKERS, help="archive threads")
-    add("--ready-file", type=Path, help="write {api, files, pid} JSON here once ready")
-    add("--access-log", type=Path, help="append one JSON line per request here")
-    add("--export-dir", type=Path, help="maintain downloads/<id>/<filename> symlinks here")
-    add("--tls-cert", type=Path, help="PEM certificate (chain): serve HTTPS; needs --tls-key")
-    add("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    add("--debug", action="store_true", help="log more (never secrets)")
-    return parser
 
 
 @contextlib.contextmanager
@@ -118,11 +71,18 @@ def _run(config: ServerConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the reference server until SIGINT/SIGTERM; the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """``python -m flowfs.server``: parse ``argv``, then :func:`run`."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the reference server until SIGINT/SIGTERM; the process exit code.
+
+    ``args`` are the flags of :mod:`flowfs.server.options`, parsed by either entry point.
+    """
     if (args.tls_cert is None) != (args.tls_key is None):
-        parser.error("--tls-cert and --tls-key go together")
+        print(f"{_PROG}: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Until the server runs (it has its own handlers), SIGINT/SIGTERM end startup quietly.

@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from flowfs.server.errors import ApiError
 from flowfs.server.ranges import Slice, Validators
+from flowfs.server.safenames import safe_component
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,23 @@ class DiskReader:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _disposition(filename: str) -> str:
-    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+_NOT_QUOTABLE = re.compile(r'[^\x20-\x7e]|["\\%]')
+
+
+def disposition(filename: str) -> str:
+    """``Content-Disposition`` for ``filename``, valid whatever the name holds (RFC 6266).
+
+    The name is first made safe as in archives (no controls, separators or bidi
+    overrides to trick whoever saves it); ``filename=`` is its printable-ASCII
+    form, and a name that is not plain ASCII also gets ``filename*=UTF-8''...``
+    (RFC 8187), percent-encoded, which clients prefer.
+    """
+    safe = safe_component(filename)
+    fallback = _NOT_QUOTABLE.sub("_", safe)
+    value = f'attachment; filename="{fallback}"'
+    if fallback != safe:
+        value += f"; filename*=UTF-8''{quote(safe, safe='')}"
+    return value
 
 
 class FileSliceResponse:
@@ -68,7 +84,7 @@ class FileSliceResponse:
             last = part.start + part.length - 1
             headers.append((b"content-range", f"bytes {part.start}-{last}/{size}".encode()))
         if filename is not None:
-            headers.append((b"content-disposition", _disposition(filename).encode("latin-1")))
+            headers.append((b"content-disposition", disposition(filename).encode("ascii")))
         self._start = {"type": "http.response.start", "status": 206 if part.partial else 200,
                        "headers": headers}
 

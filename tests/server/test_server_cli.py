@@ -204,3 +204,41 @@ def test_md5s_are_cached_in_the_state_dir(server_factory, catalog):
     assert any(key.endswith(str(catalog.files["141"])) for key in cache)
     # The sparse file's md5 came from the catalog: it was never hashed.
     assert not any(key.endswith(str(catalog.files["160"])) for key in cache)
+
+
+def test_flowfs_serve_takes_the_servers_flags(tmp_path, catalog, poll):
+    """`flowfs serve --catalog FILE` (the daemon's command) runs the same server."""
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowfs", "serve", "--catalog", str(catalog.path), "--port", "0",
+         "--state-dir", str(tmp_path / "st"), "--ready-file", str(ready)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        poll(ready.exists, 20, "the ready file")
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+    info = json.loads(ready.read_text())
+    assert proc.returncode == 0, err
+    assert out == f"API:   {info['api']}\nFiles: {info['files']}\n"
+
+
+@pytest.mark.parametrize("command", [["flowfs", "serve"], ["flowfs.server"]])
+def test_serve_help_lists_the_flags_but_not_the_test_knobs(command):
+    result = subprocess.run([sys.executable, "-m", *command, "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: flowfs serve ")
+    for flag in ("--catalog FILE", "--port PORT", "--state-dir DIR", "--job-ttl S",
+                 "--ready-file PATH", "--access-log FILE", "--export-dir DIR"):
+        assert flag in result.stdout
+    assert "--job-delay" not in result.stdout
+
+
+def test_flowfs_serve_refuses_a_bad_flag_value_in_one_line(tmp_path, catalog):
+    result = subprocess.run(
+        [sys.executable, "-m", "flowfs", "serve", "--catalog", str(catalog.path),
+         "--port", "70000"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "flowfs serve: error: argument --port: must be 0-65535")

@@ -14,7 +14,7 @@ JOB_DEADLINE = 30.0
 LIVER = ["100", "101", "102", "103", "110", "140", "141"]
 LIVER_NAMES = {
     "liver_1/liver_1_R1.fastq.gz": "100", "liver_1/liver_1_R2.fastq.gz": "101",
-    "liver_1/notes.txt": "102", "liver_1/notes_103.txt": "103",
+    "liver_1/notes.txt": "102", "liver_1/notes~103.txt": "103",
     "unassigned/multiqc_report.html": "110", "unassigned/empty.txt": "140",
     "unassigned/big.bin": "141",
 }

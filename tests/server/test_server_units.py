@@ -11,11 +11,12 @@ import jwt
 import pytest
 
 from flowfs.server.access import Access
-from flowfs.server.archive import plan_entries, safe_component, write_zip
+from flowfs.server.archive import plan_entries, write_zip
 from flowfs.server.catalog import filetype_of, id_order, load_catalog
 from flowfs.server.digests import DigestCache, md5_of_file
 from flowfs.server.passwords import hash_password, verify_password
 from flowfs.server.ranges import Slice, Unsatisfiable, Validators, choose_slice, etag_for
+from flowfs.server.safenames import safe_component
 from flowfs.server.tokens import ACCESS, REFRESH, TokenError, TokenIssuer
 
 V = Validators(etag='"abc-10"', mtime=1_700_000_000)
@@ -56,7 +57,7 @@ def test_etag_format():
     assert etag_for(255, 16) == '"ff-10"'
 
 
-@pytest.mark.parametrize("raw,safe", [("a/b", "a_b"), ("..", "_"), ("", "_"), ("x\0y", "x_y"),
+@pytest.mark.parametrize("raw,safe", [("a/b", "a_b"), ("..", "_.."), ("", "_"), ("x\0y", "x_y"),
                                       ("back\\slash", "back_slash"), ("ok name", "ok name")])
 def test_safe_component(raw, safe):
     assert safe_component(raw) == safe
@@ -148,7 +149,7 @@ def test_archive_names_and_duplicates(tmp_path):
     })
     names = [e.name for e in plan_entries(catalog, ["10", "2", "3", "4", "2"], False)]
     assert names == [".._evil_name/r.fastq.gz", "unassigned/r.txt", "unassigned/loose",
-                     ".._evil_name/r_10.fastq.gz"]
+                     ".._evil_name/r~10.fastq.gz"]
     by_run = [e.name for e in plan_entries(catalog, ["3"], True)]
     assert by_run == ["RNA-5/deep/dir/r.txt"]
     entries = plan_entries(catalog, ["10", "2", "3"], False)
