@@ -71,6 +71,12 @@ CANNOT_RUN = {
     "flowfs mount [MOUNTPOINT] [--api-url URL] [--files-url URL] [--foreground] [--mkdir]":
         "a synopsis",
     "flowfs umount [MOUNTPOINT]": "a synopsis",
+    "flowfs login --api-url https://app.flow.bio/api --username alice":
+        "example servers; tests/mount/test_daily.py::"
+        "test_login_remembers_each_server_and_the_last_is_the_default runs the same steps "
+        "against two reference servers",
+    "flowfs login --api-url https://acme.flow.bio/api --username alice": "as above",
+    "flowfs mount ~/acme --api-url https://acme.flow.bio/api": "as above",
 }
 
 needs_fuse = pytest.mark.skipif(not (os.path.exists("/dev/fuse") and shutil.which("fusermount3")),
@@ -362,7 +368,7 @@ def test_the_demo_runs_as_documented(tmp_path: Path) -> None:
                                cwd=home, capture_output=True, text=True, timeout=DEADLINE)
         assert other.returncode == 0, other.stderr
         assert "alice" in other.stdout  # whoami, through the session it stored...
-        assert re.search(r"credentials: .*/flowfs-demo-\w+/config/flowfs/session.json",
+        assert re.search(r"credentials: .*/flowfs-demo-\w+/config/flowfs/sessions.json",
                          other.stdout)  # ...in the demo's own config dir
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=DEADLINE)[0].decode()
