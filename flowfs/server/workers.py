@@ -190,7 +190,13 @@ class JobRunner:
             self._remove_files(job.id)  # deleted while we were building it
             return
         if self._exporter is not None:
-            self._exporter.link_job(job.id, self.archive_path(job.id))
+            # Under the lock that `discard` takes first: a job deleted after it completed
+            # must not get its link back after `discard` removed it.
+            with self._cancel_lock:
+                if job.id in self._cancelled:
+                    self._remove_files(job.id)
+                    return
+                self._exporter.link_job(job.id, self.archive_path(job.id))
         log.info("job %s completed (%d bytes)", job.id, size)
 
     def _fail(self, job: Job, error: str) -> None:
@@ -210,6 +216,7 @@ class JobRunner:
                 raise Cancelled
             time.sleep(_DELAY_STEP)
             progress.report()
-        final = self.archive_path(job.id)
-        os.replace(part, final)
-        return final.stat().st_size
+        # The size before the rename: a delete may remove the archive right after it.
+        size = part.stat().st_size
+        os.replace(part, self.archive_path(job.id))
+        return size
