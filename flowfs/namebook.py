@@ -49,8 +49,8 @@ from flowfs.names import assign, sanitize
 
 log = logging.getLogger(__name__)
 
-MAX_NAMES = 500_000  # in one store (about 40 MB); the least recently listed directories go
-MEMORY_NAMES = 200_000  # held in memory once stored
+MAX_NAMES = 500_000  # in one store (about 20 MB); the least recently listed directories go
+MEMORY_NAMES = 100_000  # held in memory once stored (about 17 MB of typical names)
 FLUSH_DELAY = 1.0  # seconds between a change and its write
 _TOUCH_AFTER = 86_400.0  # a directory's "last listed" time is refreshed at most daily
 _SCHEMA_VERSION = 1
@@ -112,10 +112,12 @@ class NameStore:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise StoreError(f"written by a newer flowfs (format {version})")
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                           [("api_url", api_url), ("user", user)])
+            if version < _SCHEMA_VERSION:  # a new file; an existing one is opened without a write
+                db.executescript(_SCHEMA)
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                               [("api_url", api_url), ("user", user)])
+                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            db.execute("SELECT count(*) FROM dirs").fetchone()  # damaged? say so now
         except BaseException:
             db.close()
             raise
