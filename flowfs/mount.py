@@ -31,6 +31,7 @@ from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transi
 from flowfs.inodes import InodeTable
 from flowfs.kernel import Tuning, tune
 from flowfs.logs import parse_levels
+from flowfs.namebook import NameBook, open_store
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
 from flowfs.stats import MountState, stats_dir
@@ -155,6 +156,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
         user = await preflight(api, creds)
         inodes: InodeTable[Node] = InodeTable()
         tuning = Tuning()  # filled in once the mount answers
+        names = NameBook(await trio.to_thread.run_sync(open_store, config.api_url, user))
 
         async def fetch(target: FileNode, start: int, end: int) -> Any:
             # Block-sized pieces go straight into the cache without another copy.
@@ -172,7 +174,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
                 return {".downloads": downloads, STATS_DIR: stats_dir(tree, state.snapshot)}
 
             tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate, extra=extra,
-                        io_timeout=config.io_timeout)
+                        io_timeout=config.io_timeout, names=names)
             downloads = tree.root.children[".downloads"]
             assert isinstance(downloads, DownloadsDir)
             ops = Operations(tree, inodes, reader, uid=config.uid, gid=config.gid,
@@ -180,6 +182,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
             try:
                 nursery.start_soon(_watch_signals)
+                nursery.start_soon(names.run)
                 nursery.start_soon(downloads.poll_forever)
                 nursery.start_soon(_announce_ready, config.mountpoint, ready, tuning)
                 nursery.start_soon(api.warm_files, WARM_CONNECTIONS)
@@ -189,6 +192,9 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
                 if stopping is not None:
                     stopping()
                 pyfuse3.close(unmount=True)
+                with trio.move_on_after(10) as last_write:
+                    last_write.shield = True  # the names given since the last write
+                    await names.close()
                 nursery.cancel_scope.cancel()
 
 

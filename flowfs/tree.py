@@ -6,6 +6,11 @@ refresh keeps the node (and so the inode) of every name whose identity stayed,
 and tells the kernel to forget names that vanished or now mean something else.
 A data id's bytes never change, so one ``FileNode`` per data id is shared by
 every directory that shows it (and the kernel's page cache with it).
+
+Every listing directory names its entries through the tree's ``NameBook`` under a
+key of its own (``sample/60``): the same directory seen at two paths (a sample under
+``projects/`` and under ``samples/``) shares its names, and a name once shown stays
+with its item for as long as the item is listed, across remounts too.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from flowfs.api import FlowAPI, gather
 from flowfs.errors import NotFound, Transient
 from flowfs.inodes import InodeTable
 from flowfs.model import DataFile, Execution, Project, Sample, is_id
-from flowfs.names import assign_names, sanitize
+from flowfs.namebook import NameBook
+from flowfs.names import sanitize
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,7 @@ class FileNode(Node):
         super().__init__(tree, data.created)
         self.data = data
         self.kind = kind
-        self.url = url or tree.api.data_url(data.id, data.filename)
+        self.url = url or tree.api.data_url(data.id, _encodable(data.filename))
         # With the size: should an id ever come back with other bytes, old blocks can't mix in.
         self._cache_key = cache_key or f"{data.id}:{data.size}"
 
@@ -87,6 +93,12 @@ class FileNode(Node):
         if self.data.md5:
             attrs["user.flow.md5"] = self.data.md5.encode()
         return attrs
+
+
+def _encodable(text: str) -> str:
+    """``text`` with unpaired surrogates (valid JSON, not UTF-8) as U+FFFD, so that a URL
+    can be made of it: a server that sends such a name gets a request, not a crash."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 class TextFile(Node):
@@ -225,8 +237,10 @@ class Tree:
         invalidate: Callable[[int, str], None],
         extra: Callable[[Tree], dict[str, Node]] | None = None,
         io_timeout: float = 60.0,
+        names: NameBook | None = None,
     ) -> None:
         self.api = api
+        self.names = names or NameBook()  # without a store: names held for this mount only
         self.io_timeout = io_timeout  # no listing or lookup waits longer
         self.inodes = inodes
         self.ttl = ttl
@@ -280,17 +294,18 @@ class Tree:
         return [model.from_json(obj) for obj in await self.api.list_all(path, key)]
 
 
-def file_children(
-    tree: Tree, files: Iterable[DataFile], taken: Iterable[str] = (),
+async def file_children(
+    tree: Tree, key: str, files: Iterable[DataFile], taken: Iterable[str] = (),
     shown: dict[str, str] | None = None,
 ) -> list[Child]:
-    """Children for data files, named by assign_names; directory-like data is skipped.
+    """Children for data files of directory ``key``; directory-like data is skipped.
 
     ``shown`` overrides the name to show for some ids (an output path's last part).
     """
     by_id = {f.id: f for f in files if not f.is_directory}
     shown = shown or {}
-    names = assign_names(((i, shown.get(i, f.filename)) for i, f in by_id.items()), taken)
+    names = await tree.names.assign(
+        key, ((i, shown.get(i, f.filename)) for i, f in by_id.items()), taken)
     return [
         Child(names[i], ("data", i, by_id[i].size), partial(tree.file_for, by_id[i]))
         for i in by_id
@@ -310,7 +325,8 @@ class ProjectsDir(ListingDir):
 
         await gather(partial(get, "owned"), partial(get, "shared"))
         projects = {p.id: p for p in found["owned"] + found["shared"]}
-        names = assign_names((p.id, p.name) for p in projects.values())
+        names = await self.tree.names.assign("projects",
+                                             ((p.id, p.name) for p in projects.values()))
         return [Child(names[i], ("project", i), partial(ProjectDir, self.tree, p))
                 for i, p in projects.items()]
 
@@ -327,16 +343,17 @@ class ProjectDir(StaticDir):
         }
 
 
-def sample_children(tree: Tree, samples: Iterable[Sample]) -> list[Child]:
+async def sample_children(tree: Tree, key: str, samples: Iterable[Sample]) -> list[Child]:
     by_id = {s.id: s for s in samples}
-    names = assign_names((s.id, s.name) for s in by_id.values())
+    names = await tree.names.assign(key, ((s.id, s.name) for s in by_id.values()))
     return [Child(names[i], ("sample", i), partial(SampleDir, tree, s))
             for i, s in by_id.items()]
 
 
-def execution_children(tree: Tree, executions: Iterable[Execution]) -> list[Child]:
+async def execution_children(tree: Tree, key: str,
+                             executions: Iterable[Execution]) -> list[Child]:
     by_id = {e.id: e for e in executions}
-    names = assign_names((e.id, e.dirname) for e in by_id.values())
+    names = await tree.names.assign(key, ((e.id, e.dirname) for e in by_id.values()))
     return [Child(names[i], ("execution", i), partial(ExecutionDir, tree, e))
             for i, e in by_id.items()]
 
@@ -348,7 +365,8 @@ class ProjectSamplesDir(ListingDir):
 
     async def _fetch(self) -> list[Child]:
         path = f"/projects/{self.project.id}/samples"
-        return sample_children(self.tree, await self.tree.list_items(path, "samples", Sample))
+        items = await self.tree.list_items(path, "samples", Sample)
+        return await sample_children(self.tree, f"project/{self.project.id}/samples", items)
 
 
 class ProjectExecutionsDir(ListingDir):
@@ -359,7 +377,8 @@ class ProjectExecutionsDir(ListingDir):
     async def _fetch(self) -> list[Child]:
         path = f"/projects/{self.project.id}/executions"
         items = await self.tree.list_items(path, "executions", Execution)
-        return execution_children(self.tree, items)
+        return await execution_children(self.tree, f"project/{self.project.id}/executions",
+                                        items)
 
 
 class SamplesDir(ListingDir):
@@ -372,13 +391,13 @@ class SamplesDir(ListingDir):
             found.extend(await self.tree.list_items(f"/samples/{which}", "samples", Sample))
 
         await gather(partial(get, "owned"), partial(get, "shared"))
-        return sample_children(self.tree, found)
+        return await sample_children(self.tree, "samples", found)
 
 
 class ExecutionsDir(ListingDir):
     async def _fetch(self) -> list[Child]:
         items = await self.tree.list_items("/executions/owned", "executions", Execution)
-        return execution_children(self.tree, items)
+        return await execution_children(self.tree, "executions", items)
 
 
 class SampleDir(ListingDir):
@@ -391,7 +410,8 @@ class SampleDir(ListingDir):
 
     async def _fetch(self) -> list[Child]:
         path = f"/samples/{self.sample.id}/data"
-        return file_children(self.tree, await self.tree.list_items(path, "data", DataFile))
+        items = await self.tree.list_items(path, "data", DataFile)
+        return await file_children(self.tree, f"sample/{self.sample.id}", items)
 
 
 class LooseDataDir(ListingDir):
@@ -401,7 +421,7 @@ class LooseDataDir(ListingDir):
         items = await self.tree.list_items("/data/owned", "data", DataFile)
         loose = [d for d in items
                  if not d.placement_known or (d.sample_id is None and d.execution_id is None)]
-        return file_children(self.tree, loose)
+        return await file_children(self.tree, "data", loose)
 
 
 class ExecutionDir(ListingDir):
@@ -421,14 +441,14 @@ class ExecutionDir(ListingDir):
             items = await self.tree.list_items(path, "data", DataFile)
         except NotFound:
             items = []  # a Flow without the output listing: an empty directory
-        self._levels = self._build_levels(items)
+        self._levels = await self._build_levels(items)
         return self._levels.get((), [])
 
     async def level(self, prefix: tuple[str, ...]) -> list[Child]:
         await self.entries()
         return self._levels.get(prefix, [])
 
-    def _build_levels(self, items: list[DataFile]) -> dict[tuple[str, ...], list[Child]]:
+    async def _build_levels(self, items: list[DataFile]) -> dict[tuple[str, ...], list[Child]]:
         files: dict[tuple[str, ...], list[DataFile]] = {}
         dirs: dict[tuple[str, ...], set[str]] = {}
         shown: dict[str, str] = {}
@@ -445,7 +465,9 @@ class ExecutionDir(ListingDir):
             children = [Child(d, ("outdir", prefix + (d,)),
                               partial(OutputDir, self.tree, self, prefix + (d,)))
                         for d in subdirs]
-            children += file_children(self.tree, files.get(prefix, []), subdirs, shown)
+            key = "/".join((f"execution/{self.execution.id}", *prefix))
+            children += await file_children(self.tree, key, files.get(prefix, []), subdirs,
+                                            shown)
             levels[prefix] = children
         return levels
 

@@ -159,9 +159,16 @@ def is_mounted(path: Path) -> bool:
         return any(line.split()[4] == target for line in fh)
 
 
+def _inherited() -> dict[str, str]:
+    """This process's environment without Flow credentials and without its state dir (a
+    mount's remembered names must not reach the user's own, nor one test's another's)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("FLOW_") and k != "XDG_STATE_HOME"}
+
+
 def user_env(username: str, password: str, **extra: str) -> dict[str, str]:
     """An environment with only what the daemon needs: no inherited credentials."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_")}
+    env = _inherited()
     env.update(FLOW_USERNAME=username, FLOW_PASSWORD=password, **extra)
     env["XDG_CONFIG_HOME"] = env.get("XDG_CONFIG_HOME_TEST", "/nonexistent-flowfs-config")
     return env
@@ -202,7 +209,7 @@ def flowfs(*args: str, env: dict[str, str],
 
 def clean_env(**extra: str) -> dict[str, str]:
     """An environment with no Flow credentials at all (and no stored session)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_")}
+    env = _inherited()
     env["XDG_CONFIG_HOME"] = "/nonexistent-flowfs-config"
     env.update(extra)
     return env
@@ -379,7 +386,10 @@ class Processes:
 
     def mount(self, server: Server, env: dict[str, str], *args: str,
               path: Path | None = None) -> Mount:
-        """A foreground mount of ``server`` (``path``: by default a fresh ``.../flow``)."""
+        """A foreground mount of ``server`` (``path``: by default a fresh ``.../flow``).
+
+        Its state dir (remembered names) is a fresh one unless ``env`` names one."""
+        env = {"XDG_STATE_HOME": str(self._mktemp("state")), **env}
         m = Mount(server, path or self._mktemp("mnt") / "flow", env, args)
         self._stack.callback(m.close)
         return m.start()
