@@ -24,12 +24,17 @@ interleaving, and every rule below relies on it.
    leaving never affects the fetch.  Waiters take the block from the entry itself, so a
    block evicted right after it landed is still delivered.
 5. A failed fetch stores nothing: each waiter gets a copy of the error, the next read
-   fetches again.  Results of an entry that was detached (``close``) are
-   delivered to its waiters but not cached.
+   fetches again (after a timeout, see rule 7).  Results of an entry that was detached
+   (``close``) are delivered to its waiters but not cached.
 6. Read-ahead requests count their bytes in ``_ra_bytes`` from start until settled or
    abandoned, exactly once (``_Request.released``); a request is only started if it fits
    the global budget, so ``_ra_bytes <= readahead_budget`` always.  Demand fetches (the
    blocks a read needs) are never held back.
+7. A fetch that ran out of its ``io_timeout`` is remembered for ``RETRY_GRACE`` seconds,
+   block by block, and a read needing such a block (not cached, not pending) fails at
+   once with that error. The kernel retries a failed read-ahead request synchronously,
+   page by page, right away: without this one ``read(2)`` waited two full timeouts.
+   A retry a moment later (a user running the command again) fetches afresh.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from flowfs.readahead import AccessPattern, Plan, Policy
 log = logging.getLogger(__name__)
 
 _BlockKey = tuple[str, int]
+RETRY_GRACE = 1.0  # seconds a timed-out block fails at once (rule 7)
 
 
 class Target(Protocol):
@@ -203,6 +209,8 @@ class Reader:
         # Evicted blocks nobody holds go to ``recycle`` (flowfs.buffers) for the next body.
         self._cache = BlockCache(config.cache_capacity, recycle)
         self._pending: dict[_BlockKey, _Pending] = {}
+        # Blocks whose fetch timed out: (when, the error), oldest first (rule 7).
+        self._timed_out: dict[_BlockKey, tuple[float, FlowError]] = {}
         self._ra_bytes = 0
         self._ra_requests = 0
         self._streams = 0
@@ -227,6 +235,10 @@ class Reader:
             return b""
         plan = self._plan(stream, start, end)
         key = target.cache_key
+        recent = self._recently_timed_out(key, plan.need)
+        if recent is not None:
+            self._counts["timeouts_repeated"] += 1
+            raise _copy_error(recent) from recent
         self._start_demand(target, plan.demand)
         have, waits = self._lookup(key, plan.need)
         if not stream._closed:
@@ -264,6 +276,7 @@ class Reader:
             "bytes_fetched": 0,
             "fetch_errors": 0,
             "timeouts": 0,
+            "timeouts_repeated": 0,
             "readahead_fetches": 0,
             "readahead_deferred": 0,
             "readahead_cancelled": 0,
@@ -306,6 +319,23 @@ class Reader:
         for i in blocks:
             if (key, i) not in self._cache and (key, i) not in self._pending:
                 yield i
+
+    def _recently_timed_out(self, key: str, blocks: range) -> FlowError | None:
+        """The error of a block of ``blocks`` that timed out within RETRY_GRACE (rule 7)."""
+        if not self._timed_out:
+            return None
+        now = trio.current_time()
+        while self._timed_out:  # forget what is older than the grace, oldest first
+            oldest = next(iter(self._timed_out))
+            if now - self._timed_out[oldest][0] < RETRY_GRACE:
+                break
+            del self._timed_out[oldest]
+        for index in blocks:
+            block = (key, index)
+            if block in self._timed_out and block not in self._cache \
+                    and block not in self._pending:
+                return self._timed_out[block][1]
+        return None
 
     def _start_demand(self, target: Target, blocks: range) -> None:
         for run in iter_runs(self._missing(target.cache_key, blocks), self._max_run):
@@ -395,9 +425,11 @@ class Reader:
         target, start, end = request.target, request.start, request.end
         data: Any = None
         error: FlowError | None = None
+        timed_out = False
         try:
             with request.scope, trio.move_on_after(self._config.io_timeout) as deadline:
                 data = await self._fetch(target, start, end)
+            timed_out = deadline.cancelled_caught and not request.scope.cancel_called
             if data is None:
                 error = Transient(
                     f"fetch of {target.cache_key} [{start}, {end}) "
@@ -421,6 +453,11 @@ class Reader:
             if data is None and error is None:
                 error = Transient(f"fetch of {target.cache_key} [{start}, {end}) abandoned")
             self._settle(request, data, error)
+            if timed_out and error is not None:
+                now = trio.current_time()
+                for index in request.blocks:
+                    self._timed_out.pop((target.cache_key, index), None)  # newest last
+                    self._timed_out[(target.cache_key, index)] = (now, error)
 
     def _settle(self, request: _Request, data: Any, error: FlowError | None) -> None:
         """Deliver a request's outcome to its pending entries, synchronously (rule 2)."""

@@ -16,7 +16,7 @@ import trio.testing
 from flowfs.buffers import BufferPool
 from flowfs.errors import BadReply, NotFound, Transient
 from flowfs.link import LinkEstimate
-from flowfs.reader import Reader, ReaderConfig, Target
+from flowfs.reader import RETRY_GRACE, Reader, ReaderConfig, Target
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -256,6 +256,7 @@ async def test_hanging_fetch_gives_transient_at_the_deadline(autojump_clock: Any
         # The hung fetch itself is abandoned at its own deadline: nothing stays pending.
         await eventually(lambda: reader.stats()["inflight"] == 0)
         hanging = False
+        await trio.sleep(RETRY_GRACE)  # a retry at once would fail at once (rule 7)
         assert await reader.read(reader.open(target), 0, 10) == content(target)[:10]
         assert len(server.calls) == 2
 
@@ -562,3 +563,29 @@ async def test_a_distant_link_gets_more_requests_in_flight_within_the_budget(
     assert bytes(got) == content(target)
     assert (server.peak > 8) is far, server.peak
     assert server.peak_bytes <= 256 * mib // 4 + 2 * mib  # the budget, plus a demand fetch
+
+
+async def test_a_read_right_after_a_timeout_fails_at_once_and_later_fetches_again(
+        autojump_clock: trio.testing.MockClock) -> None:
+    # The kernel retries a failed read-ahead synchronously at once: that retry must not
+    # wait a second io_timeout (one read(2) took 2x --io-timeout). A second later, a
+    # user's retry fetches afresh and gets the bytes once the server answers.
+    stalled = [True]
+    server = FakeServer(hang=lambda start, end: stalled[0])
+    target = File("slow", 4 * BS)
+    async with running(server, io_timeout=5.0) as reader:
+        stream = reader.open(target)
+        began = trio.current_time()
+        with pytest.raises(Transient):
+            await reader.read(stream, 0, 100)
+        assert trio.current_time() - began == pytest.approx(5.0, abs=0.1)
+        calls = len(server.calls)
+        began = trio.current_time()
+        with pytest.raises(Transient):
+            await reader.read(reader.open(target), 0, 100)  # the kernel's retry
+        assert trio.current_time() - began < 0.01 and len(server.calls) == calls
+        assert reader.stats()["timeouts_repeated"] == 1
+        await trio.sleep(1.5)
+        stalled[0] = False
+        assert await reader.read(reader.open(target), 0, 100) == content(target)[:100]
+        assert len(server.calls) > calls
