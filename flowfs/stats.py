@@ -84,7 +84,9 @@ class MountState:
                 "allocated": self.buffers.allocated},
             "inodes": len(self.inodes),
             "downloads": {"jobs": len(jobs),
-                          "active": sum(1 for job in jobs if job.status in ACTIVE)},
+                          "active": sum(1 for job in jobs if job.status in ACTIVE),
+                          "manifest_bytes": self.downloads.space.used,
+                          "manifest_limit": self.downloads.space.limit},
         }
 
 
