@@ -501,8 +501,15 @@ class DownloadsDir(DirNode):
         """Rename a draft: to another draft, or to ``<name>.manifest``, which submits it.
 
         Like rename(2), all or nothing: if the manifest is refused, the draft stays as
-        it was, ``<name>.error`` says why, and the rename fails.
+        it was, ``<name>.error`` says why, and the rename fails with EPERM (for rename(2),
+        EINVAL means "into a subdirectory of itself", and that is what `mv` would say).
         """
+        try:
+            await self._rename(old, new, replace)
+        except (BadManifest, InvalidName) as exc:
+            raise NotPermitted(str(exc)) from None
+
+    async def _rename(self, old: str, new: str, replace: bool) -> None:
         draft = self.drafts.get(old)
         if draft is None:
             if old in await self.entries():

@@ -378,7 +378,7 @@ async def test_a_draft_is_never_submitted_and_its_rename_submits_it(
     o = await mounted(flow, nursery)
     assert await write_manifest(o, b"liver.manifest.part", b"id:100\nid:10") == 0  # killed
     assert flow.jobs == [] and "liver.manifest.part" in await names(o)
-    assert await rename(o, b"liver.manifest.part", b"liver.manifest") == errno.EINVAL
+    assert await rename(o, b"liver.manifest.part", b"liver.manifest") == errno.EPERM
     assert "liver.manifest.part" in await names(o)  # all or nothing: the draft stays
     assert b"no newline" in await cat(o, "liver.error")
     assert await write_manifest(o, b"liver.manifest.part", b"id:100\nid:101\n") == 0
@@ -402,7 +402,7 @@ async def test_renames_that_are_not_a_draft_becoming_a_manifest_are_refused(
     await o.release(info.fh)
     assert await rename(o, b"open.tmp", b"other.tmp") == 0
     assert await rename(o, b"README.txt", b"x.manifest") == errno.EPERM
-    assert await rename(o, b"other.tmp", b"x.txt") == errno.EINVAL
+    assert await rename(o, b"other.tmp", b"x.txt") == errno.EPERM
     assert await rename(o, b"nothing.tmp", b"x.manifest") == errno.ENOENT
     assert await write_manifest(o, b"taken.manifest", b"") == 0
     assert await rename(o, b"other.tmp", b"taken.manifest", 1) == errno.EEXIST  # NOREPLACE
