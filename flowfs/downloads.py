@@ -18,7 +18,6 @@ is searched for the job the lost reply may have made.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -102,6 +101,33 @@ class ManifestSpace:
         self.used += n
 
 
+@dataclass(frozen=True)
+class Unsure:
+    """A request to create a job whose answer was lost: the job may exist.
+
+    Kept by job name, so that however the user tries again (closing the manifest again,
+    writing it anew, renaming a draft onto it), the same job asks with the same key and
+    the job list is searched first.
+    """
+
+    payload: dict[str, Any]
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    jobs_before: frozenset[str] = frozenset()  # the jobs known before the first request
+
+    def made(self, items: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The job in ``items`` the lost request made, if any: its name and files, and
+        not known before that request."""
+        for info in items:
+            data = info.get("data")
+            if (info.get("name") == self.payload["name"]
+                    and isinstance(info.get("id"), str | int)
+                    and str(info["id"]) not in self.jobs_before
+                    and (not isinstance(data, list)
+                         or sorted(map(str, data)) == sorted(self.payload["data_ids"]))):
+                return info
+        return None
+
+
 @dataclass
 class Found:
     """What the lines checked so far name: data ids in order, walked directories."""
@@ -156,11 +182,7 @@ class ManifestFile(TextFile):
         self.submitting = False
         self.submitted = False
         self.removed = False
-        # Requests to create its job carry a key made of this and the job's content:
-        # sent again after a lost reply, they name the same job.
-        self.nonce = uuid.uuid4().hex
-        self.posted: dict[str, Any] | None = None  # the job asked for; its reply was lost
-        self.jobs_before: set[str] = set()  # jobs known before that first request
+        self.posted: dict[str, Any] | None = None  # asked for, unanswered, content unchanged
 
     @property
     def content(self) -> bytes:
@@ -187,11 +209,6 @@ class ManifestFile(TextFile):
             return False
         self.writer = None
         return True
-
-    def key(self, payload: dict[str, Any]) -> str:
-        """The Idempotency-Key of the request that creates this job."""
-        body = json.dumps(payload, sort_keys=True).encode()
-        return hashlib.sha256(self.nonce.encode() + body).hexdigest()[:40]
 
     def _resize(self, size: int) -> None:
         self.space.take(size - len(self.buffer))
@@ -352,6 +369,8 @@ class DownloadsDir(DirNode):
         self.drafts: dict[str, ManifestFile] = {}  # by file name
         self.errors: dict[str, TextFile] = {}
         self.jobs: dict[str, Job] = {}  # by job id
+        self.unsure: dict[str, Unsure] = {}  # by job name: requests whose answer was lost
+        self._asking: set[str] = set()  # job names being submitted right now
         self._listed_at = 0.0
         self._can_list = True
         self._wake = trio.Event()
@@ -403,9 +422,13 @@ class DownloadsDir(DirNode):
         for job_id in list(self.jobs):
             if job_id not in seen:
                 self._drop(job_id)
-        for manifest in [m for m in self.manifests.values() if m.posted and not m.submitting]:
-            made = self._made_by(manifest, items)
-            if made is not None:  # the job whose reply was lost: the manifest went through
+        for stem, unsure in list(self.unsure.items()):
+            made = unsure.made(items)
+            manifest = self.manifests.get(stem)
+            if made is None or stem in self._asking:
+                continue
+            del self.unsure[stem]  # the job whose reply was lost: it went through
+            if manifest is not None and manifest.posted == unsure.payload:
                 self._accepted(manifest, made)
 
     async def _list_jobs(self) -> list[dict[str, Any]] | None:
@@ -589,10 +612,16 @@ class DownloadsDir(DirNode):
         if problems:
             self._fail(stem, problems)
         payload = {"data_ids": ids, "name": f"{stem}.zip", "by_execution": parsed.by_execution}
-        with trio.move_on_after(self.tree.io_timeout * 2):
-            info = await self._create_job(manifest, stem, payload)
-            self._accepted(manifest, info, stem)
-            return
+        if stem in self._asking:
+            raise Busy(f"a job named {stem} is being submitted right now")
+        self._asking.add(stem)
+        try:
+            with trio.move_on_after(self.tree.io_timeout * 2):
+                info = await self._create_job(manifest, stem, payload)
+                self._accepted(manifest, info, stem)
+                return
+        finally:
+            self._asking.discard(stem)
         raise Transient(f"Flow did not answer the request to create the job {stem} within "
                         f"{self.tree.io_timeout * 2:.0f} s; try again (flowfs looks for the "
                         "job first, so it is not made twice)")
@@ -616,48 +645,36 @@ class DownloadsDir(DirNode):
         request is sent again with the same key, so a Flow that honours it answers with
         the job it made rather than a second one.
         """
-        key = manifest.key(payload)
-        unsure = manifest.posted == payload  # an earlier request for it is unanswered
-        if not unsure:
-            manifest.jobs_before = set(self.jobs)
+        unsure = self.unsure.get(stem)
+        asked = unsure is not None and unsure.payload == payload
+        if unsure is None or unsure.payload != payload:
+            unsure = Unsure(payload, jobs_before=frozenset(self.jobs))
         for attempt in range(1, POST_ATTEMPTS + 1):
-            if unsure:
-                info = self._made_by(manifest, await self._list_jobs() or [])
+            if asked:
+                info = unsure.made(await self._list_jobs() or [])
                 if info is not None:
                     log.info("the job %s was made by a request whose reply was lost", stem)
+                    self.unsure.pop(stem, None)
                     return info
-            manifest.posted = payload  # from now on, it may exist whatever happens here
+            # From now on the job may exist, whatever happens to this request.
+            self.unsure[stem], manifest.posted, asked = unsure, payload, True
             try:
-                return await self.tree.api.post_json("/downloads", payload,
-                                                     headers={"Idempotency-Key": key})
+                info = await self.tree.api.post_json("/downloads", payload,
+                                                     headers={"Idempotency-Key": unsure.key})
             except (Forbidden, NotFound, Rejected) as exc:
-                manifest.posted = None
+                self.unsure.pop(stem, None)
                 log.warning("Flow refused the job %s: %s", stem, exc)
                 self._fail(stem, [(0, f"Flow refused the job: {exc}")])
             except Transient as exc:
-                unsure = True
                 log.warning("creating the job %s: %s; it may have been made, looking for it",
                             stem, exc)
                 if attempt == POST_ATTEMPTS:
                     raise
                 await trio.sleep(backoff_delay(attempt))
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _made_by(manifest: ManifestFile, items: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The job in ``items`` that a lost request of ``manifest`` made, if any: its name
-        and files, and not known before that request."""
-        want = manifest.posted
-        if want is None:
-            return None
-        for info in items:
-            data = info.get("data")
-            if (info.get("name") == want["name"] and isinstance(info.get("id"), str | int)
-                    and str(info["id"]) not in manifest.jobs_before
-                    and (not isinstance(data, list)
-                         or sorted(map(str, data)) == sorted(want["data_ids"]))):
+            else:
+                self.unsure.pop(stem, None)
                 return info
-        return None
+        raise AssertionError("unreachable")
 
     def _accepted(self, manifest: ManifestFile, info: dict[str, Any],
                   stem: str | None = None) -> None:

@@ -33,7 +33,7 @@ class Flow(FakeFlow):
 
     ``lose``: how many job requests are carried out but their reply lost (a reset after
     the server made the job). ``keys``: whether Idempotency-Key is honoured. ``listable``:
-    whether ``GET /downloads`` exists.
+    whether ``GET /downloads`` exists; ``down``: whether it fails (503) for now.
     """
 
     def __init__(self, *, lose: int = 0, keys: bool = True, listable: bool = True) -> None:
@@ -41,11 +41,14 @@ class Flow(FakeFlow):
         self.lose, self.keys, self.listable = lose, keys, listable
         self.by_key: dict[str, dict[str, Any]] = {}
         self.posts: list[str | None] = []  # the key of every job request
+        self.down = False
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
         if req.method == "GET" and req.url.path == "/api/downloads" and not self.listable:
             self.requests.append("GET /api/downloads")
             return httpx.Response(404, json={"error": "Not found"})
+        if req.method == "GET" and req.url.path == "/api/downloads" and self.down:
+            return httpx.Response(503, json={"error": "down"})
         if req.method != "POST" or req.url.path != "/api/downloads":
             return super().__call__(req)
         key = req.headers.get("idempotency-key")
@@ -169,11 +172,15 @@ async def test_when_every_reply_is_lost_close_fails_and_the_job_shows_up_later(
     assert len(flow.jobs) == 1
 
 
-async def test_retrying_after_an_eio_finds_the_job_rather_than_making_another(
-    nursery: trio.Nursery,
+@pytest.mark.parametrize("retry", ["close-again", "write-again", "rename-a-draft"])
+@pytest.mark.parametrize("keys", [True, False], ids=["key-honoured", "key-ignored"])
+async def test_retrying_after_an_eio_makes_no_second_job_however_it_is_done(
+    nursery: trio.Nursery, retry: str, keys: bool
 ) -> None:
-    flow = Flow(lose=99, keys=False, listable=True)
-    flow.listable = False
+    # Nothing can be known: every reply is lost, and the job list is missing (a Flow that
+    # honours the key: asked again with it) or failing (one that does not: not asked again).
+    flow = Flow(lose=99, keys=keys, listable=not keys)
+    flow.down = True
     o = await mounted(flow, nursery)
     dl = await walk(o, ".downloads")
     info, attr = await o.create(dl.st_ino, b"again.manifest", 0o644, os.O_WRONLY, None)
@@ -182,15 +189,21 @@ async def test_retrying_after_an_eio_finds_the_job_rather_than_making_another(
         await o.flush(info.fh)
     assert err.value.errno == errno.EIO
     await o.release(info.fh)
-    made = len(flow.jobs)
-    flow.listable, flow.lose = True, 0
-    downloads(o)._can_list = True
-    downloads(o)._listed_at = float("inf")  # no `ls` meanwhile: the close must look itself
-    again = await o.open(attr.st_ino, os.O_WRONLY | os.O_APPEND, None)
-    await o.flush(again.fh)  # the user closes it again: same content, same job
-    await o.release(again.fh)
-    assert len(flow.jobs) == made
-    assert "again.status" in await downloads(o).entries()
+    assert len(flow.jobs) == 1  # one job, though its answer never arrived
+    flow.lose, flow.down = 0, False  # the network is back
+    downloads(o)._listed_at = float("inf")  # no `ls` meanwhile: the retry must look itself
+    if retry == "close-again":  # e.g. `touch again.manifest`
+        again = await o.open(attr.st_ino, os.O_WRONLY | os.O_APPEND, None)
+        await o.flush(again.fh)
+        await o.release(again.fh)
+    elif retry == "write-again":
+        assert await write_manifest(o, b"again.manifest", b"id:100\n") == 0
+    else:
+        assert await write_manifest(o, b"again.part", b"id:100\n") == 0
+        assert await rename(o, b"again.part", b"again.manifest") == 0
+    assert len(flow.jobs) == 1
+    shown = await downloads(o).entries()
+    assert "again.status" in shown and "again.manifest" not in shown
 
 
 # -- item: Flow refuses the job ----------------------------------------------------------------
