@@ -229,6 +229,8 @@ class ManifestFile(TextFile):
         return len(data)
 
     def truncate(self, size: int) -> None:
+        if self.removed or self.submitted:  # its memory was given back for good
+            raise NotFound(f"{self.name} is gone: it was removed or submitted")
         if size > MAX_MANIFEST_BYTES:
             raise TooBig(f"larger than {MAX_MANIFEST_BYTES:,} bytes: split it")
         if size != len(self.buffer):

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -274,12 +275,17 @@ async def test_a_removed_manifest_gives_its_memory_back_even_while_open(
 ) -> None:
     o = await mounted(Flow(), nursery)
     dl = await walk(o, ".downloads")
-    info, _ = await o.create(dl.st_ino, b"u.manifest", 0o644, os.O_WRONLY, None)
+    info, attr = await o.create(dl.st_ino, b"u.manifest", 0o644, os.O_WRONLY, None)
     await o.write(info.fh, 0, comments(2**20))
     await o.unlink(dl.st_ino, b"u.manifest", None)
     assert downloads(o).space.used == 0
     with pytest.raises(pyfuse3.FUSEError):  # writing on would hold memory nobody can free
         await o.write(info.fh, 2**20, comments(2**20))
+    grow = pyfuse3.EntryAttributes()
+    grow.st_size = 2**20
+    with pytest.raises(pyfuse3.FUSEError):  # and so would ftruncate
+        await o.setattr(attr.st_ino, grow, SimpleNamespace(update_size=True),  # type: ignore[arg-type]
+                        info.fh, None)
     await o.flush(info.fh)
     await o.release(info.fh)
     assert downloads(o).space.used == 0
