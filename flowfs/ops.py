@@ -21,7 +21,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 import pyfuse3
 from pyfuse3 import EntryAttributes, FileHandleT, FileInfo, FUSEError, InodeT
 
-from flowfs.downloads import DownloadsDir, ManifestFile
+from flowfs.composing import ManifestFile
+from flowfs.downloads import DownloadsDir
 from flowfs.errors import Busy, FlowError, NotFound, NotPermitted, ReadOnly, errno_for
 from flowfs.inodes import InodeTable
 from flowfs.reader import Reader, Stream
