@@ -252,9 +252,16 @@ class FlowAPI:
             raise BadReply(f"{path}: expected a JSON object")
         return obj
 
-    async def post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def post_json(self, path: str, payload: dict[str, Any],
+                        headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """POST once: a request that may have reached the server is never sent again here.
+
+        A failure after sending (a reset, a cut reply) leaves it unknown whether the server
+        acted; that is a ``Transient`` for the caller to resolve (its own key, a listing).
+        """
         url = f"{self.api_url}{path}"
-        async with self._request("POST", url, json=payload, retry_5xx=False) as resp:
+        async with self._request("POST", url, json=payload, headers=headers, retry_5xx=False,
+                                 resend=False) as resp:
             obj = _decode_json(await _read_bounded(resp, MAX_JSON_BYTES), path)
         return obj if isinstance(obj, dict) else {}
 
@@ -331,9 +338,13 @@ class FlowAPI:
     # -- the core exchange ----------------------------------------------------
     @asynccontextmanager
     async def _request(
-        self, method: str, url: str, *, retry_5xx: bool = True, **kw: Any
+        self, method: str, url: str, *, retry_5xx: bool = True, resend: bool = True, **kw: Any
     ) -> AsyncIterator[httpx.Response]:
-        """A streamed response with status 2xx; retries and maps everything else."""
+        """A streamed response with status 2xx; retries and maps everything else.
+
+        ``resend=False``: a transport failure is retried only if the request certainly
+        never left (no connection was made).
+        """
         refreshed = False
         headers = dict(kw.pop("headers", None) or {})
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -346,7 +357,10 @@ class FlowAPI:
                 resp = await self._client.send(req, stream=True)
             except httpx.TransportError as exc:
                 failure = transport_failure(url, exc)
-                if attempt == MAX_ATTEMPTS or isinstance(failure, Untrusted):
+                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout
+                                    | httpx.PoolTimeout)
+                if (attempt == MAX_ATTEMPTS or isinstance(failure, Untrusted)
+                        or not (resend or unsent)):
                     raise failure from None
                 await trio.sleep(backoff_delay(attempt))
                 continue

@@ -6,6 +6,7 @@ Works through a mounted flowfs (it needs no credentials of its own): it reads
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -85,13 +86,17 @@ def cmd_create(mount: Path, name: str, paths: list[str], by_execution: bool) -> 
     lines = [p if p.startswith("id:") else str(Path(p).absolute()) for p in paths]
     if by_execution:
         lines.append("by_execution: true")
-    manifest = mount / ".downloads" / f"{name}.manifest"
+    # A draft renamed into place: if this command is killed half-way, nothing is submitted.
+    draft = mount / ".downloads" / f"{name}.manifest.part"
     try:
-        with open(manifest, "w") as fh:
+        with open(draft, "w") as fh:
             fh.write("\n".join(lines) + "\n")
+        os.rename(draft, mount / ".downloads" / f"{name}.manifest")
     except OSError as exc:
         error = mount / ".downloads" / f"{name}.error"
         detail = error.read_text() if error.exists() else ""
+        with contextlib.suppress(OSError):
+            draft.unlink()
         raise FlowError(f"{exc.strerror}\n{detail}".rstrip()) from None
     print(f"created {name}: follow it with 'flowfs downloads wait {name}'")
     return 0

@@ -57,6 +57,14 @@ class TooBig(FlowError):
     """A manifest over the size limit."""
 
 
+class NoSpace(FlowError):
+    """The memory set aside for manifests being written is full."""
+
+
+class Busy(FlowError):
+    """A manifest that another open file is writing."""
+
+
 class Exists(FlowError):
     """A bulk job of that name already exists."""
 
@@ -81,6 +89,8 @@ ERRNO_TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (BadManifest, errno.EINVAL),
     (InvalidName, errno.EINVAL),
     (TooBig, errno.EFBIG),
+    (NoSpace, errno.ENOSPC),
+    (Busy, errno.EBUSY),
     (Exists, errno.EEXIST),
     (NotPermitted, errno.EPERM),
 )

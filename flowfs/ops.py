@@ -23,8 +23,9 @@ from typing import Any, ParamSpec, TypeVar, cast
 import pyfuse3
 from pyfuse3 import EntryAttributes, FileHandleT, FileInfo, FUSEError, InodeT
 
-from flowfs.downloads import DownloadsDir, ManifestFile
-from flowfs.errors import FlowError, NotFound, NotPermitted, ReadOnly, errno_for
+from flowfs.composing import ManifestFile
+from flowfs.downloads import DownloadsDir
+from flowfs.errors import Busy, FlowError, NotFound, NotPermitted, ReadOnly, errno_for
 from flowfs.inodes import InodeTable
 from flowfs.reader import Reader, Stream
 from flowfs.tree import DirNode, FileNode, Node, TextFile, Tree
@@ -96,6 +97,7 @@ def _located(exc: FlowError, where: str) -> FlowError:
 
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+RENAME_NOREPLACE = 1  # renameat2(2)'s flag, as the kernel passes it
 
 
 @dataclass(frozen=True)
@@ -106,13 +108,12 @@ class Listing:
     entries: list[tuple[str, Node]]
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: two opens of one file are two writers
 class OpenFile:
     node: Node
     stream: Stream | None
     snapshot: bytes | None = None  # in-memory files: the content as of open()
     writer: bool = False
-    submitted: bool = False  # its close(2) already submitted (or tried to) the manifest
 
 
 class Operations(pyfuse3.Operations):
@@ -216,17 +217,17 @@ class Operations(pyfuse3.Operations):
         writer = bool(flags & WRITE_FLAGS)
         if writer and not isinstance(node, ManifestFile):
             raise ReadOnly("read-only file system")
-        if isinstance(node, ManifestFile) and flags & os.O_TRUNC:
-            node.truncate(0)
-        return self._open_handle(node, writer)
+        return self._open_handle(node, writer, flags)
 
-    def _open_handle(self, node: Node, writer: bool) -> FileInfo:
+    def _open_handle(self, node: Node, writer: bool, flags: int) -> FileInfo:
         stream = self.reader.open(node) if isinstance(node, FileNode) else None
         handle = OpenFile(node, stream, writer=writer)
         if isinstance(node, TextFile) and not isinstance(node, ManifestFile):
             handle.snapshot = node.content
         if isinstance(node, ManifestFile) and writer:
-            node.writers += 1
+            node.acquire(handle)  # EBUSY while another open file writes it
+            if flags & os.O_TRUNC:
+                node.truncate(0)
         info = FileInfo(fh=self._new_handle(handle))
         info.keep_cache = getattr(node, "keep_cache", False) and not node.volatile
         info.direct_io = node.direct_io or isinstance(node, ManifestFile)
@@ -237,6 +238,8 @@ class Operations(pyfuse3.Operations):
         handle: OpenFile = self._handle(fh)
         if handle.snapshot is not None:
             return handle.snapshot[off:off + size]
+        if isinstance(handle.node, ManifestFile):
+            return handle.node.read(off, size)
         if isinstance(handle.node, TextFile):
             return handle.node.content[off:off + size]
         if handle.stream is None:
@@ -256,15 +259,14 @@ class Operations(pyfuse3.Operations):
         handle = self._handles.pop(fh, None)
         if isinstance(handle, OpenFile) and handle.stream is not None:
             self.reader.close(handle.stream)
-        if isinstance(handle, OpenFile) and handle.writer and isinstance(handle.node, ManifestFile):
-            handle.node.writers -= 1
-            if handle.node.writers == 0 and not handle.submitted:
-                # Two writers that flushed while both were open never saw "the last close";
-                # the last release submits (an error can only go to <name>.error now).
-                # After a close(2) that submitted, once is enough: a refused manifest is
-                # not sent again, and one that failed with EIO does not become a job later.
-                with contextlib.suppress(FlowError):
-                    await self._downloads().submit(handle.node)
+        if (isinstance(handle, OpenFile) and isinstance(handle.node, ManifestFile)
+                and handle.node.release(handle)):
+            # Written since its last close(2) (or the kernel sent no flush): submit now;
+            # an error can only go to <name>.error. After a close(2) that submitted,
+            # once is enough: a refused manifest is not sent again, and one that
+            # failed with EIO does not become a job later.
+            with contextlib.suppress(FlowError):
+                await self._downloads().submit(handle.node)
 
     # -- .downloads/: the only writable place -------------------------------------
     @fuse_errors
@@ -274,17 +276,16 @@ class Operations(pyfuse3.Operations):
         if not isinstance(parent, DownloadsDir):
             raise ReadOnly("read-only file system")
         node = parent.create(os.fsdecode(name))
-        if flags & os.O_TRUNC:
-            node.truncate(0)
+        info = self._open_handle(node, True, flags)
         self.inodes.remember(node.inode, under=(parent_inode, os.fsdecode(name)))
-        return self._open_handle(node, writer=True), self.attributes(node)
+        return info, self.attributes(node)
 
     @fuse_errors
     async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:
         handle: OpenFile = self._handle(fh)
         if not (handle.writer and isinstance(handle.node, ManifestFile)):
             raise ReadOnly("read-only file system")
-        return await self._downloads().write(handle.node, off, buf)
+        return await self._downloads().write(handle.node, handle, off, buf)
 
     def _downloads(self) -> DownloadsDir:
         node = self.tree.root.children[".downloads"]
@@ -293,11 +294,14 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def flush(self, fh: FileHandleT) -> None:
-        """close(2): a manifest's last writer closing submits it (errors reach close)."""
+        """close(2): the open file writing a manifest submits it (errors reach close).
+
+        Only one open file writes a manifest at a time, so its close is the last one and
+        what it reports is the fate of its own bytes.
+        """
         handle: OpenFile = self._handle(fh)
         node = handle.node
-        if handle.writer and isinstance(node, ManifestFile) and node.writers <= 1:
-            handle.submitted = True
+        if isinstance(node, ManifestFile) and node.release(handle):
             await self._downloads().submit(node)
 
     @fuse_errors
@@ -307,6 +311,9 @@ class Operations(pyfuse3.Operations):
         if not isinstance(node, ManifestFile):
             raise ReadOnly("read-only file system")
         if fields.update_size:
+            holder = self._handles.get(fh) if fh is not None else None
+            if node.writer is not None and node.writer is not holder:
+                raise Busy(f"{node.name} is being written by another open file")
             node.truncate(attr.st_size)
         return self.attributes(node)  # times and modes of a manifest are ours to keep
 
@@ -316,6 +323,18 @@ class Operations(pyfuse3.Operations):
         if not isinstance(parent, DownloadsDir):
             raise ReadOnly("read-only file system")
         await parent.unlink(os.fsdecode(name))
+
+    @fuse_errors
+    async def rename(self, parent_inode_old: InodeT, name_old: bytes, parent_inode_new: InodeT,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
+        """Only in `.downloads/`: a draft renamed to ``<name>.manifest`` is submitted."""
+        old, new = self._dir(parent_inode_old), self._dir(parent_inode_new)
+        if not (isinstance(old, DownloadsDir) and new is old):
+            raise ReadOnly("read-only file system")
+        if flags & ~RENAME_NOREPLACE:
+            raise NotPermitted("only plain renames in .downloads")
+        await old.rename(os.fsdecode(name_old), os.fsdecode(name_new),
+                         replace=not flags & RENAME_NOREPLACE)
 
     @fuse_errors
     async def mkdir(self, parent_inode: InodeT, name: bytes, mode: int,
@@ -360,7 +379,6 @@ class Operations(pyfuse3.Operations):
     mknod = _read_only
     rmdir = _read_only
     symlink = _read_only
-    rename = _read_only
     link = _read_only
     setxattr = _read_only
     removexattr = _read_only

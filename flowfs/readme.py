@@ -43,7 +43,16 @@ DOWNLOADS_README = """\
 2. When you close it, flowfs checks every line. If all are good, Flow starts
    building liver.zip; the manifest disappears and liver.status appears.
    If a line is bad, the write fails ("Invalid argument"), nothing is
-   submitted, the manifest stays, and liver.error says what is wrong.
+   submitted, the manifest stays (emptied), and liver.error says what is
+   wrong. End every line with a newline: a last line without one is refused,
+   since a program killed while writing leaves one. Only one program at a
+   time may write a manifest ("Device or resource busy").
+
+   From a script that could be stopped half-way, write a draft and rename it:
+     printf '%s\n' samples/liver_1 > .downloads/liver.manifest.part
+     mv .downloads/liver.manifest.part .downloads/liver.manifest
+   A draft (any name ending in .part or .tmp) is never submitted itself;
+   the mv submits it, or fails and leaves it as it was.
 
 3. cat liver.status shows progress (JSON, always fresh).
    liver.zip appears here when the archive is ready; read or copy it
@@ -52,7 +61,9 @@ DOWNLOADS_README = """\
 4. rm liver.zip (or liver.status) deletes the job.
 
 Names: letters, digits, '.', '_' and '-', 1 to 100 characters, not starting
-with '.'. A manifest is at most 10 MiB. No subdirectories.
+with '.'. A manifest is at most 10 MiB, its lines at most 4096 bytes, and the
+manifests and drafts being written at most 64 MiB together. A job holds at
+most 10,000 files. No subdirectories.
 
 More: docs/downloads.md in the flowfs sources, or `flowfs downloads --help`.
 """

@@ -88,7 +88,9 @@ class MountState:
             "inodes": len(self.inodes),
             "kernel": self.kernel.as_json(),
             "downloads": {"jobs": len(jobs),
-                          "active": sum(1 for job in jobs if job.status in ACTIVE)},
+                          "active": sum(1 for job in jobs if job.status in ACTIVE),
+                          "manifest_bytes": self.downloads.space.used,
+                          "manifest_limit": self.downloads.space.limit},
         }
 
 

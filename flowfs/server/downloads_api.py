@@ -2,7 +2,10 @@
 
 ``POST {api}/downloads`` checks every data id (404 for unknown ones, 403 for
 ones the caller may not read, naming them), stores a pending job and hands it
-to the workers.  Someone else's job is 404 everywhere.
+to the workers.  Someone else's job is 404 everywhere.  A request with an
+``Idempotency-Key`` the same user already sent answers the job that key made
+(a client whose reply was lost asks again safely); the same key for another
+job is 422.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from flowfs.server.workers import JobRunner
 DEFAULT_NAME = "download.zip"
 MAX_IDS = 10_000
 _NAME_RE = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,100}\.zip$")
+_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 def _stamp(value: float | None) -> int | None:
@@ -121,10 +125,24 @@ class DownloadsApi:
         if not isinstance(by_execution, bool):
             raise bad_request("by_execution must be true or false")
         self._check_readable(user, ids)
-        job = await run_in_threadpool(self._store.create, user, name, ids, by_execution,
-                                      time.time())
-        self._runner.submit(job.id)
-        return JSONResponse(job_view(job, self._files_base(request)), status_code=201)
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            job = await run_in_threadpool(self._store.create, user, name, ids, by_execution,
+                                          time.time())
+            made = True
+        elif not _KEY_RE.match(key):
+            raise bad_request("Idempotency-Key must be 1-255 visible ASCII characters")
+        else:
+            job, made = await run_in_threadpool(self._store.create_once, user, key, name, ids,
+                                                by_execution, time.time())
+            if not made and (job.name, job.data, job.by_execution) != (name, tuple(ids),
+                                                                       by_execution):
+                raise ApiError(422, "Idempotency-Key was used for another job")
+        if made:
+            self._runner.submit(job.id)
+        headers = {} if made else {"Idempotent-Replayed": "true"}
+        return JSONResponse(job_view(job, self._files_base(request)), status_code=201,
+                            headers=headers)
 
     async def get(self, request: Request) -> Response:
         job = await own_job(self._auth, self._store, request)

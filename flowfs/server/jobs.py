@@ -39,11 +39,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     data TEXT NOT NULL,
     size INTEGER,
     error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs (user, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
+# After the column exists (a state dir from before it gets it added first).
+_KEY_INDEX = ("CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_key ON jobs (user, idempotency_key) "
+              "WHERE idempotency_key IS NOT NULL")
 _COLUMNS = ("id, user, name, status, progress, created, started, finished, expires, "
             "by_execution, data, size, error, attempts")
 
@@ -85,6 +89,10 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(jobs)")]
+            if "idempotency_key" not in columns:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN idempotency_key TEXT")
+            self._db.execute(_KEY_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -109,6 +117,26 @@ class JobStore:
         job = self.get(job_id)
         assert job is not None
         return job
+
+    def create_once(self, user: str, key: str, name: str, data: Sequence[str],
+                    by_execution: bool, now: float) -> tuple[Job, bool]:
+        """The job ``user`` created with ``key`` if there is one (and False), else a new
+        pending job carrying that key (and True): a request sent again after its reply
+        was lost names the job it made, not a second one."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE user = ? AND "
+                                    "idempotency_key = ?", (user, key)).fetchall()
+            if rows:
+                return _job(rows[0]), False
+            job_id = str(uuid.uuid4())
+            self._db.execute(
+                "INSERT INTO jobs (id, user, name, status, created, by_execution, data, "
+                "idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, user, name, PENDING, now, int(by_execution), json.dumps(list(data)),
+                 key))
+        job = self.get(job_id)
+        assert job is not None
+        return job, True
 
     def get(self, job_id: str) -> Job | None:
         rows = self._rows(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))

@@ -8,7 +8,8 @@ answers with a fault instead. Run it as a subprocess::
         --ready-file ready.json --faults 'files:cut=0.2,stall=0.05;api:503=0.3' --seed 7
 
 Fault spec: ``;``-separated groups ``SCOPE:KIND=P[,KIND=P...]``. SCOPE is ``files``
-(paths under ``/downloads/``), ``api`` (paths under ``/api/``) or ``all``. ``off`` or an
+(paths under ``/downloads/``), ``api`` (paths under ``/api/``) or ``all``, optionally for
+one method only: ``api@POST:cut=1;max:1`` cuts the reply to the first API ``POST``. ``off`` or an
 empty spec injects nothing. A group ``max:N`` stops injecting after N faults (until the spec
 is replaced), e.g. ``api:stall=1;max:1`` stalls exactly one API request. KINDs (P is
 the probability per request, the first KIND
@@ -93,8 +94,11 @@ def parse_spec(spec: str) -> dict[str, list[tuple[str, float]]]:
         if scope == "max" and body.strip().isdigit():
             out["max"] = [("max", float(body))]
             continue
-        if not sep or scope not in SCOPES:
-            raise SpecError(f"bad fault group {group!r}: want SCOPE:KIND=P with SCOPE in {SCOPES}")
+        where, _, method = scope.partition("@")
+        if not sep or where not in SCOPES or not (method.isalpha() or not method):
+            raise SpecError(f"bad fault group {group!r}: want SCOPE[@METHOD]:KIND=P with "
+                            f"SCOPE in {SCOPES}")
+        scope = f"{where}@{method.upper()}" if method else where
         for item in filter(None, (i.strip() for i in body.split(","))):
             kind, sep, prob = item.partition("=")
             if not sep or kind not in KINDS:
@@ -195,7 +199,7 @@ class Faults:
         except SpecError as exc:
             log.warning("ignoring faults file: %s", exc)
 
-    def choose(self, path: str) -> str | None:
+    def choose(self, path: str, method: str = "GET") -> str | None:
         """The fault for one request (or None); one random draw per request."""
         self._reload()
         scope = scope_of(path)
@@ -207,7 +211,7 @@ class Faults:
         if scope is None or (limit and self.drawn >= limit[0][1]):
             return None
         acc = 0.0
-        for group in ("all", scope):
+        for group in ("all", scope, f"all@{method}", f"{scope}@{method}"):
             for kind, p in self.spec.get(group, []):
                 acc += p
                 if draw < acc:
@@ -258,7 +262,7 @@ class Proxy:
         if path.startswith("/__proxy__/"):
             await self._control(writer, method, target, body)
             return True
-        kind = self.faults.choose(path)
+        kind = self.faults.choose(path, method.decode("latin-1"))
         if kind is not None and kind not in REPLY_KINDS:
             self.faults.stats[f"fault.{kind}"] += 1
             return await self._synthetic(kind, reader, writer)

@@ -296,3 +296,84 @@ def test_failed_job_carries_error(server_factory, http, log_in, catalog, poll, t
     assert "a.txt" in current["error"]
     reply = http.get(f"{srv.files}/downloads/{job['id']}", headers=alice)
     assert reply.status_code == 409
+
+
+def _create_keyed(http, srv, headers, key, ids, name="keyed.zip"):
+    return http.post(f"{srv.api}/downloads", json={"data_ids": ids, "name": name},
+                     headers={**headers, "Idempotency-Key": key})
+
+
+def _jobs_named(http, srv, headers, name):
+    jobs = http.get(f"{srv.api}/downloads", params={"count": 100}, headers=headers).json()
+    return [j for j in jobs["jobs"] if j["name"] == name]
+
+
+def test_a_job_request_sent_again_with_its_key_answers_the_same_job(server, http, tokens):
+    key = uuid.uuid4().hex
+    first = _create_keyed(http, server, tokens["alice"], key, ["150"], name="once.zip")
+    again = _create_keyed(http, server, tokens["alice"], key, ["150"], name="once.zip")
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert len(_jobs_named(http, server, tokens["alice"], "once.zip")) == 1
+
+
+def test_an_idempotency_key_is_per_user_and_per_job(server, http, tokens):
+    key = uuid.uuid4().hex
+    mine = _create_keyed(http, server, tokens["alice"], key, ["150"], name="k.zip").json()
+    theirs = _create_keyed(http, server, tokens["bob"], key, ["150"], name="k.zip")
+    assert theirs.status_code == 201 and theirs.json()["id"] != mine["id"]
+    other = _create_keyed(http, server, tokens["alice"], key, ["141"], name="k.zip")
+    assert other.status_code == 422
+    assert _create_keyed(http, server, tokens["alice"], "", ["150"]).status_code == 400
+    assert _create_keyed(http, server, tokens["alice"], "a b", ["150"]).status_code == 400
+
+
+def test_a_deleted_job_is_made_anew_for_its_key(server, http, tokens):
+    key = uuid.uuid4().hex
+    job = _create_keyed(http, server, tokens["alice"], key, ["150"], name="del.zip").json()
+    assert http.delete(f"{server.api}/downloads/{job['id']}",
+                       headers=tokens["alice"]).status_code == 204
+    again = _create_keyed(http, server, tokens["alice"], key, ["150"], name="del.zip").json()
+    assert again["id"] != job["id"]
+
+
+def test_concurrent_requests_with_one_key_make_one_job(server, http, tokens):
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = uuid.uuid4().hex
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(
+            lambda _: _create_keyed(http, server, tokens["alice"], key, ["150"], name="race.zip"),
+            range(8)))
+    assert {r.status_code for r in replies} == {201}
+    assert len({r.json()["id"] for r in replies}) == 1
+    assert len(_jobs_named(http, server, tokens["alice"], "race.zip")) == 1
+
+
+def test_a_jobs_database_from_before_idempotency_keys_is_upgraded(tmp_path):
+    import sqlite3
+
+    from flowfs.server.jobs import JobStore
+
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+            user TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+            progress INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, started REAL,
+            finished REAL, expires REAL, by_execution INTEGER NOT NULL, data TEXT NOT NULL,
+            size INTEGER, error TEXT, attempts INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO jobs (id, user, name, status, created, by_execution, data)
+            VALUES ('old', 'alice', 'old.zip', 'pending', 1, 0, '["150"]');
+    """)
+    old.close()
+    store = JobStore(path)
+    try:
+        assert store.get("old") is not None
+        job, made = store.create_once("alice", "k", "new.zip", ["150"], False, 2.0)
+        again, made_again = store.create_once("alice", "k", "new.zip", ["150"], False, 3.0)
+        assert made and not made_again and again.id == job.id
+    finally:
+        store.close()

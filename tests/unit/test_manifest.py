@@ -9,10 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowfs.manifest import (
-    MAX_LINE_CHARS,
+    MAX_LINE_BYTES,
+    UNTERMINATED,
     Entry,
     Manifest,
+    draft_name,
     format_errors,
+    open_line,
     parse,
     relative_path,
     valid_name,
@@ -172,12 +175,53 @@ def test_non_utf8_is_refused_on_its_own_line_only() -> None:
 
 
 def test_a_line_of_exactly_the_limit_is_fine_one_more_is_refused() -> None:
-    fits = "samples/" + "x" * (MAX_LINE_CHARS - len("samples/"))
-    assert len(fits) == MAX_LINE_CHARS == 4096
+    fits = "samples/" + "x" * (MAX_LINE_BYTES - len("samples/"))
+    assert len(fits) == MAX_LINE_BYTES == 4096
     assert one(fits).errors == []
     message = only_error(fits + "x")
     assert "longer than 4096" in message
     assert len(message) < 200  # the error does not repeat the whole line
+
+
+def test_the_line_limit_counts_bytes_as_written() -> None:
+    fits = "samples/" + "é" * ((MAX_LINE_BYTES - len("samples/")) // 2)
+    assert len(fits.encode()) == MAX_LINE_BYTES
+    assert one(fits).errors == []
+    assert "longer than 4096 bytes" in only_error(fits + "x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=400).map(lambda b: b.replace(b"\x01", b"\n")),
+       cuts=st.lists(st.integers(0, 400), max_size=12))
+def test_open_line_follows_the_unfinished_line_however_the_bytes_are_cut(
+    raw: bytes, cuts: list[int]
+) -> None:
+    tail = 0
+    points = sorted({0, len(raw), *(c for c in cuts if c <= len(raw))})
+    for a, b in zip(points, points[1:], strict=False):
+        tail = open_line(tail, raw[a:b])
+    assert tail == len(raw) - (raw.rfind(b"\n") + 1)
+
+
+def test_a_whole_manifest_must_end_with_a_newline() -> None:
+    m = parse(b"samples/liver_1\nsamples/liver_", MOUNT, whole=True)
+    assert m.errors == [(2, UNTERMINATED)]
+    assert [e.line for e in m.entries] == [1]  # the cut line is not taken as a path
+    assert parse(b"samples/liver_1\n", MOUNT, whole=True).errors == []
+    assert parse(b"samples/liver_1\n  \t", MOUNT, whole=True).errors == []
+    assert parse(b"samples/liver_1\n# the end", MOUNT, whole=True).errors == []
+    assert parse(b"samples/liver_", MOUNT).errors == []  # a piece being written: not whole
+
+
+@pytest.mark.parametrize("name", ["x.manifest.part", ".x.manifest.part", "a.tmp", "a-1.b.tmp"])
+def test_draft_names(name: str) -> None:
+    assert draft_name(name)
+
+
+@pytest.mark.parametrize("name", ["x.manifest", ".part", "x.part~", "x.swp", "..x.part",
+                                  "a b.part", "x.partial", "x/y.tmp"])
+def test_not_draft_names(name: str) -> None:
+    assert not draft_name(name)
 
 
 # -- names -----------------------------------------------------------------------------------

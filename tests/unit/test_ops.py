@@ -331,19 +331,31 @@ async def test_lines_written_after_an_early_submission_fail_instead_of_vanishing
     assert len(flow.jobs) == 1
 
 
-async def test_two_writers_closing_together_still_submit(ops: Any) -> None:
+async def test_a_second_writer_is_busy_and_each_close_tells_its_own_fate(ops: Any) -> None:
     o, flow = ops
     dl = await walk(o, ".downloads")
     first, attr = await o.create(dl.st_ino, b"two.manifest", 0o644, os.O_WRONLY, None)
-    second = await o.open(attr.st_ino, os.O_WRONLY | os.O_APPEND, None)
+    with pytest.raises(pyfuse3.FUSEError) as err:  # it would truncate or mix first's lines
+        await o.open(attr.st_ino, os.O_WRONLY | os.O_TRUNC, None)
+    assert err.value.errno == errno.EBUSY
     await o.write(first.fh, 0, b"id:100\n")
-    await o.flush(first.fh)  # both still open: not the last close
-    await o.flush(second.fh)
-    assert flow.jobs == []
-    await o.release(first.fh)
-    await o.release(second.fh)  # the last release submits
+    await o.flush(first.fh)  # close(2): submitted, and close says so
     assert len(flow.jobs) == 1 and flow.jobs[0]["data"] == ["100"]
+    await o.release(first.fh)
+    assert len(flow.jobs) == 1
 
+
+async def test_a_writer_may_start_once_the_other_closed_before_its_release(ops: Any) -> None:
+    o, flow = ops  # the kernel sends release after close(2) returns: it may come late
+    dl = await walk(o, ".downloads")
+    first, attr = await o.create(dl.st_ino, b"late.manifest", 0o644, os.O_WRONLY, None)
+    await o.flush(first.fh)  # `touch`: nothing written, nothing submitted
+    second = await o.open(attr.st_ino, os.O_WRONLY | os.O_TRUNC, None)
+    await o.write(second.fh, 0, b"id:101\n")
+    await o.flush(second.fh)
+    await o.release(first.fh)
+    await o.release(second.fh)
+    assert [job["data"] for job in flow.jobs] == [["101"]]
 
 
 async def test_expired_jobs_say_so_then_vanish_after_an_hour(ops: Any) -> None:
