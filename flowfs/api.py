@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import re
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
-from typing import Any
+from contextlib import aclosing
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -35,30 +34,21 @@ from flowfs.errors import (
     Untrusted,
 )
 from flowfs.link import LinkEstimate
+from flowfs.retry import Failure, Retry
 from flowfs.tls import client_context, untrusted
 from flowfs.transport import BODY_EXTENSION, CHUNK_EXTENSION, TIMING_EXTENSION, RangeTransport
 
 Bytes = bytes | bytearray | list[bytearray]  # a range's bytes, possibly in block-sized pieces
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+READS = Retry()  # GETs: every failure of a harmless request is retried, 5xx included
 
 PAGE_SIZE = 100
-MAX_ATTEMPTS = 6
 MAX_JSON_BYTES = 64 * 2**20
 PAGE_CONCURRENCY = 8
 REFRESH_COOKIE = "flow_refresh_token"
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-
-def backoff_delay(attempt: int, retry_after: str | None = None) -> float:
-    """Seconds to wait before retry ``attempt`` (1-based): jittered exponential, capped."""
-    if retry_after is not None:
-        try:
-            return min(max(float(retry_after), 0.0), 30.0)
-        except ValueError:
-            pass
-    base = min(0.1 * 2 ** (attempt - 1), 5.0)
-    return base / 2 + random.random() * base / 2
 
 
 def error_for_status(status: int, body: bytes, what: str) -> Exception:
@@ -204,8 +194,8 @@ class FlowAPI:
 
     # -- authentication exchanges -------------------------------------------
     async def _login(self, username: str, password: str) -> tuple[str, str]:
-        resp = await self._send_once("POST", f"{self.api_url}/login",
-                                     json={"username": username, "password": password})
+        resp = await self._unauthenticated("POST", f"{self.api_url}/login",
+                                           json={"username": username, "password": password})
         if resp.status_code != 200:
             raise AuthExpired(f"login refused: {_error_message(resp.content) or resp.status_code}")
         token = _json_field(resp, "token")
@@ -214,8 +204,9 @@ class FlowAPI:
         return token, refresh
 
     async def _refresh(self, refresh_token: str) -> str:
-        resp = await self._send_once("GET", f"{self.api_url}/token",
-                                     headers={"Cookie": f"{REFRESH_COOKIE}={refresh_token}"})
+        resp = await self._unauthenticated(
+            "GET", f"{self.api_url}/token",
+            headers={"Cookie": f"{REFRESH_COOKIE}={refresh_token}"})
         self._client.cookies.clear()
         if resp.status_code != 200:
             raise AuthExpired(f"session refresh refused: {_error_message(resp.content)}")
@@ -225,29 +216,23 @@ class FlowAPI:
         """Log in with a password: (access token, refresh token). For `flowfs login`."""
         return await self._login(username, password)
 
-    async def _send_once(self, method: str, url: str, **kw: Any) -> httpx.Response:
-        """One exchange without auth, retrying only transport failures and 5xx."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                resp = await self._client.request(method, url, **kw)
-            except httpx.TransportError as exc:
-                failure = transport_failure(url, exc)
-                if attempt == MAX_ATTEMPTS or isinstance(failure, Untrusted):
-                    raise failure from None
-                await trio.sleep(backoff_delay(attempt))
-                continue
-            if resp.status_code in (429, 502, 503, 504) and attempt < MAX_ATTEMPTS:
-                await trio.sleep(backoff_delay(attempt, resp.headers.get("retry-after")))
-                continue
+    async def _unauthenticated(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """An exchange without a token whose reply the caller judges (login, refresh).
+
+        Only 429 and 5xx are failures here (retried); any other status is returned as it is.
+        """
+        async def whole(resp: httpx.Response) -> httpx.Response:
+            await resp.aread()
             return resp
-        raise AssertionError("unreachable")
+
+        return await self._exchange(method, url, whole, auth=False,
+                                    accept=lambda status: status < 500 and status != 429, **kw)
 
     # -- JSON API -------------------------------------------------------------
     async def get_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """GET {api}{path} as a JSON object, with retries, refresh and error mapping."""
         url = f"{self.api_url}{path}"
-        async with self._request("GET", url, params=params) as resp:
-            obj = _decode_json(await _read_bounded(resp, MAX_JSON_BYTES), path)
+        obj = await self._exchange("GET", url, _json_reader(path), params=params)
         if not isinstance(obj, dict):
             raise BadReply(f"{path}: expected a JSON object")
         return obj
@@ -260,14 +245,16 @@ class FlowAPI:
         acted; that is a ``Transient`` for the caller to resolve (its own key, a listing).
         """
         url = f"{self.api_url}{path}"
-        async with self._request("POST", url, json=payload, headers=headers, retry_5xx=False,
-                                 resend=False) as resp:
-            obj = _decode_json(await _read_bounded(resp, MAX_JSON_BYTES), path)
+        obj = await self._exchange("POST", url, _json_reader(path), json=payload,
+                                   headers=headers, retry=Retry(retry_5xx=False, resend=False))
         return obj if isinstance(obj, dict) else {}
 
     async def delete(self, path: str) -> None:
-        async with self._request("DELETE", f"{self.api_url}{path}", retry_5xx=False):
-            pass
+        async def nothing(resp: httpx.Response) -> None:
+            return None
+
+        await self._exchange("DELETE", f"{self.api_url}{path}", nothing,
+                             retry=Retry(retry_5xx=False))
 
     async def list_all(self, path: str, key: str) -> list[dict[str, Any]]:
         """Every item of a paginated list: page 1, then the rest concurrently.
@@ -315,40 +302,42 @@ class FlowAPI:
         # identity: byte ranges of the stored bytes, never of a compressed rendition
         headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
         extensions = {CHUNK_EXTENSION: chunk} if chunk else None
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+
+        async def checked(resp: httpx.Response) -> tuple[Bytes, tuple[float, float]]:
+            head = trio.current_time()  # httpx's own path: its head has come
             try:
-                async with self._request("GET", url, headers=headers,
-                                         extensions=extensions) as resp:
-                    # httpx's own path: its head has come; the lean ones time themselves
-                    head = trio.current_time()
-                    data = await _read_range(resp, start, end, size)
-                    timing = resp.extensions.get(TIMING_EXTENSION)
-                self.bytes_fetched += end - start
-                if timing is None:
-                    timing = (0.0, trio.current_time() - head)  # a lower bound: no latency
-                self.link.observe(end - start, *timing)
-                return data
-            except (BadReply, _Truncated) as exc:
-                if attempt == MAX_ATTEMPTS:
-                    raise BadReply(f"{url}: {exc}") from None
-                log.info("retrying range %d-%d of %s: %s", start, end, url, exc)
-                await trio.sleep(backoff_delay(attempt))
-        raise AssertionError("unreachable")
+                data = await _read_range(resp, start, end, size)
+            except BadReply as exc:
+                raise _BodyFailure(str(exc)) from None
+            # The lean paths time themselves; httpx's gives a lower bound (no latency).
+            timing = resp.extensions.get(TIMING_EXTENSION)
+            return data, timing or (0.0, trio.current_time() - head)
+
+        data, timing = await self._exchange("GET", url, checked, headers=headers,
+                                            extensions=extensions, retry=Retry(body=True))
+        self.bytes_fetched += end - start
+        self.link.observe(end - start, *timing)
+        return data
 
     # -- the core exchange ----------------------------------------------------
-    @asynccontextmanager
-    async def _request(
-        self, method: str, url: str, *, retry_5xx: bool = True, resend: bool = True, **kw: Any
-    ) -> AsyncIterator[httpx.Response]:
-        """A streamed response with status 2xx; retries and maps everything else.
+    async def _exchange(self, method: str, url: str,
+                        consume: Callable[[httpx.Response], Awaitable[T]], *,
+                        retry: Retry = READS, auth: bool = True,
+                        accept: Callable[[int], bool] = lambda status: 200 <= status < 300,
+                        **kw: Any) -> T:
+        """One request under one retry budget (flowfs.retry): ``consume`` reads the reply.
 
-        ``resend=False``: a transport failure is retried only if the request certainly
-        never left (no connection was made).
+        ``consume`` gets a streamed response whose status ``accept`` took; it may raise
+        ``_BodyFailure`` for a body that must be fetched again. Other statuses become
+        domain errors; with ``auth`` the request carries the token and a 401 (or a bare
+        refusal) is answered by one shared refresh and one more try.
         """
         refreshed = False
         headers = dict(kw.pop("headers", None) or {})
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            token = await self.auth.current()
+        attempt = 0
+        while True:
+            attempt += 1
+            token = await self.auth.current() if auth else None
             if token:
                 headers["Authorization"] = f"Bearer {token}"
             req = self._client.build_request(method, url, headers=headers, **kw)
@@ -357,35 +346,65 @@ class FlowAPI:
                 resp = await self._client.send(req, stream=True)
             except httpx.TransportError as exc:
                 failure = transport_failure(url, exc)
-                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout
-                                    | httpx.PoolTimeout)
-                if (attempt == MAX_ATTEMPTS or isinstance(failure, Untrusted)
-                        or not (resend or unsent)):
-                    raise failure from None
-                await trio.sleep(backoff_delay(attempt))
+                await self._again(retry, _kind(exc, failure), attempt, failure, url)
                 continue
             try:
                 status = resp.status_code
-                if 200 <= status < 300:
-                    yield resp
-                    return
-                body = await _read_bounded(resp, 65536, allow_truncate=True)
+                if accept(status):
+                    try:
+                        return await consume(resp)
+                    except _BodyFailure as exc:
+                        body_failure: FlowError | None = BadReply(f"{_short(url)}: {exc}")
+                    except httpx.TransportError as exc:
+                        body_failure = Transient(f"reply cut short: {type(exc).__name__}")
+                else:
+                    body_failure = None
+                    body = await _read_bounded(resp, 65536, allow_truncate=True)
             finally:
                 await resp.aclose()
+            if body_failure is not None:
+                await self._again(retry, Failure.BODY, attempt, body_failure, url)
+                continue
             refusal = status in (401, 403, 404) and (status == 401 or not body.strip())
-            if refusal and not refreshed and self.auth.refreshable(status):
+            if auth and refusal and not refreshed and self.auth.refreshable(status):
                 refreshed = True
                 await self.auth.refresh(token)
                 continue
-            retryable = status == 429 or (status >= 500 and retry_5xx)
-            if retryable and attempt < MAX_ATTEMPTS:
-                await trio.sleep(backoff_delay(attempt, resp.headers.get("retry-after")))
-                continue
-            raise error_for_status(status, body, _short(url))
-        raise AssertionError("unreachable")
+            await self._again(retry, Failure.STATUS, attempt,
+                              error_for_status(status, body, _short(url)), url,
+                              status=status, retry_after=resp.headers.get("retry-after"))
+
+    @staticmethod
+    async def _again(retry: Retry, failure: Failure, attempt: int, error: Exception, url: str,
+                     **kw: Any) -> None:
+        """Wait before the next attempt, or raise ``error`` if the budget says no more."""
+        wait = retry.delay(failure, attempt, now=trio.current_time(),
+                           deadline=trio.current_effective_deadline(), **kw)
+        if wait is None:
+            raise error
+        log.info("retrying %s in %.2f s (attempt %d): %s", _short(url), wait, attempt, error)
+        await trio.sleep(wait)
 
 
-class _Truncated(Exception):
+def _kind(exc: httpx.TransportError, failure: FlowError) -> Failure:
+    if isinstance(failure, Untrusted):
+        return Failure.UNTRUSTED
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return Failure.UNSENT
+    return Failure.MAYBE_SENT
+
+
+def _json_reader(path: str) -> Callable[[httpx.Response], Awaitable[Any]]:
+    async def read(resp: httpx.Response) -> Any:
+        return _decode_json(await _read_bounded(resp, MAX_JSON_BYTES), path)
+    return read
+
+
+class _BodyFailure(Exception):
+    """A reply body that cannot be used (cut short, not the requested bytes): fetched again."""
+
+
+class _Truncated(_BodyFailure):
     """A body that ended early (connection cut): retried."""
 
 

@@ -29,7 +29,6 @@ from typing import Any, NoReturn
 
 import trio
 
-from flowfs.api import backoff_delay
 from flowfs.composing import MANIFEST_SPACE, MAX_JOB_FILES, Found, ManifestFile, ManifestSpace
 from flowfs.errors import (
     BadManifest,
@@ -58,6 +57,7 @@ from flowfs.manifest import (
 )
 from flowfs.model import DataFile, parse_time
 from flowfs.readme import DOWNLOADS_README
+from flowfs.retry import backoff_delay
 from flowfs.tree import DirNode, FileNode, Node, TextFile, Tree
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,10 @@ import httpx
 import pytest
 import trio
 
-from flowfs.api import FlowAPI, backoff_delay, parse_content_range
+from flowfs.api import FlowAPI, parse_content_range
 from flowfs.auth import Credentials
 from flowfs.errors import AuthExpired, BadReply, Forbidden, NotFound, Transient
+from flowfs.retry import backoff_delay
 
 API = "http://flow.test/api"
 FILES = "http://flow.test"
@@ -199,3 +200,34 @@ def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
     assert 0 < backoff_delay(1) <= 0.1
     assert backoff_delay(30) <= 5.0
     assert backoff_delay(1, "7") == 7.0
+
+
+async def test_a_range_that_keeps_failing_costs_one_budget_not_a_product(
+        autojump_clock: object) -> None:
+    # Bodies cut short, then 503s, then refused connections: one loop, one budget of
+    # exchanges for all of them (the retry loops once nested: up to 6 x 6 requests).
+    calls = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        calls.append(req)
+        if len(calls) % 3 == 0:
+            raise httpx.ConnectError("refused")
+        if len(calls) % 3 == 1:
+            return httpx.Response(206, content=b"short",
+                                  headers={"Content-Range": "bytes 0-99/1000"})
+        return problem(503)
+
+    api = make_api(handler)
+    with pytest.raises(Transient):
+        await api.fetch_range(f"{FILES}/downloads/1/f", 0, 100)
+    assert len(calls) == 6
+
+
+async def test_a_request_near_its_deadline_reports_the_real_cause(
+        autojump_clock: object) -> None:
+    api = make_api(lambda req: problem(503, "maintenance"))
+    with trio.move_on_after(0.5):
+        with pytest.raises(Transient, match="maintenance"):
+            await api.get_json("/me")
+        return
+    raise AssertionError("the request waited into its caller's deadline")
