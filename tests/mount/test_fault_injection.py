@@ -362,7 +362,7 @@ def test_a_hundred_waiting_requests_do_not_block_the_rest_of_the_mount(
         "data": [{"id": str(1000 + i), "path": "files/x.txt", "sample": str(100 + i),
                   "size": 2} for i in range(len(samples))],
     }))
-    io_timeout = 12
+    io_timeout = 25  # the lookups must still wait when ls runs, on a loaded machine too
     proxy = proxies(servers(catalog), "off", 0, "--stall-max", str(io_timeout + 5))
     m = own_mounts(proxy.endpoint(), user_env("alice", PASSWORD), "--io-timeout",
                    str(io_timeout))
