@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import re
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, TypeVar
@@ -34,9 +33,16 @@ from flowfs.errors import (
     Untrusted,
 )
 from flowfs.link import LinkEstimate
+from flowfs.proxy import tunnels
 from flowfs.retry import Failure, Retry
 from flowfs.tls import client_context, untrusted
-from flowfs.transport import BODY_EXTENSION, CHUNK_EXTENSION, TIMING_EXTENSION, RangeTransport
+from flowfs.transport import (
+    BODY_EXTENSION,
+    CHUNK_EXTENSION,
+    TIMING_EXTENSION,
+    ProxyRoutes,
+    RangeTransport,
+)
 
 Bytes = bytes | bytearray | list[bytearray]  # a range's bytes, possibly in block-sized pieces
 
@@ -90,25 +96,27 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
 
 def new_client(max_connections: int = 64,
                allocate: Callable[[int], bytearray] = bytearray) -> httpx.AsyncClient:
-    """The HTTP client of a mount; ``allocate`` makes the buffers Range bodies land in."""
+    """The HTTP client of a mount; ``allocate`` makes the buffers Range bodies land in.
+
+    Proxies (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY) are routed by flowfs.proxy for
+    every request alike: Range bodies over HTTPS take the lean path through a CONNECT
+    tunnel too; what the lean path does not take goes through httpx on the same route.
+    """
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
     timeout = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=60.0)
     # One TLS context for httpx and the lean path alike: the same CAs, the same checks.
     context = client_context()
-    if proxied():
-        # The lean transport speaks to the server directly; behind a proxy let httpx
-        # do everything (it reads HTTP_PROXY/HTTPS_PROXY/NO_PROXY itself).
-        return httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=True,
-                                 verify=context, headers={"User-Agent": f"flowfs/{__version__}"})
-    inner = httpx.AsyncHTTPTransport(limits=limits, verify=context)
-    return httpx.AsyncClient(
-        transport=RangeTransport(inner, max_connections=max_connections, allocate=allocate,
-                                 tls_context=context),
-        timeout=timeout, follow_redirects=True,
-        headers={"User-Agent": f"flowfs/{__version__}"},
-    )
+
+    def route(proxy: httpx.URL | None) -> httpx.AsyncBaseTransport:
+        return httpx.AsyncHTTPTransport(limits=limits, verify=context, proxy=proxy)
+
+    transport = RangeTransport(ProxyRoutes(route), max_connections=max_connections,
+                               allocate=allocate, tls_context=context)
+    # trust_env off: the routes above read the proxy variables (the CAs come from context).
+    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=True,
+                             trust_env=False, headers={"User-Agent": f"flowfs/{__version__}"})
 
 
 def transport_failure(url: str, exc: httpx.TransportError) -> Transient:
@@ -153,15 +161,9 @@ async def gather(*jobs: Callable[[], Awaitable[None]]) -> None:
         raise first_error(group) from None
 
 
-def proxied() -> bool:
-    """Whether a proxy is configured: then plain httpx does every request (no lean route)."""
-    proxies = urllib.request.getproxies()
-    return "http" in proxies or "https" in proxies or "all" in proxies
-
-
 def lean_route(url: str) -> bool:
     """Whether Range bodies from ``url`` are received into our buffers (RangeTransport)."""
-    return url.lower().startswith(("http://", "https://")) and not proxied()
+    return url.lower().startswith(("http://", "https://")) and tunnels(url)
 
 
 class FlowAPI:

@@ -20,12 +20,14 @@ Idle connections are kept per host and only touched on the event loop's thread.
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import trio
@@ -44,7 +46,7 @@ from flowfs.wire import (
 STOP_CHECK = 0.25  # seconds between two looks at the stop flag while a socket is quiet
 MAX_IDLE_PER_HOST = 64
 
-Key = tuple[str, int]
+Key = tuple[str, int, str]  # host, port, and the proxy tunnelled through ('' for none)
 
 
 def client_context() -> ssl.SSLContext:
@@ -232,16 +234,26 @@ class _Call:
 
 
 def _connect(context: ssl.SSLContext, key: Key, timeout: float) -> ssl.SSLSocket:
-    """A verified TLS connection speaking HTTP/1.1 (blocking; in a worker thread)."""
-    host, port = key
+    """A verified TLS connection speaking HTTP/1.1 (blocking; in a worker thread).
+
+    Through an HTTP proxy (``key[2]``) the TCP connection is a ``CONNECT`` tunnel: the
+    proxy sees the host name and port, never what is sent; the certificate checked is
+    the server's, as without a proxy.
+    """
+    host, port, proxy = key
+    via = httpx.URL(proxy) if proxy else None
+    first_hop = (via.host, via.port or 80) if via else (host, port)
     try:
-        raw = socket.create_connection((host, port), timeout=timeout)
+        raw = socket.create_connection(first_hop, timeout=timeout)
     except TimeoutError:
-        raise httpx.ConnectTimeout(f"connecting to {host}:{port}") from None
+        raise httpx.ConnectTimeout(f"connecting to {first_hop[0]}:{first_hop[1]}") from None
     except OSError as exc:
-        raise httpx.ConnectError(f"{host}:{port}: {exc.strerror or exc}") from None
+        raise httpx.ConnectError(f"{first_hop[0]}:{first_hop[1]}: {exc.strerror or exc}") \
+            from None
     try:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if via is not None:
+            _open_tunnel(raw, via, host, port)
         sock = context.wrap_socket(raw, server_hostname=host)
     except ssl.SSLCertVerificationError as exc:
         raw.close()
@@ -252,10 +264,39 @@ def _connect(context: ssl.SSLContext, key: Key, timeout: float) -> ssl.SSLSocket
     except (OSError, ValueError) as exc:
         raw.close()
         raise httpx.ConnectError(f"TLS handshake with {host}:{port}: {exc}") from exc
+    except BaseException:
+        raw.close()
+        raise
     if sock.selected_alpn_protocol() not in (None, "http/1.1"):
         sock.close()
         raise Unsupported
     return sock
+
+
+def _open_tunnel(raw: socket.socket, proxy: httpx.URL, host: str, port: int) -> None:
+    """``CONNECT host:port`` through the proxy on ``raw``; returns once it is open."""
+    target = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
+    if proxy.username:
+        user = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+        lines.append("Proxy-Authorization: Basic " + base64.b64encode(user.encode()).decode())
+    try:
+        raw.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        buf = bytearray()
+        while (end := head_end(buf)) < 0:
+            # One byte at a time: nothing after the proxy's reply may be taken from the
+            # socket, it is the server's TLS handshake.
+            chunk = raw.recv(1)
+            if not chunk:
+                raise httpx.ProxyError(f"the proxy {proxy.host} closed the connection")
+            buf += chunk
+    except TimeoutError:
+        raise httpx.ConnectTimeout(f"the proxy {proxy.host} did not answer") from None
+    except OSError as exc:
+        raise httpx.ProxyError(f"the proxy {proxy.host}: {exc.strerror or exc}") from None
+    status, _, _ = parse_head(buf, end)
+    if status != 200:
+        raise httpx.ProxyError(f"the proxy {proxy.host} refused the tunnel: HTTP {status}")
 
 
 def _alive(sock: ssl.SSLSocket) -> bool:

@@ -34,6 +34,7 @@ import httpx
 import trio
 
 from flowfs import tls
+from flowfs.proxy import proxy_for, tunnels
 from flowfs.wire import (
     MAX_HEAD,
     body_limit,
@@ -123,7 +124,7 @@ class RangeTransport(httpx.AsyncBaseTransport):
         parsed = httpx.URL(url)
         if self._tls is None or parsed.scheme != "https":
             return 0  # a plain connection costs one round trip, like the request it spares
-        return await self._tls.warm((parsed.host, parsed.port or 443), count)
+        return await self._tls.warm(_tls_key(parsed), count)
 
     async def aclose(self) -> None:
         for socks in self._idle.values():
@@ -137,7 +138,8 @@ class RangeTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         scheme = request.url.scheme
         lean = (request.method == "GET" and "range" in request.headers
-                and (scheme == "http" or (scheme == "https" and self._tls is not None)))
+                and (scheme == "http" or (scheme == "https" and self._tls is not None))
+                and tunnels(request.url))
         if not lean:
             return await self._inner.handle_async_request(request)
         try:
@@ -156,9 +158,8 @@ class RangeTransport(httpx.AsyncBaseTransport):
             raise _Unsupported
         chunk = request.extensions.get(CHUNK_EXTENSION) or want
         body = split_body(want, chunk, self._allocate)
-        key = (request.url.host, request.url.port or 443)
-        reply = await self._tls.exchange(key, request_bytes(request), want, body,
-                                         request.extensions.get("timeout", {}))
+        reply = await self._tls.exchange(_tls_key(request.url), request_bytes(request), want,
+                                         body, request.extensions.get("timeout", {}))
         if reply.status != 206:
             body = [bytearray(reply.body)]
         return _response(request, reply.status, reply.headers, body,
@@ -236,6 +237,11 @@ class RangeTransport(httpx.AsyncBaseTransport):
         keep = not over and keeps_alive(headers)
         timing = (first_byte, time.monotonic() - sent)
         return _response(request, status, headers, body, timing), keep
+
+
+def _tls_key(url: httpx.URL) -> tls.Key:
+    proxy = proxy_for(url)
+    return (url.host, url.port or 443, str(proxy) if proxy else "")
 
 
 def _response(request: httpx.Request, status: int, headers: list[tuple[bytes, bytes]],
@@ -387,3 +393,29 @@ async def _read_head(sock: trio.socket.SocketType,
             raise httpx.RemoteProtocolError("connection closed before a complete response head")
         buf += chunk
     return parse_head(buf, end)
+
+
+class ProxyRoutes(httpx.AsyncBaseTransport):
+    """httpx transports chosen per request by :func:`flowfs.proxy.proxy_for`.
+
+    httpx's own reading of the proxy variables applies only when a client has no
+    transport of its own; this gives the inner transport of :class:`RangeTransport` the
+    same routes the lean path takes.
+    """
+
+    def __init__(self, make: Callable[[httpx.URL | None], httpx.AsyncBaseTransport]) -> None:
+        self._make = make
+        self._routes: dict[str, httpx.AsyncBaseTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        proxy = proxy_for(request.url)
+        name = str(proxy) if proxy else ""
+        route = self._routes.get(name)
+        if route is None:
+            route = self._routes[name] = self._make(proxy)
+        return await route.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for route in self._routes.values():
+            await route.aclose()
+        self._routes.clear()

@@ -6,9 +6,13 @@ streams the reply back, keeping the client's connection open for the next reques
 records every request it forwarded, so a test can check that traffic really went through
 it rather than straight to the server.
 
-Deliberately small: plain ``http://`` only (no CONNECT, so no https), request bodies by
-Content-Length only, and a fresh upstream connection per request (so an upstream's idle
-keep-alive timeout can never close a connection under a request being forwarded).
+``HTTPS_PROXY=<url>`` clients send ``CONNECT host:port`` instead and speak TLS to the
+origin through the tunnel; the proxy sees only the tunnels (``tunnels()``), never what
+goes through them.
+
+Deliberately small: request bodies by Content-Length only, and a fresh upstream
+connection per request or tunnel (so an upstream's idle keep-alive timeout can never
+close a connection under a request being forwarded).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class ForwardProxy:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._forwarded: list[Forwarded] = []
+        self._tunnels: list[str] = []  # "host:port" of every CONNECT accepted
         self._clients: set[socket.socket] = set()
         self._stopping = False
         self._stopped = False
@@ -92,6 +97,10 @@ class ForwardProxy:
         with self._lock:
             return list(self._forwarded)
 
+    def tunnels(self) -> list[str]:
+        with self._lock:
+            return list(self._tunnels)
+
     def scopes(self) -> Counter[str]:
         """Requests forwarded by first path segment (``api``, ``downloads``)."""
         return Counter(f.scope for f in self.forwarded())
@@ -114,6 +123,10 @@ class ForwardProxy:
     def _record(self, request: Forwarded) -> None:
         with self._lock:
             self._forwarded.append(request)
+
+    def _tunnel(self, target: str) -> None:
+        with self._lock:
+            self._tunnels.append(target)
 
 
 class _Server(ThreadingHTTPServer):
@@ -147,6 +160,26 @@ class _Handler(BaseHTTPRequestHandler):
         self._forward()
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def do_CONNECT(self) -> None:
+        host, _, port = self.path.rpartition(":")
+        try:
+            upstream = socket.create_connection((host, int(port)), timeout=UPSTREAM_TIMEOUT)
+        except (OSError, ValueError) as exc:
+            self.send_error(502, f"upstream: {type(exc).__name__}")
+            return
+        self.server.proxy._tunnel(self.path)
+        self.send_response_only(200, "Connection established")
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True  # the connection is the tunnel's until either side ends
+        with upstream:
+            upstream.settimeout(None)
+            back = threading.Thread(target=_pipe, args=(upstream, self.connection),
+                                    name="tunnel-back")
+            back.start()
+            _pipe(self.connection, upstream)
+            back.join()
 
     def _forward(self) -> None:
         url = urlsplit(self.path)
@@ -205,3 +238,12 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, http.client.HTTPException):
             # Cut short on either side: closing is the only way left to say so.
             self.close_connection = True
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    """Copy ``src`` to ``dst`` until ``src`` ends; then end ``dst``'s writing side."""
+    with contextlib.suppress(OSError):
+        while data := src.recv(CHUNK):
+            dst.sendall(data)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from forward_proxy import ForwardProxy
 from harness import DEADLINE, FLOWFS, Mount, Processes, Server, md5s, sh, user_env
 
 BIG = 24 * 2**20 + 12345  # not a multiple of a block: the last request is short
@@ -179,3 +180,25 @@ def test_an_untrusted_files_server_fails_reads_not_silently(
     assert cat.returncode != 0 and b"Input/output error" in cat.stderr
     assert time.monotonic() - start < 15
     assert "not trusted" in m.read_log()
+
+
+def test_behind_an_https_proxy_bodies_still_take_the_lean_path(
+        own_mounts: Callable[..., Mount], https: Server, tls_files: dict[str, Path],
+        blobs: tuple[Path, dict[str, bytes]]) -> None:
+    # HTTPS_PROXY: every connection is a CONNECT tunnel through the proxy (it sees host
+    # and port only), the certificate checked is still the server's, and Range bodies
+    # still land in recycled buffers: the lean path, not httpx's.
+    proxy = ForwardProxy().start()
+    try:
+        env = user_env("alice", PASSWORD, SSL_CERT_FILE=str(tls_files["ca"]),
+                       HTTPS_PROXY=proxy.url, https_proxy=proxy.url, NO_PROXY="", no_proxy="")
+        m = own_mounts(https, env, "--cache-size", "16M")
+        path = m.p("projects/tls/samples/s/big.bin")
+        assert md5s([path])[path] == hashlib.md5(blobs[1]["big.bin"]).hexdigest()
+        stats = json.loads(sh("cat", m.p(".flowfs/stats")).stdout)
+        assert stats["buffers"] is not None and stats["buffers"]["reused"] > 0, stats
+        server = https.files.split("://", 1)[1]
+        assert proxy.tunnels() and set(proxy.tunnels()) == {server}, proxy.tunnels()
+        assert proxy.forwarded() == []  # nothing in clear text
+    finally:
+        proxy.stop()

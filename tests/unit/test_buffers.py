@@ -31,8 +31,8 @@ def test_the_pool_is_bounded() -> None:
 
 @pytest.fixture
 def no_proxy(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
+                 "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -42,10 +42,17 @@ def test_a_mount_keeps_spares_only_where_bodies_are_received_into_them(
     config = ReaderConfig(cache_bytes=64 * 2**20)
     pool = receive_buffers(config, "http://127.0.0.1:8000")
     assert pool is not None and pool.limit == config.spare_buffers == 64
-    # Behind a proxy plain httpx allocates every body: spares would pile up unused
-    # (up to a quarter of the cache budget).
-    no_proxy.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    # Plain HTTP through a proxy goes through httpx, which allocates every body: spares
+    # would pile up unused (up to a quarter of the cache budget)...
+    no_proxy.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
     assert receive_buffers(config, "http://127.0.0.1:8000") is None
+    # ...unless NO_PROXY exempts the server; and HTTPS goes through a CONNECT tunnel.
+    no_proxy.setenv("NO_PROXY", "127.0.0.1")
+    assert receive_buffers(config, "http://127.0.0.1:8000") is not None
+    no_proxy.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert receive_buffers(config, "https://files.flow.bio") is not None
+    no_proxy.setenv("HTTPS_PROXY", "https://proxy.invalid:3128")  # TLS inside TLS: httpx's
+    assert receive_buffers(config, "https://files.flow.bio") is None
 
 
 def test_spares_over_https_too_but_not_for_other_schemes(no_proxy: pytest.MonkeyPatch) -> None:
