@@ -72,6 +72,7 @@ class StreamLimits:
     cap_blocks: int  # the read-ahead window's cap
     max_parallel: int  # read-ahead requests in flight at once
     growth: int  # the window's factor per step of the ramp
+    initial_blocks: int = 1  # the window when a stream turns sequential
 
 
 def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
@@ -83,7 +84,9 @@ def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
     ``FAR_REQUEST`` requests, a window that covers ``TARGET_RATE`` for one request's
     predicted duration (latency + size / rate: Little's law), as many requests in flight
     as that window holds, and a ramp four times as steep, since every step costs a round
-    trip. Never more than ``share``, and never less than the near settings.
+    trip; the ramp starts at what one reply brings during one latency (at most one
+    request: all a wrong guess of "sequential" can cost). Never more than ``share``, and
+    never less than the near settings.
     """
     def blocks(nbytes: float) -> int:
         return max(1, math.ceil(nbytes / block_size))
@@ -97,7 +100,8 @@ def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
     duration = link.latency + request_blocks * block_size / rate
     cap = min(max(blocks(TARGET_RATE * duration), near), share_blocks)
     parallel = max(near_parallel, math.ceil(cap / request_blocks))
-    return StreamLimits(request_blocks, cap, min(parallel, 64), 4)
+    initial = min(blocks(rate * link.latency), request_blocks, cap)
+    return StreamLimits(request_blocks, cap, min(parallel, 64), 4, initial)
 
 
 def _average(old: float, new: float, samples: int) -> float:

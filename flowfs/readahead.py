@@ -92,13 +92,13 @@ class AccessPattern:
         return self._ra_end
 
     def on_read(self, start: int, end: int, nblocks: int, cap: int | None = None,
-                growth: int = 2, step: int = 1) -> Plan:
+                growth: int = 2, step: int = 1, initial: int = 1) -> Plan:
         """Plan a read of bytes ``[start, end)`` (already clamped to the file).
 
         ``nblocks`` is the file's block count; ``cap`` replaces ``policy.max_blocks`` as the
         window's cap (the reader sizes it to the link and shares a budget between streams);
         ``growth`` is the window's factor per ramp step; ``step`` the top-up granularity at
-        the cap (one request, in blocks).
+        the cap (one request, in blocks); ``initial`` the window a stream opens with.
         """
         need = blocks_covering(start, end, self.policy.block_size)
         kind = self._classify(start, end)
@@ -115,7 +115,7 @@ class AccessPattern:
         self._pos_end = end
         self._ra_end = max(self._ra_end, need.stop)
         return Plan(need, need, self._top_up(need.stop, nblocks, cap, max(growth, 2),
-                                             max(step, 1)))
+                                             max(step, 1), max(initial, 1)))
 
     def retract(self, block: int) -> None:
         """Only the read-ahead below ``block`` was actually started (budget, parallelism).
@@ -136,12 +136,12 @@ class AccessPattern:
         return _Kind.ADVANCE
 
     def _top_up(self, reached: int, nblocks: int, cap: int | None, growth: int,
-                step: int) -> range:
+                step: int, initial: int) -> range:
         """The read-ahead to start now that the reader has reached block ``reached``."""
         limit = max(self.policy.max_blocks if cap is None else cap, 1)
         ahead = self._ra_end - reached
         if self._window == 0:
-            self._window = 1
+            self._window = min(initial, limit)
         elif self._window >= limit:
             self._window = limit  # the cap may have shrunk (more streams share the budget)
             if ahead > limit - min(step, limit):

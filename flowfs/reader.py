@@ -309,7 +309,8 @@ class Reader:
         limits = stream._limits = self._limits(self._sequential)
         nblocks = block_count(stream.target.size, self._bs)
         plan = pattern.on_read(start, end, nblocks, cap=limits.cap_blocks,
-                               growth=limits.growth, step=limits.request_blocks)
+                               growth=limits.growth, step=limits.request_blocks,
+                               initial=limits.initial_blocks)
         if not stream._closed:
             self._sequential += int(pattern.sequential) - int(was_sequential)
         return plan

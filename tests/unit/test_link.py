@@ -32,6 +32,8 @@ def test_a_distant_link_keeps_many_small_requests_in_flight() -> None:
     assert got.request_blocks * BS == FAR_REQUEST
     assert got.cap_blocks * BS > 64 * MiB
     assert got.max_parallel >= 16 and got.growth == 4
+    # the ramp starts at what one reply brings in one latency, at most one request
+    assert got.initial_blocks == 10 and got.initial_blocks <= got.request_blocks
 
 
 def test_more_latency_means_a_larger_window_up_to_the_share() -> None:
@@ -47,6 +49,7 @@ def test_limits_never_exceed_the_share_and_stay_usable(latency: float, rate: flo
     assert 1 <= got.cap_blocks <= max(1, -(-share // BS))
     assert 1 <= got.request_blocks <= 8 * MiB // BS
     assert 1 <= got.max_parallel <= 64 and got.growth in (2, 4)
+    assert 1 <= got.initial_blocks <= min(got.request_blocks, got.cap_blocks)
 
 
 def test_the_estimate_follows_the_replies_it_is_given() -> None:

@@ -203,3 +203,14 @@ def test_at_the_cap_the_window_is_kept_full_one_request_at_a_time() -> None:
         ahead = p.readahead_end - position // BS
         assert cap - step <= ahead <= cap, ahead
         assert not plan.prefetch or len(plan.prefetch) <= step + 1
+
+
+def test_a_stream_may_open_with_a_wider_window_but_not_past_the_cap() -> None:
+    p = pattern()
+    read(p, 0, BS)  # random: no window yet
+    plan = p.on_read(BS, 2 * BS, NBLOCKS, cap=64, initial=10)
+    assert p.window == 10 and plan.prefetch == range(2, 12)
+    q = pattern()
+    read(q, 0, BS)
+    q.on_read(BS, 2 * BS, NBLOCKS, cap=4, initial=10)
+    assert q.window == 4

@@ -579,6 +579,7 @@ async def test_a_read_right_after_a_timeout_fails_at_once_and_later_fetches_agai
         with pytest.raises(Transient):
             await reader.read(stream, 0, 100)
         assert trio.current_time() - began == pytest.approx(5.0, abs=0.1)
+        await eventually(lambda: reader.stats()["inflight"] == 0)  # the fetch timed out too
         calls = len(server.calls)
         began = trio.current_time()
         with pytest.raises(Transient):
