@@ -16,7 +16,8 @@ open a window, so they still cost one small request.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 MiB = 2**20
 # A latency from which the link counts as distant: requests in flight, not their size,
@@ -30,22 +31,42 @@ TARGET_RATE = 1024 * MiB
 # rate instead, it followed every burst of an emulated or congested link.
 FAR_REQUEST = 4 * MiB
 MIN_RATE = 1 * MiB  # below this a measured rate is taken as this (no division blow-up)
-ALPHA = 0.25  # weight of a new observation in the moving averages
+ALPHA = 0.25  # weight of a new observation in the rate's moving average
+WINDOW = 32  # replies the latency is the minimum of
 
 
 @dataclass
 class LinkEstimate:
-    """Moving averages of the link to the files server, fed by every Range reply."""
+    """The link to the files server as its Range replies show it.
 
-    latency: float = 0.0  # seconds from sending a request to its reply's first byte
+    ``latency`` is the least time to a reply's first byte among the last ``WINDOW``
+    replies: a busy daemon, a loaded machine or a queue at the server only ever add to
+    it (on loopback under load single replies took 5 to 40 ms, and an average called
+    loopback distant), while the minimum stays the path's own delay, as TCP's min-RTT
+    does. ``rate`` is a moving average of one reply's body rate.
+    """
+
     rate: float = 0.0  # bytes per second of one reply's body, once it flows
     samples: int = 0
+    _first_bytes: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+
+    @classmethod
+    def of(cls, latency: float, rate: float, samples: int = 1) -> LinkEstimate:
+        """An estimate that has seen ``latency`` and ``rate`` (for tests and tools)."""
+        est = cls(rate=rate, samples=samples)
+        est._first_bytes.append(latency)
+        return est
+
+    @property
+    def latency(self) -> float:
+        """Seconds from sending a request to its reply's first byte, at the least."""
+        return min(self._first_bytes, default=0.0)
 
     def observe(self, nbytes: int, first_byte: float, total: float) -> None:
         """One reply: ``nbytes`` of body, head after ``first_byte`` s, done after ``total`` s."""
         if first_byte < 0 or total < first_byte:
             return
-        self.latency = _average(self.latency, first_byte, self.samples)
+        self._first_bytes.append(first_byte)
         body = total - first_byte
         # Small bodies say little about the rate (they fit in what is already in flight).
         # The rate is one reply's bytes over its time after the head: with a request's

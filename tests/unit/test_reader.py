@@ -554,7 +554,7 @@ async def test_a_distant_link_gets_more_requests_in_flight_within_the_budget(
     config = {"block_size": 256 * 1024, "cache_bytes": 256 * mib, "first_fetch": 256 * 1024,
               "readahead_max": 16 * mib, "max_request": 8 * mib, "max_parallel": 8,
               "seq_slack": 2 * mib}
-    link = LinkEstimate(latency=latency, rate=50 * mib, samples=5)
+    link = LinkEstimate.of(latency, 50 * mib, samples=5)
     async with running(server, link, **config) as reader:
         stream = reader.open(target)
         got = bytearray()
