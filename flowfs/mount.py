@@ -174,7 +174,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
                 return {".downloads": downloads, STATS_DIR: stats_dir(tree, state.snapshot)}
 
             tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate, extra=extra,
-                        io_timeout=config.io_timeout, names=names)
+                        io_timeout=config.io_timeout, names=names, spawn=nursery.start_soon)
             downloads = tree.root.children[".downloads"]
             assert isinstance(downloads, DownloadsDir)
             ops = Operations(tree, inodes, reader, uid=config.uid, gid=config.gid,

@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from flowfs.api import FlowAPI, gather
-from flowfs.errors import NotFound, Transient
+from flowfs.errors import FlowError, NotFound, Transient
 from flowfs.inodes import InodeTable
 from flowfs.model import DataFile, Execution, Project, Sample, is_id
 from flowfs.namebook import NameBook
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 DIR_MODE = 0o555
 FILE_MODE = 0o444
+WALK_AHEAD = 16  # listings fetched at once ahead of a walker
+MAX_WALK_AHEAD = 10_000  # sub-directories listed ahead of one walk at most
 
 
 class Node:
@@ -161,7 +163,14 @@ class Child:
 
 
 class ListingDir(DirNode):
-    """A directory backed by a remote listing, cached for the tree's TTL."""
+    """A directory backed by a remote listing, cached for the tree's TTL.
+
+    Walk-ahead: once the listings of two of its sub-directories have been fetched since
+    its own (a walker: find, du, rsync, ``ls -R``, a pipeline stepping through samples),
+    the rest of its sub-directories are listed in the background (``Tree.walk_ahead``),
+    so a walk over a distant link waits for one round trip per batch, not per directory.
+    A plain ``ls`` lists one directory and starts nothing.
+    """
 
     def __init__(self, tree: Tree, mtime: float) -> None:
         super().__init__(tree, mtime)
@@ -170,6 +179,9 @@ class ListingDir(DirNode):
         self._fetched_at: float | None = None
         self._generation = tree.generation
         self._lock = trio.Lock()
+        self.parent: ListingDir | None = None  # the listing that holds this one, if any
+        self._walked = 0  # sub-directory listings fetched since this listing
+        self._walk_started = False
 
     async def _fetch(self) -> list[Child]:
         raise NotImplementedError
@@ -195,6 +207,8 @@ class ListingDir(DirNode):
                         self._reconcile(await self._fetch())
                         self._fetched_at = time.monotonic()
                         self._generation = self.tree.generation
+                        if self.parent is not None:
+                            self.parent._sub_listed()
         except trio.TooSlowError:
             if self._fetched_at is None:
                 raise Transient(
@@ -223,6 +237,18 @@ class ListingDir(DirNode):
             for name in children.keys() - self._children.keys():
                 self.tree.invalidate(self.inode, name)
         self._children, self._keys = children, keys
+        for node in children.values():
+            if isinstance(node, ListingDir):
+                node.parent = self
+        self._walked, self._walk_started = 0, False
+
+    def _sub_listed(self) -> None:
+        """A sub-directory's listing was fetched: a second one means a walk (class doc)."""
+        self._walked += 1
+        if self._walked >= 2 and not self._walk_started:
+            self._walk_started = True
+            self.tree.walk_ahead([node for _, node in sorted(self._children.items())
+                                  if isinstance(node, ListingDir) and not node._fresh()])
 
 
 class Tree:
@@ -238,8 +264,12 @@ class Tree:
         extra: Callable[[Tree], dict[str, Node]] | None = None,
         io_timeout: float = 60.0,
         names: NameBook | None = None,
+        spawn: Callable[..., object] | None = None,
     ) -> None:
         self.api = api
+        # Starts background tasks (the mount's nursery); None: no walk-ahead.
+        self._spawn = spawn
+        self.walk_ahead_listings = 0
         self.names = names or NameBook()  # without a store: names held for this mount only
         self.io_timeout = io_timeout  # no listing or lookup waits longer
         self.inodes = inodes
@@ -289,6 +319,25 @@ class Tree:
         self.invalidate(parent.inode, name)
         if node.is_dir:
             self.inodes.detach(node.inode)
+
+    def walk_ahead(self, dirs: list[ListingDir]) -> None:
+        """List ``dirs`` in the background, ``WALK_AHEAD`` at a time (ListingDir's doc)."""
+        if self._spawn is None or not dirs:
+            return
+        pending = iter(dirs[:MAX_WALK_AHEAD])
+
+        async def worker() -> None:
+            for directory in pending:
+                if directory._fresh() or directory._lock.locked():
+                    continue  # the walker got there first
+                self.walk_ahead_listings += 1
+                try:
+                    await directory.entries()
+                except FlowError as exc:  # the walker will meet it, and say so
+                    log.debug("walk-ahead listing failed: %s", exc)
+
+        for _ in range(min(WALK_AHEAD, len(dirs))):
+            self._spawn(worker)
 
     async def list_items(self, path: str, key: str, model: Any) -> list[Any]:
         return [model.from_json(obj) for obj in await self.api.list_all(path, key)]

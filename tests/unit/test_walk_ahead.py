@@ -1,0 +1,97 @@
+"""Walk-ahead: a walker's next listings are fetched before it asks, a plain ls starts none."""
+
+from __future__ import annotations
+
+import httpx
+import trio
+
+from flowfs.api import FlowAPI
+from flowfs.auth import Credentials
+from flowfs.inodes import InodeTable
+from flowfs.tree import WALK_AHEAD, ListingDir, Node, Tree
+
+SAMPLES = 40
+
+
+class Flow:
+    """One project of SAMPLES samples with one file each; counts list requests."""
+
+    def __init__(self) -> None:
+        self.sample_lists: list[str] = []
+        self.in_flight = 0
+        self.peak = 0
+
+    async def __call__(self, req: httpx.Request) -> httpx.Response:
+        path = req.url.path
+        if path.endswith("/projects/owned"):
+            return _page("projects", [{"id": "1", "name": "p", "created": 0}])
+        if path.endswith("/projects/shared"):
+            return _page("projects", [])
+        if path.endswith("/projects/1/samples"):
+            return _page("samples", [{"id": str(100 + i), "name": f"s{i:02}", "created": 0}
+                                     for i in range(SAMPLES)])
+        if "/samples/" in path and path.endswith("/data"):
+            self.sample_lists.append(path)
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                await trio.sleep(0.05)  # a distant link (virtual time)
+            finally:
+                self.in_flight -= 1
+            sid = path.split("/")[-2]
+            return _page("data", [{"id": f"9{sid}", "filename": "x.txt", "size": 1,
+                                   "created": 0}])
+        return httpx.Response(404, json={"error": "no"})
+
+
+def _page(key: str, items: list[dict[str, object]]) -> httpx.Response:
+    return httpx.Response(200, json={"count": len(items), "page": 1, key: items})
+
+
+async def _samples_dir(tree: Tree) -> ListingDir:
+    project = (await tree.root.children["projects"].entries())["p"]  # type: ignore[attr-defined]
+    samples = project.children["samples"]
+    assert isinstance(samples, ListingDir)
+    return samples
+
+
+def _tree(flow: Flow, nursery: trio.Nursery) -> Tree:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
+    api = FlowAPI("http://flow.test/api", "http://flow.test", Credentials("token", "t",
+                  token="t"), client)
+    return Tree(api, InodeTable[Node](), ttl=60, invalidate=lambda ino, name: None,
+                spawn=nursery.start_soon)
+
+
+async def test_a_walker_gets_its_next_listings_fetched_ahead(autojump_clock: object) -> None:
+    flow = Flow()
+    async with trio.open_nursery() as nursery:
+        tree = _tree(flow, nursery)
+        samples = await _samples_dir(tree)
+        children = await samples.entries()
+        await children["s00"].entries()  # type: ignore[attr-defined]
+        await children["s01"].entries()  # type: ignore[attr-defined]: a walk
+        with trio.fail_after(10):
+            while len(flow.sample_lists) < SAMPLES or flow.in_flight:
+                await trio.sleep(0.01)
+        began = trio.current_time()
+        for name in sorted(children):  # the walker goes on: everything is there already
+            await children[name].entries()  # type: ignore[attr-defined]
+        assert trio.current_time() - began < 0.01
+        nursery.cancel_scope.cancel()
+    assert sorted(flow.sample_lists) == sorted(set(flow.sample_lists))  # each listed once
+    assert 1 < flow.peak <= WALK_AHEAD + 1  # in parallel, but bounded
+    assert tree.walk_ahead_listings == SAMPLES - 2
+
+
+async def test_a_plain_ls_lists_one_directory_and_starts_nothing(
+        autojump_clock: object) -> None:
+    flow = Flow()
+    async with trio.open_nursery() as nursery:
+        tree = _tree(flow, nursery)
+        samples = await _samples_dir(tree)
+        children = await samples.entries()
+        await children["s07"].entries()  # type: ignore[attr-defined]: one `ls`
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert len(flow.sample_lists) == 1 and tree.walk_ahead_listings == 0
