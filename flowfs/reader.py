@@ -30,11 +30,12 @@ interleaving, and every rule below relies on it.
    abandoned, exactly once (``_Request.released``); a request is only started if it fits
    the global budget, so ``_ra_bytes <= readahead_budget`` always.  Demand fetches (the
    blocks a read needs) are never held back.
-7. A fetch that ran out of its ``io_timeout`` is remembered for ``RETRY_GRACE`` seconds,
-   block by block, and a read needing such a block (not cached, not pending) fails at
-   once with that error. The kernel retries a failed read-ahead request synchronously,
-   page by page, right away: without this one ``read(2)`` waited two full timeouts.
-   A retry a moment later (a user running the command again) fetches afresh.
+7. A read that ran out of ``io_timeout`` (its own deadline, or the fetch's it waited on)
+   is remembered by its stream for ``RETRY_GRACE`` seconds, block by block; a read of
+   the same stream needing such a block (not cached, not pending) fails at once with
+   that error. The kernel retries a failed read-ahead request synchronously, through the
+   same open file, right away: without this one ``read(2)`` waited two full timeouts.
+   Another open (a user running the command again) fetches afresh at once.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -140,6 +141,10 @@ class ReaderConfig:
         return self.cache_bytes // 2
 
 
+class TimedOut(Transient):
+    """A read or a fetch that ran out of ``io_timeout`` (rule 7)."""
+
+
 class _Pending:
     """One block being fetched; resolved exactly once (data or error), then its event set."""
 
@@ -182,6 +187,17 @@ class Stream:
         self._readahead: set[_Request] = set()
         self._closed = False
         self._limits = limits  # as of the last read (the link and the sharing change)
+        self._timeouts: dict[int, tuple[float, FlowError]] = {}  # block -> when, what (rule 7)
+
+    def recent_timeout(self, blocks: Iterable[int], now: float) -> FlowError | None:
+        """The error of a block of ``blocks`` whose read timed out within RETRY_GRACE."""
+        if not self._timeouts:
+            return None
+        self._timeouts = {b: t for b, t in self._timeouts.items() if now - t[0] < RETRY_GRACE}
+        for index in blocks:
+            if index in self._timeouts:
+                return self._timeouts[index][1]
+        return None
 
     def __repr__(self) -> str:
         return f"<Stream {self.target.cache_key} window={self._pattern.window}>"
@@ -209,8 +225,6 @@ class Reader:
         # Evicted blocks nobody holds go to ``recycle`` (flowfs.buffers) for the next body.
         self._cache = BlockCache(config.cache_capacity, recycle)
         self._pending: dict[_BlockKey, _Pending] = {}
-        # Blocks whose fetch timed out: (when, the error), oldest first (rule 7).
-        self._timed_out: dict[_BlockKey, tuple[float, FlowError]] = {}
         self._ra_bytes = 0
         self._ra_requests = 0
         self._streams = 0
@@ -235,7 +249,7 @@ class Reader:
             return b""
         plan = self._plan(stream, start, end)
         key = target.cache_key
-        recent = self._recently_timed_out(key, plan.need)
+        recent = stream.recent_timeout(self._missing(key, plan.need), trio.current_time())
         if recent is not None:
             self._counts["timeouts_repeated"] += 1
             raise _copy_error(recent) from recent
@@ -244,7 +258,13 @@ class Reader:
         if not stream._closed:
             self._start_readahead(stream, plan.prefetch)
         if waits:
-            await self._wait(waits, have)
+            try:
+                await self._wait(waits, have)
+            except TimedOut as exc:
+                now = trio.current_time()
+                for index, _ in waits:
+                    stream._timeouts[index] = (now, exc)
+                raise
         if stream._pattern.sequential:
             # Read through: first to go when room is needed (see flowfs.blockcache).
             for index in range(start // self._bs, end // self._bs):
@@ -320,23 +340,6 @@ class Reader:
         for i in blocks:
             if (key, i) not in self._cache and (key, i) not in self._pending:
                 yield i
-
-    def _recently_timed_out(self, key: str, blocks: range) -> FlowError | None:
-        """The error of a block of ``blocks`` that timed out within RETRY_GRACE (rule 7)."""
-        if not self._timed_out:
-            return None
-        now = trio.current_time()
-        while self._timed_out:  # forget what is older than the grace, oldest first
-            oldest = next(iter(self._timed_out))
-            if now - self._timed_out[oldest][0] < RETRY_GRACE:
-                break
-            del self._timed_out[oldest]
-        for index in blocks:
-            block = (key, index)
-            if block in self._timed_out and block not in self._cache \
-                    and block not in self._pending:
-                return self._timed_out[block][1]
-        return None
 
     def _start_demand(self, target: Target, blocks: range) -> None:
         for run in iter_runs(self._missing(target.cache_key, blocks), self._max_run):
@@ -417,7 +420,7 @@ class Reader:
                 pending.waiters -= 1
         if deadline.cancelled_caught:
             self._counts["timeouts"] += 1
-            raise Transient(f"read timed out after {self._config.io_timeout:g} s")
+            raise TimedOut(f"read timed out after {self._config.io_timeout:g} s")
 
     # -- the fetch task -----------------------------------------------------------------
 
@@ -426,13 +429,12 @@ class Reader:
         target, start, end = request.target, request.start, request.end
         data: Any = None
         error: FlowError | None = None
-        timed_out = False
         try:
             with request.scope, trio.move_on_after(self._config.io_timeout) as deadline:
                 data = await self._fetch(target, start, end)
-            timed_out = deadline.cancelled_caught and not request.scope.cancel_called
             if data is None:
-                error = Transient(
+                timed_out = deadline.cancelled_caught and not request.scope.cancel_called
+                error = (TimedOut if timed_out else Transient)(
                     f"fetch of {target.cache_key} [{start}, {end}) "
                     f"{_why_empty(request.scope, deadline)}"
                 )
@@ -454,11 +456,6 @@ class Reader:
             if data is None and error is None:
                 error = Transient(f"fetch of {target.cache_key} [{start}, {end}) abandoned")
             self._settle(request, data, error)
-            if timed_out and error is not None:
-                now = trio.current_time()
-                for index in request.blocks:
-                    self._timed_out.pop((target.cache_key, index), None)  # newest last
-                    self._timed_out[(target.cache_key, index)] = (now, error)
 
     def _settle(self, request: _Request, data: Any, error: FlowError | None) -> None:
         """Deliver a request's outcome to its pending entries, synchronously (rule 2)."""
