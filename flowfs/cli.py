@@ -116,7 +116,10 @@ def run_foreground(config: MountConfig) -> int:
         notifier.stopping(f"unmounting {config.mountpoint}")
 
     try:
-        creds = discover(config.api_url)
+        env = dict(os.environ)
+        if config.token_file is not None:  # the setting, from any source (fstab: -o)
+            env["FLOW_TOKEN_FILE"] = str(config.token_file)
+        creds = discover(config.api_url, env)
         scrub_environment()
         if creds is not None:
             redactor.add_secrets(creds.secrets())
@@ -310,7 +313,7 @@ def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
 
 
 MOUNT_KEYS = ("api_url", "files_url", "cache_size", "io_timeout", "dir_ttl", "allow_other",
-              "log_level", "log_file", "log_max_size")
+              "log_level", "log_file", "log_max_size", "token_file", "uid", "gid", "umask")
 
 
 def add_mount(sub: argparse._SubParsersAction) -> None:

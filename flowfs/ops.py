@@ -123,7 +123,7 @@ class Operations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(self, tree: Tree, inodes: InodeTable[Node], reader: Reader,
-                 *, uid: int, gid: int, ttl: float) -> None:
+                 *, uid: int, gid: int, ttl: float, umask: int = 0o022) -> None:
         super().__init__()
         self.tree = tree
         self.inodes = inodes
@@ -131,6 +131,7 @@ class Operations(pyfuse3.Operations):
         self.uid = uid
         self.gid = gid
         self.ttl = ttl
+        self.umask = umask
         self._handles: dict[int, Any] = {}
         self._next_fh = 1
 
@@ -138,7 +139,12 @@ class Operations(pyfuse3.Operations):
     def attributes(self, node: Node) -> EntryAttributes:
         attr = EntryAttributes()
         attr.st_ino = cast(InodeT, node.inode)
-        attr.st_mode = (stat.S_IFDIR if node.is_dir else stat.S_IFREG) | node.mode
+        # rclone's convention: 0777/0666 less the umask. Write bits on read-only things
+        # cost nothing (writes fail with EROFS) and make `cp -r` copies deletable.
+        if node.is_dir:
+            attr.st_mode = stat.S_IFDIR | (0o777 & ~self.umask)
+        else:
+            attr.st_mode = stat.S_IFREG | (0o666 & ~self.umask)
         attr.st_nlink = 2 if node.is_dir else 1
         attr.st_uid, attr.st_gid = self.uid, self.gid
         attr.st_size = node.size

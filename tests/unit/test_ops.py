@@ -101,6 +101,33 @@ async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [
+    (0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775), (0o777, 0, 0),
+])
+async def test_modes_are_rclones_0666_and_0777_less_the_umask_with_the_given_owner(
+        ops: Any, umask: int, file_mode: int, dir_mode: int) -> None:
+    o, _ = ops
+    o.uid, o.gid, o.umask = 4321, 8765, umask
+    for names, mode in ((("projects", "P", "samples", "s_1", "reads.fastq.gz"), file_mode),
+                        (("projects", "P", "samples"), dir_mode), (("README.txt",), file_mode),
+                        ((".downloads",), dir_mode), ((), dir_mode)):
+        attr = await walk(o, *names)
+        assert stat.S_IMODE(attr.st_mode) == mode, names
+        assert (attr.st_uid, attr.st_gid) == (4321, 8765), names
+
+
+async def test_write_bits_shown_do_not_make_a_data_file_writable(ops: Any) -> None:
+    o, _ = ops
+    attr = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+    assert attr.st_mode & 0o200
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.open(attr.st_ino, os.O_WRONLY, None)
+    assert err.value.errno == errno.EROFS
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.access(attr.st_ino, os.W_OK, None)
+    assert err.value.errno == errno.EROFS
+
+
 def api_fetch(api: FlowAPI) -> Any:
     async def fetch(target: Any, start: int, end: int) -> Any:
         return await api.fetch_range(target.url, start, end)
@@ -119,7 +146,7 @@ async def walk(ops: Operations, *names: str) -> pyfuse3.EntryAttributes:
 async def test_a_file_has_exact_attributes_and_xattrs(ops: Any) -> None:
     o, _ = ops
     attr = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
-    assert stat.S_ISREG(attr.st_mode) and attr.st_mode & 0o777 == 0o444
+    assert stat.S_ISREG(attr.st_mode) and attr.st_mode & 0o777 == 0o644
     assert attr.st_size == len(BYTES)
     assert attr.st_mtime_ns == 1700000000 * 10**9
     assert await o.getxattr(attr.st_ino, b"user.flow.id", None) == b"100"
