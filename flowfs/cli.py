@@ -304,7 +304,7 @@ def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
         if option.key not in keys:
             continue
         help_text = f"{option.help}; env {option.env}"
-        if option.key == "allow_other":
+        if option.boolean:
             p.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=None,
                            help=help_text)
         else:
@@ -312,8 +312,9 @@ def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
                            help=help_text)
 
 
-MOUNT_KEYS = ("api_url", "files_url", "cache_size", "io_timeout", "dir_ttl", "allow_other",
-              "log_level", "log_file", "log_max_size", "token_file", "uid", "gid", "umask")
+# Every setting is a flag of mount (and of config), so a new row of OPTIONS needs no change
+# here, nor in the fstab options (flowfs.fstab) that become these flags.
+MOUNT_KEYS = tuple(option.key for option in OPTIONS if option.key != "mountpoint")
 
 
 def add_mount(sub: argparse._SubParsersAction) -> None:
@@ -359,6 +360,11 @@ def add_helpers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_completion)
 
 
+def subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    return {name for action in parser._subparsers._group_actions  # type: ignore[union-attr]
+            for name in getattr(action, "choices", None) or ()}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowfs", description="Mount Flow as a filesystem.",
                                      epilog="Settings: flags > environment > "
@@ -385,7 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in subcommands(parser):
+        from flowfs.fstab import mount_argv
+
+        try:  # mount(8)'s call for an /etc/fstab line: flowfs SOURCE MOUNTPOINT -o OPTIONS
+            argv = mount_argv(argv)
+        except ConfigError as exc:
+            print(f"flowfs: {exc}", file=sys.stderr)
+            return 1
+    args = parser.parse_args(argv)
     args.argv = argv
     try:
         return int(args.handler(args))

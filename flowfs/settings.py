@@ -159,6 +159,11 @@ class Option:
     def flag(self) -> str:
         return "--" + self.key.replace("_", "-")
 
+    @property
+    def boolean(self) -> bool:
+        """A switch: ``--x``/``--no-x`` on the command line, ``x`` alone as a mount option."""
+        return self.parse is _bool
+
 
 OPTIONS: tuple[Option, ...] = (
     Option("api_url", "FLOW_API_URL", _url, lambda: _last_login(),

@@ -3,15 +3,30 @@ them, /etc/fstab, index files beside a file opened by id, rsync and du over the 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import MountFactory
-from harness import Processes, Server, sh, user_env
+from harness import (
+    Processes,
+    Server,
+    daemon_pids,
+    data_source,
+    is_mounted,
+    login_token,
+    md5s,
+    sh,
+    user_env,
+    wait_for,
+)
 
 NOBODY = 65534
 
@@ -36,6 +51,12 @@ def open_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def data_id(catalog: dict[str, Any], sample: str, filename: str) -> str:
+    sid = next(s["id"] for s in catalog["samples"] if s["name"] == sample)
+    return str(next(d["id"] for d in catalog["data"]
+                    if d.get("sample") == sid and Path(d["path"]).name == filename))
 
 
 def stat_line(path: str) -> str:
@@ -77,3 +98,86 @@ def test_with_allow_other_the_kernel_enforces_the_umask(
         assert "Permission denied" in err
         code, err = as_nobody("ls", m.p("samples"), check=False)
         assert code != 0 and "Permission denied" in err
+
+
+# -- /etc/fstab ---------------------------------------------------------------------------
+
+# Where mount(8)'s helpers find programs: it runs mount.fuse3 with no PATH of its own, so
+# /bin/sh's built-in default applies, which holds /usr/local/bin (the documented symlink).
+HELPER_LINK = Path("/usr/local/bin/flowfs")
+
+
+@pytest.fixture
+def flowfs_on_system_path() -> Iterator[Path]:
+    """``flowfs`` where mount(8) looks for it: this checkout's, linked for the test only."""
+    ours = Path(sys.executable).with_name("flowfs")
+    if HELPER_LINK.is_symlink() or HELPER_LINK.exists():
+        if HELPER_LINK.resolve() != ours.resolve():
+            pytest.skip(f"{HELPER_LINK} is another flowfs: not replaced by a test")
+        yield HELPER_LINK
+        return
+    HELPER_LINK.symlink_to(ours)
+    try:
+        yield HELPER_LINK
+    finally:
+        HELPER_LINK.unlink(missing_ok=True)
+
+
+def plain_mount(fstab: Path, mountpoint: Path, home: Path) -> subprocess.CompletedProcess[bytes]:
+    """``mount -T FSTAB MOUNTPOINT`` as a boot script would run it: an environment of a
+    system PATH and a HOME only (a HOME of the test's own, not root's real one)."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home)}
+    return subprocess.run(["mount", "-T", str(fstab), str(mountpoint)], capture_output=True,
+                          env=env, stdin=subprocess.DEVNULL, timeout=120, check=False)
+
+
+def token_file(server: Server, path: Path, mode: int = 0o600) -> Path:
+    path.write_text(login_token(server, "alice", "alice-pw") + "\n")
+    path.chmod(mode)
+    return path
+
+
+@needs_root
+def test_an_fstab_line_mounts_with_plain_mount(
+        server: Server, tmp_path: Path, daemons: list[Path], flowfs_on_system_path: Path,
+        demo: Path, catalog: dict[str, Any]) -> None:
+    mountpoint = tmp_path / "flow"
+    mountpoint.mkdir()
+    secret = token_file(server, tmp_path / "token")
+    options = (f"noauto,_netdev,nofail,x-systemd.automount,api_url={server.api},"
+               f"files_url={server.files},token_file={secret},uid=1234,gid=5678,umask=027,"
+               "allow_other,dir_ttl=30")
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"flow {mountpoint} fuse.flowfs {options} 0 0\n")
+    daemons.append(mountpoint)
+    done = plain_mount(fstab, mountpoint, tmp_path / "home")
+    try:
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert is_mounted(mountpoint)  # mount returned once the mount was ready: no polling
+        line = next(ln for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+                    if ln.split()[4] == str(mountpoint))
+        assert " - fuse.flowfs flowfs " in line and "allow_other" in line
+        bam = mountpoint / "samples/liver_1/liver_1.bam"
+        assert stat_line(str(bam)) == "640 1234 5678"
+        local = data_source(demo, data_id(catalog, "liver_1", "liver_1.bam"))
+        assert md5s([str(bam)])[str(bam)] == hashlib.md5(local.read_bytes()).hexdigest()
+    finally:
+        umounted = sh("umount", str(mountpoint), check=False)
+    assert umounted.returncode == 0, umounted.stderr
+    wait_for(lambda: not daemon_pids(mountpoint), 15, "the daemon to exit after umount")
+
+
+@needs_root
+def test_an_fstab_token_file_others_may_read_is_refused(
+        server: Server, tmp_path: Path, daemons: list[Path],
+        flowfs_on_system_path: Path) -> None:
+    mountpoint = tmp_path / "flow"
+    mountpoint.mkdir()
+    secret = token_file(server, tmp_path / "token", 0o644)
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"flow {mountpoint} fuse.flowfs api_url={server.api},"
+                     f"files_url={server.files},token_file={secret} 0 0\n")
+    daemons.append(mountpoint)
+    done = plain_mount(fstab, mountpoint, tmp_path / "home")
+    assert done.returncode != 0 and not is_mounted(mountpoint)
+    assert f"chmod 600 {secret}" in done.stderr.decode(errors="replace")
