@@ -246,6 +246,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rsync_filter(args: argparse.Namespace) -> int:
+    from flowfs.rsyncfilter import FILTER
+
+    print(FILTER, end="")
+    return 0
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
     from flowfs.completion import bash_script
 
@@ -355,6 +362,10 @@ def add_helpers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="the effective settings and where each comes from")
     add_option_flags(p, MOUNT_KEYS)
     p.set_defaults(handler=cmd_config)
+    p = sub.add_parser("rsync-filter", help="print rsync rules that leave the mount's own "
+                       "files out of a copy: flowfs rsync-filter | rsync -aH "
+                       "--exclude-from=- ~/flow/ backup/")
+    p.set_defaults(handler=cmd_rsync_filter)
     p = sub.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=["bash"])
     p.set_defaults(handler=cmd_completion)

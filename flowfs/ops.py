@@ -145,7 +145,11 @@ class Operations(pyfuse3.Operations):
             attr.st_mode = stat.S_IFDIR | (0o777 & ~self.umask)
         else:
             attr.st_mode = stat.S_IFREG | (0o666 & ~self.umask)
-        attr.st_nlink = 2 if node.is_dir else 1
+        # A data file has two names at least, its place and by-id/<id>, and often more
+        # (samples/ and projects/): one inode shown with a link count of 2 is what du,
+        # rsync -H, cp -a and tar need to take it once (they ignore inodes of count 1).
+        shared = isinstance(node, FileNode) and node.kind == "data"
+        attr.st_nlink = 2 if node.is_dir or shared else 1
         attr.st_uid, attr.st_gid = self.uid, self.gid
         attr.st_size = node.size
         attr.st_blocks = node.blocks

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 from conftest import MountFactory
+from expect import shown_data_ids
 from harness import (
+    Mount,
     Processes,
     Server,
     daemon_pids,
@@ -181,3 +183,52 @@ def test_an_fstab_token_file_others_may_read_is_refused(
     done = plain_mount(fstab, mountpoint, tmp_path / "home")
     assert done.returncode != 0 and not is_mounted(mountpoint)
     assert f"chmod 600 {secret}" in done.stderr.decode(errors="replace")
+
+
+# -- rsync and du over the views ------------------------------------------------------------
+
+def du_bytes(*paths: str, apparent: bool = True) -> int:
+    """``du``'s total in bytes over all ``paths`` together (``du -sc``)."""
+    size = ["--apparent-size"] if apparent else []
+    out = sh("du", "-s", "-c", "-B1", *size, *paths).stdout.decode()
+    return int(out.splitlines()[-1].split()[0])
+
+
+@pytest.mark.parametrize("apparent", [True, False], ids=["apparent", "blocks"])
+def test_du_of_the_mount_counts_a_file_shown_in_two_views_once(alice: Mount,
+                                                               apparent: bool) -> None:
+    """samples/ and projects/<p>/samples/ show the same files. Given several arguments, du
+    counts every inode once whatever its link count: that total is the one to match."""
+    whole = du_bytes(str(alice.path), apparent=apparent)
+    entries = sh("ls", "-A", str(alice.path)).stdout.decode().split()
+    assert whole == du_bytes(*(alice.p(name) for name in entries), apparent=apparent)
+    views = (alice.p("samples"), alice.p("projects"))
+    assert du_bytes(*views, apparent=apparent) < sum(du_bytes(view, apparent=apparent)
+                                                     for view in views)  # they share files
+
+
+def test_rsync_with_the_filter_copies_data_once_and_nothing_the_second_time(
+        alice: Mount, tmp_path: Path, catalog: dict[str, Any]) -> None:
+    backup = tmp_path / "backup"
+    command = ('"$0" -m flowfs rsync-filter | rsync -aH --stats --exclude-from=- '
+               '"$1"/ "$2"/')
+    first = sh("sh", "-c", command, sys.executable, str(alice.path), str(backup),
+               timeout=120).stdout.decode()
+    assert not (backup / ".flowfs").exists() and not (backup / ".downloads").exists()
+    assert (backup / "samples").is_dir() and (backup / "projects").is_dir()
+    by_inode: dict[int, list[Path]] = {}
+    for path in backup.rglob("*"):
+        if path.is_file():
+            by_inode.setdefault(path.stat().st_ino, []).append(path)
+    assert any(len(paths) > 1 for paths in by_inode.values()), "no file was shared"
+    once = len(shown_data_ids(catalog, "alice")) + 1  # and README.txt
+    assert len(by_inode) == once
+    assert stat_count(first, "Number of regular files transferred") == once
+    again = sh("sh", "-c", command, sys.executable, str(alice.path), str(backup),
+               timeout=120).stdout.decode()
+    assert stat_count(again, "Number of regular files transferred") == 0
+
+
+def stat_count(stats: str, label: str) -> int:
+    line = next(ln for ln in stats.splitlines() if ln.startswith(label + ":"))
+    return int(line.split(":", 1)[1].split()[0].replace(",", ""))

@@ -116,6 +116,14 @@ async def test_modes_are_rclones_0666_and_0777_less_the_umask_with_the_given_own
         assert (attr.st_uid, attr.st_gid) == (4321, 8765), names
 
 
+async def test_a_data_file_counts_two_links_so_du_and_rsync_take_it_once(ops: Any) -> None:
+    o, _ = ops
+    one = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+    assert one.st_nlink == 2  # its place and by-id/<id>, at least
+    assert (await walk(o, "README.txt")).st_nlink == 1
+    assert (await walk(o, "samples")).st_nlink == 2
+
+
 async def test_write_bits_shown_do_not_make_a_data_file_writable(ops: Any) -> None:
     o, _ = ops
     attr = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
