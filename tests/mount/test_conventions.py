@@ -232,3 +232,36 @@ def test_rsync_with_the_filter_copies_data_once_and_nothing_the_second_time(
 def stat_count(stats: str, label: str) -> int:
     line = next(ln for ln in stats.splitlines() if ln.startswith(label + ":"))
     return int(line.split(":", 1)[1].split()[0].replace(",", ""))
+
+
+# -- by-id/<id>.d/: index files beside a file opened by id ----------------------------------
+
+def execution_output(catalog: dict[str, Any], suffix: str) -> dict[str, Any]:
+    return next(d for d in catalog["data"] if d.get("execution") and d["path"].endswith(suffix))
+
+
+@pytest.mark.skipif(not shutil.which("samtools"), reason="needs samtools")
+def test_samtools_finds_the_index_of_a_bam_opened_by_id(alice: Mount, demo: Path,
+                                                        catalog: dict[str, Any]) -> None:
+    bam_id = data_id(catalog, "liver_1", "liver_1.bam")
+    local = data_source(demo, bam_id)
+    folder = alice.p(f"by-id/{bam_id}.d")
+    assert sh("ls", folder).stdout.decode().split() == ["liver_1.bam", "liver_1.bam.bai"]
+    region = "chr1:1-20000"
+    theirs = sh("samtools", "view", "-c", str(local), region).stdout
+    assert int(theirs) > 0
+    assert sh("samtools", "view", "-c", f"{folder}/liver_1.bam", region).stdout == theirs
+    bare = sh("samtools", "view", "-c", alice.p(f"by-id/{bam_id}"), region, check=False)
+    assert bare.returncode != 0  # the file by id alone has no index beside it
+
+
+@pytest.mark.skipif(not shutil.which("tabix"), reason="needs tabix")
+def test_tabix_finds_the_index_of_an_execution_vcf_opened_by_id(
+        alice: Mount, demo: Path, catalog: dict[str, Any]) -> None:
+    vcf = execution_output(catalog, ".vcf.gz")
+    name = Path(vcf["path"]).name
+    folder = alice.p(f"by-id/{vcf['id']}.d")
+    assert sh("ls", folder).stdout.decode().split() == [name, name + ".tbi"]
+    local = data_source(demo, vcf["id"])
+    theirs = sh("tabix", str(local), "chr1").stdout
+    assert theirs and sh("tabix", f"{folder}/{name}", "chr1").stdout == theirs

@@ -23,7 +23,7 @@ from flowfs.downloads import EXPIRED_KEPT, DownloadsDir
 from flowfs.inodes import ROOT_INODE, InodeTable
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
-from flowfs.tree import Node, Tree
+from flowfs.tree import Node, Tree, index_names
 
 BYTES = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: crosses blocks, ends part-way
 DATA = [
@@ -122,6 +122,34 @@ async def test_a_data_file_counts_two_links_so_du_and_rsync_take_it_once(ops: An
     assert one.st_nlink == 2  # its place and by-id/<id>, at least
     assert (await walk(o, "README.txt")).st_nlink == 1
     assert (await walk(o, "samples")).st_nlink == 2
+
+
+async def test_by_id_dir_holds_the_file_under_its_name(ops: Any) -> None:
+    o, flow = ops
+    by_id = await walk(o, "by-id", "100")
+    folder = await walk(o, "by-id", "100.d")
+    assert stat.S_ISDIR(folder.st_mode) and stat.S_ISREG(by_id.st_mode)
+    fh = await o.opendir(folder.st_ino, None)
+    names = [name for name, _ in o._handles[fh].entries]
+    assert names == ["reads.fastq.gz"]  # 101 shares the name but is no index of it
+    inside = await walk(o, "by-id", "100.d", "reads.fastq.gz")
+    assert inside.st_ino == by_id.st_ino and inside.st_size == len(BYTES)
+    assert "GET /api/samples/10/data" in flow.requests
+    for name in ("100.x", "x.d", ".d", "100.d.d"):
+        with pytest.raises(pyfuse3.FUSEError) as err:
+            await walk(o, "by-id", name)
+        assert err.value.errno == errno.ENOENT
+
+
+@pytest.mark.parametrize("filename, index, found", [
+    ("x.bam", "x.bam.bai", True), ("x.bam", "x.bai", True), ("x.bam", "x.bam.csi", True),
+    ("x.cram", "x.crai", True), ("x.cram", "x.cram.crai", True),
+    ("x.vcf.gz", "x.vcf.gz.tbi", True), ("x.vcf.gz", "x.vcf.gz.csi", True),
+    ("ref.fa", "ref.fa.fai", True), ("x.vcf.gz", "x.vcf.tbi", False),
+    ("x.bam", "y.bam.bai", False), ("x.bam", "x.bam", False),
+])
+def test_index_names_are_those_tools_look_for(filename: str, index: str, found: bool) -> None:
+    assert (index in index_names(filename)) is found
 
 
 async def test_write_bits_shown_do_not_make_a_data_file_writable(ops: Any) -> None:
