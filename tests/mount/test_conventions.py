@@ -163,6 +163,8 @@ def test_an_fstab_line_mounts_with_plain_mount(
         assert stat_line(str(bam)) == "640 1234 5678"
         local = data_source(demo, data_id(catalog, "liver_1", "liver_1.bam"))
         assert md5s([str(bam)])[str(bam)] == hashlib.md5(local.read_bytes()).hexdigest()
+        status = sh(sys.executable, "-m", "flowfs", "status", str(mountpoint), check=False)
+        assert status.returncode == 0 and server.api in status.stdout.decode(), status
     finally:
         umounted = sh("umount", str(mountpoint), check=False)
     assert umounted.returncode == 0, umounted.stderr
