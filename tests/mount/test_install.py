@@ -1,19 +1,20 @@
-"""The install routes of docs/install.md, from a clean copy of the checkout into a temporary
-directory, as a user without root would take them (no .ci/setup, no apt-get): a venv,
-``pip install --user`` and pipx. Each installed ``flowfs`` answers ``--help``, ``--version``
-and ``config``; the venv's mounts the reference server for real.
+"""docs/install.md's commands, run as written, in a fresh home, from a clean copy of the
+checkout (its tracked files: no .venv, no .ci/setup, no apt-get): the prerequisites check,
+then a venv, pipx and ``pip install --user``. Each gives a ``flowfs`` in ``~/.local/bin``
+that answers ``--help``, ``--version`` and ``config``; the venv's mounts the reference
+server for real.
 
-Marked ``install``: it builds and installs the package three times, a minute or more (pyfuse3
-compiles where pip has no wheel of it), so the default run leaves it out and ``.ci/run``
-runs it on its own: ``.venv/bin/python -m pytest -m install``.
+Marked ``install``: it builds and installs the package three times, minutes on a busy
+machine (pyfuse3 compiles where pip has no wheel of it), so the default run leaves it out
+and ``.ci/run`` runs it on its own: ``.venv/bin/python -m pytest -m install``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,21 +25,33 @@ from flowfs import __version__
 pytestmark = pytest.mark.install
 
 ROOT = Path(__file__).resolve().parents[2]
-INSTALL_TIMEOUT = 600.0  # pyfuse3 compiles from source where no wheel is cached
+INSTALL_TIMEOUT = 600.0
 
 
-def run(*cmd: str | Path, env: dict[str, str] | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env,
-                          cwd=cwd, stdin=subprocess.DEVNULL, timeout=INSTALL_TIMEOUT,
-                          check=False)
-    assert proc.returncode == 0, f"{cmd}: {proc.stdout[-2000:]}{proc.stderr[-3000:]}"
-    return proc
+def doc_block(marker: str) -> str:
+    """The ```sh block of docs/install.md that contains ``marker``."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "docs/install.md").read_text(), re.S)
+    (block,) = [b for b in blocks if marker in b]
+    return str(block)
+
+
+def shell(script: str, home: Path, cwd: Path | None = None,
+          extra_path: tuple[Path, ...] = ()) -> str:
+    """Run a documented block with bash -e, as a user whose home is ``home``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FLOW_", "FLOWFS_", "XDG_", "VIRTUAL_ENV", "PYTHONUSERBASE"))}
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(ROOT))]
+    env.update(HOME=str(home), PATH=os.pathsep.join([*map(str, extra_path), *path]))
+    proc = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True,
+                          env=env, cwd=cwd or home, stdin=subprocess.DEVNULL,
+                          timeout=INSTALL_TIMEOUT, check=False)
+    assert proc.returncode == 0, f"{script}\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+    return proc.stdout
 
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tracked files of this checkout as they are now: no .venv, no build left-overs."""
+    """The tracked files of this checkout as they are now."""
     if not (ROOT / ".git").exists() or not shutil.which("git"):
         pytest.skip("needs a git checkout")
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
@@ -53,82 +66,55 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy
 
 
-def user_env(home: Path, **extra: str) -> dict[str, str]:
-    """A user's environment with a fresh home: nothing of the project's .venv."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FLOW_", "FLOWFS_", "XDG_", "VIRTUAL_ENV", "PYTHON"))}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if not p.startswith(str(ROOT)))
-    env["HOME"] = str(home)
-    env.update(extra)
-    return env
+def check_installed(home: Path) -> None:
+    """The doc's closing block, and the flowfs it finds is the one just installed."""
+    local_bin = home / ".local/bin"
+    assert (local_bin / "flowfs").exists()
+    out = shell(doc_block("flowfs config"), home, extra_path=(local_bin,))
+    assert "usage: flowfs" in out and "mount" in out
+    assert f"# config file: {home}/.config/flowfs/config.toml" in out
+    version = shell("flowfs --version", home, extra_path=(local_bin,))
+    assert version.strip() == f"flowfs {__version__}"
 
 
-def base_python() -> str:
-    """The interpreter this test's venv was made from (a user's python3)."""
-    return str(getattr(sys, "_base_executable", sys.executable))
-
-
-def check_installed(flowfs: Path, home: Path) -> None:
-    env = user_env(home)
-    assert "mount" in run(flowfs, "--help", env=env).stdout
-    assert run(flowfs, "--version", env=env).stdout.strip() == f"flowfs {__version__}"
-    config = run(flowfs, "config", env=env).stdout
-    assert f"# config file: {home}/.config/flowfs/config.toml" in config
-    assert 'api_url = "https://app.flow.bio/api"' in config
-
-
-def install_venv(checkout: Path, where: Path) -> Path:
-    run(base_python(), "-m", "venv", where / "venv")
-    run(where / "venv/bin/pip", "install", checkout, env=user_env(where))
-    return where / "venv/bin/flowfs"
-
-
-def install_user(checkout: Path, where: Path) -> Path:
-    env = user_env(where)  # the user base is ~/.local: this fresh home's
-    if subprocess.run([base_python(), "-m", "pip", "--version"], capture_output=True,
-                      env=env, check=False).returncode != 0:
-        pytest.skip("this Python has no pip for a --user install")
-    run(base_python(), "-m", "pip", "install", "--user", checkout, env=env)
-    return where / ".local/bin/flowfs"
-
-
-def install_pipx(checkout: Path, where: Path) -> Path:
-    run(base_python(), "-m", "venv", where / "tools")
-    run(where / "tools/bin/pip", "install", "pipx", env=user_env(where))
-    env = user_env(where, PIPX_HOME=str(where / "pipx"), PIPX_BIN_DIR=str(where / "bin"))
-    run(where / "tools/bin/pipx", "install", checkout, env=env)
-    return where / "bin/flowfs"
+def test_the_prerequisites_check_runs_as_documented(tmp_path: Path) -> None:
+    assert "with headers" in shell(doc_block("Python.h"), tmp_path)
 
 
 @pytest.fixture(scope="module")
-def venv_flowfs(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return install_venv(checkout, tmp_path_factory.mktemp("venv-install"))
+def venv_home(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("venv-home")
+    shell(doc_block("python3 -m venv"), home, cwd=checkout)
+    return home
 
 
-def test_a_venv_install_gives_a_working_flowfs(venv_flowfs: Path, tmp_path: Path) -> None:
-    check_installed(venv_flowfs, tmp_path)
+def test_a_venv_install_gives_a_working_flowfs(venv_home: Path) -> None:
+    check_installed(venv_home)
 
 
-@pytest.mark.parametrize("install", [install_user, install_pipx], ids=["pip-user", "pipx"])
-def test_a_user_install_gives_a_working_flowfs(checkout: Path, tmp_path: Path,
-                                               install: object) -> None:
-    flowfs = install(checkout, tmp_path)  # type: ignore[operator]
-    check_installed(flowfs, tmp_path)
+def test_a_pip_user_install_gives_a_working_flowfs(checkout: Path, tmp_path: Path) -> None:
+    shell(doc_block("pip install --user"), tmp_path, cwd=checkout)
+    check_installed(tmp_path)
+
+
+def test_a_pipx_install_gives_a_working_flowfs(checkout: Path, tmp_path: Path) -> None:
+    tools = tmp_path / "tools"  # pipx itself, as a user would have it
+    shell(f"python3 -m venv {tools} && {tools}/bin/pip install pipx", tmp_path)
+    shell(doc_block("pipx install"), tmp_path, cwd=checkout, extra_path=(tools / "bin",))
+    check_installed(tmp_path)
 
 
 def test_a_venv_install_mounts_the_reference_server(
-        venv_flowfs: Path, tmp_path: Path, server: Server, daemons: list[Path]) -> None:
-    flowfs = venv_flowfs
+        venv_home: Path, tmp_path: Path, server: Server, daemons: list[Path]) -> None:
     token = tmp_path / "token"
     token.write_text(login_token(server, "alice", "alice-pw"))
     token.chmod(0o600)
     mountpoint = tmp_path / "flow"
-    env = user_env(tmp_path, FLOW_TOKEN_FILE=str(token))
     daemons.append(mountpoint)
-    run(flowfs, "mount", "--mkdir", mountpoint, "--api-url", server.api, "--files-url",
-        server.files, env=env)
+    local_bin = (venv_home / ".local/bin",)
+    shell(f"FLOW_TOKEN_FILE={token} flowfs mount --mkdir {mountpoint} --api-url {server.api}"
+          f" --files-url {server.files}", venv_home, extra_path=local_bin)
     try:
         assert "liver_1" in sh("ls", str(mountpoint / "samples")).stdout.decode().split()
     finally:
-        run(flowfs, "umount", mountpoint, env=env)
+        shell(f"flowfs umount {mountpoint}", venv_home, extra_path=local_bin)
