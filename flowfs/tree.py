@@ -525,7 +525,15 @@ class IdDir(ListingDir):
         self.flow_id = data.id
 
     async def _fetch(self) -> list[Child]:
-        return file_children(self.tree, [self.data, *await self._indexes()])
+        # Named by the file alone, not by a directory's assignments: the path follows from
+        # the id. The file comes first; an index whose name is taken is left out.
+        children: dict[str, Child] = {}
+        for data in (self.data, *sorted(await self._indexes(), key=lambda d: int(d.id))):
+            name = sanitize(data.filename)
+            if name not in children:
+                children[name] = Child(name, ("data", data.id, data.size),
+                                       partial(self.tree.file_for, data))
+        return list(children.values())
 
     async def _indexes(self) -> list[DataFile]:
         """Index files of the same sample or execution; none if they cannot be listed."""
