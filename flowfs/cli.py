@@ -116,7 +116,10 @@ def run_foreground(config: MountConfig) -> int:
         notifier.stopping(f"unmounting {config.mountpoint}")
 
     try:
-        creds = discover(config.api_url)
+        env = dict(os.environ)
+        if config.token_file is not None:  # the setting, from any source (fstab: -o)
+            env["FLOW_TOKEN_FILE"] = str(config.token_file)
+        creds = discover(config.api_url, env)
         scrub_environment()
         if creds is not None:
             redactor.add_secrets(creds.secrets())
@@ -243,6 +246,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rsync_filter(args: argparse.Namespace) -> int:
+    from flowfs.rsyncfilter import FILTER
+
+    print(FILTER, end="")
+    return 0
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
     from flowfs.completion import bash_script
 
@@ -312,7 +322,7 @@ def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
         if option.key not in keys:
             continue
         help_text = f"{option.help}; env {option.env}"
-        if option.key == "allow_other":
+        if option.boolean:
             p.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=None,
                            help=help_text)
         else:
@@ -320,8 +330,9 @@ def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
                            help=help_text)
 
 
-MOUNT_KEYS = ("api_url", "files_url", "cache_size", "io_timeout", "dir_ttl", "allow_other",
-              "log_level", "log_file", "log_max_size")
+# Every setting is a flag of mount (and of config), so a new row of OPTIONS needs no change
+# here, nor in the fstab options (flowfs.fstab) that become these flags.
+MOUNT_KEYS = tuple(option.key for option in OPTIONS if option.key != "mountpoint")
 
 
 def add_mount(sub: argparse._SubParsersAction) -> None:
@@ -362,9 +373,18 @@ def add_helpers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="the effective settings and where each comes from")
     add_option_flags(p, MOUNT_KEYS)
     p.set_defaults(handler=cmd_config)
+    p = sub.add_parser("rsync-filter", help="print rsync rules that leave the mount's own "
+                       "files out of a copy: flowfs rsync-filter | rsync -aH "
+                       "--exclude-from=- ~/flow/ backup/")
+    p.set_defaults(handler=cmd_rsync_filter)
     p = sub.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=["bash"])
     p.set_defaults(handler=cmd_completion)
+
+
+def subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    return {name for action in parser._subparsers._group_actions  # type: ignore[union-attr]
+            for name in getattr(action, "choices", None) or ()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,7 +411,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in subcommands(parser):
+        from flowfs.fstab import mount_argv
+
+        try:  # mount(8)'s call for an /etc/fstab line: flowfs SOURCE MOUNTPOINT -o OPTIONS
+            argv = mount_argv(argv)
+        except ConfigError as exc:
+            print(f"flowfs: {exc}", file=sys.stderr)
+            return 1
+    args = parser.parse_args(argv)
     args.argv = argv
     try:
         return int(args.handler(args))

@@ -57,6 +57,13 @@ def state_dir() -> Path:
     return Path(base) / "flowfs"
 
 
+def process_umask() -> int:
+    """This process's umask (reading it means setting it: put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @dataclass(frozen=True)
 class MountConfig:
     """Everything a mount needs to know, fixed for the mount's life."""
@@ -74,6 +81,8 @@ class MountConfig:
     foreground: bool = False
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
+    umask: int = field(default_factory=process_umask)
+    token_file: Path | None = None  # else the credentials of auth.discover's other sources
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api_url", normalise_url(self.api_url))

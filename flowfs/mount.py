@@ -178,7 +178,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
             downloads = tree.root.children[".downloads"]
             assert isinstance(downloads, DownloadsDir)
             ops = Operations(tree, inodes, reader, uid=config.uid, gid=config.gid,
-                             ttl=config.dir_ttl)
+                             ttl=config.dir_ttl, umask=config.umask)
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
             try:
                 nursery.start_soon(_watch_signals)

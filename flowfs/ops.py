@@ -124,7 +124,7 @@ class Operations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(self, tree: Tree, inodes: InodeTable[Node], reader: Reader,
-                 *, uid: int, gid: int, ttl: float) -> None:
+                 *, uid: int, gid: int, ttl: float, umask: int = 0o022) -> None:
         super().__init__()
         self.tree = tree
         self.inodes = inodes
@@ -132,6 +132,7 @@ class Operations(pyfuse3.Operations):
         self.uid = uid
         self.gid = gid
         self.ttl = ttl
+        self.umask = umask
         self._handles: dict[int, Any] = {}
         self._next_fh = 1
 
@@ -139,8 +140,17 @@ class Operations(pyfuse3.Operations):
     def attributes(self, node: Node) -> EntryAttributes:
         attr = EntryAttributes()
         attr.st_ino = cast(InodeT, node.inode)
-        attr.st_mode = (stat.S_IFDIR if node.is_dir else stat.S_IFREG) | node.mode
-        attr.st_nlink = 2 if node.is_dir else 1
+        # rclone's convention: 0777/0666 less the umask. Write bits on read-only things
+        # cost nothing (writes fail with EROFS) and make `cp -r` copies deletable.
+        if node.is_dir:
+            attr.st_mode = stat.S_IFDIR | (0o777 & ~self.umask)
+        else:
+            attr.st_mode = stat.S_IFREG | (0o666 & ~self.umask)
+        # A data file has two names at least, its place and by-id/<id>, and often more
+        # (samples/ and projects/): one inode shown with a link count of 2 is what du,
+        # rsync -H, cp -a and tar need to take it once (they ignore inodes of count 1).
+        shared = isinstance(node, FileNode) and node.kind == "data"
+        attr.st_nlink = 2 if node.is_dir or shared else 1
         attr.st_uid, attr.st_gid = self.uid, self.gid
         attr.st_size = node.size
         attr.st_blocks = node.blocks

@@ -9,6 +9,8 @@ This is Flow, mounted by flowfs.
   executions/<execution>/...                       your pipeline runs
   data/<file>                                      your data in no sample or execution
   by-id/<data id>                                  any readable file by its id (not listed)
+  by-id/<data id>.d/<file>                         the same file under its name, with its
+                                                   index (.bai, .tbi...) beside it
 
 Everything here is read-only and read on demand: only the bytes you read are
 downloaded. Extended attributes tell where a file comes from:

@@ -25,6 +25,7 @@ from flowfs.config import (
     derive_files_url,
     normalise_url,
     parse_size,
+    process_umask,
 )
 from flowfs.errors import ConfigError
 from flowfs.logs import BACKUPS, format_levels, parse_levels
@@ -114,6 +115,30 @@ def _log_size(value: Any) -> int:
     return size
 
 
+def _id(value: Any) -> int:
+    """A user or group id: a number (a name would depend on this machine's passwd)."""
+    if isinstance(value, bool) or not str(value).strip().isdigit():
+        raise ValueError(f"{value!r} is not a numeric id")
+    return int(str(value).strip())
+
+
+def _umask(value: Any) -> int:
+    """Octal permission bits as rclone's --umask: 022, 0022, 077 (a TOML integer counts
+    as given: write 0o022, or the string "022")."""
+    if isinstance(value, bool):
+        raise ValueError("must be octal bits such as 022")
+    if isinstance(value, int):
+        mask = value
+    else:
+        try:
+            mask = int(str(value).strip().removeprefix("0o"), 8)
+        except ValueError:
+            raise ValueError(f"{value!r} is not octal bits such as 022") from None
+    if not 0 <= mask <= 0o777:
+        raise ValueError(f"{value!r} is not within 000-777")
+    return mask
+
+
 def _last_login() -> Value | str:
     """The default server: that of the last ``flowfs login``, else Flow's own."""
     url = sessions.default_url()
@@ -134,6 +159,11 @@ class Option:
     def flag(self) -> str:
         return "--" + self.key.replace("_", "-")
 
+    @property
+    def boolean(self) -> bool:
+        """A switch: ``--x``/``--no-x`` on the command line, ``x`` alone as a mount option."""
+        return self.parse is _bool
+
 
 OPTIONS: tuple[Option, ...] = (
     Option("api_url", "FLOW_API_URL", _url, lambda: _last_login(),
@@ -150,6 +180,15 @@ OPTIONS: tuple[Option, ...] = (
            "the default mount point (~/flow)"),
     Option("allow_other", "FLOWFS_ALLOW_OTHER", _bool, lambda: False,
            "let other local users in (needs user_allow_other in /etc/fuse.conf)"),
+    Option("token_file", "FLOW_TOKEN_FILE", _optional_path, lambda: None,
+           "a file holding an API token, readable by its owner only (for /etc/fstab)"),
+    Option("uid", "FLOWFS_UID", _id, os.getuid,
+           "the owner every file and directory shows (default: the mounting user)"),
+    Option("gid", "FLOWFS_GID", _id, os.getgid,
+           "the group every file and directory shows (default: the mounting user's)"),
+    Option("umask", "FLOWFS_UMASK", _umask, process_umask,
+           "bits taken from 0666 (files) and 0777 (directories), as rclone's --umask "
+           "(default: the process umask, usually 022: 0644 and 0755)"),
     Option("log_level", "FLOWFS_LOG_LEVEL", _levels, lambda: "warning",
            "what the mount logs: debug, info, warning or error, for flowfs itself; "
            "NAME=LEVEL for another library (httpx=debug), fuse=debug for libfuse's dump"),
@@ -237,6 +276,10 @@ def mount_config(values: Mapping[str, Value], *, foreground: bool = False) -> Mo
         io_timeout=values["io_timeout"].value,
         dir_ttl=values["dir_ttl"].value,
         allow_other=values["allow_other"].value,
+        token_file=values["token_file"].value,
+        uid=values["uid"].value,
+        gid=values["gid"].value,
+        umask=values["umask"].value,
         log_level=values["log_level"].value,
         log_file=values["log_file"].value,
         log_max_size=values["log_max_size"].value,
@@ -259,7 +302,11 @@ def as_toml(key: str, value: Any) -> str:
         text = '""'
     elif key in ("cache_size", "log_max_size"):
         text = f'"{format_size(value)}"'
-    elif isinstance(value, int | float):
+    elif key == "umask":
+        text = f'"{value:03o}"'
+    elif isinstance(value, int):
+        text = str(value)  # a uid of 100000 is not 1e+05
+    elif isinstance(value, float):
         text = f"{value:g}"
     else:
         text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,7 +69,9 @@ def test_ls_l_of_2000_files_costs_a_request_per_page(many: Path, many_server: Se
     entries = ls_l(many_mount)
     assert len(entries) == N_FILES
     assert {name: size for name, (_, size) in entries.items()} == sizes
-    assert {mode for mode, _ in entries.values()} == {"-r--r--r--"}
+    umask = os.umask(0o022)  # the daemon's, inherited from this process
+    os.umask(umask)
+    assert {mode for mode, _ in entries.values()} == {stat.filemode(stat.S_IFREG | 0o666 & ~umask)}
 
     requests = since(many_server, mark)
     pages = [r for r in requests if r["path"] == f"/api/samples/{SAMPLE_ID}/data"]

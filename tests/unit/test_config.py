@@ -119,6 +119,46 @@ def test_flowfs_config_output_is_toml_the_file_accepts(tmp_path: Path) -> None:
             assert reparsed[key].value == values[key].value, key
 
 
+def test_ownership_defaults_to_the_mounting_user_and_the_process_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o027)
+    try:
+        values = resolve(NO_FLAGS, env={}, path=tmp_path / "none.toml")
+    finally:
+        os.umask(old)
+    assert (values["uid"].value, values["gid"].value) == (os.getuid(), os.getgid())
+    assert values["umask"].value == 0o027 and values["umask"].source == "default"
+    assert values["token_file"].value is None
+
+
+@pytest.mark.parametrize("given, mask", [("022", 0o022), ("0077", 0o077), ("0", 0),
+                                         ("0o002", 0o002), (0o027, 0o027)])
+def test_umask_is_octal_as_rclone_takes_it(tmp_path: Path, given: object, mask: int) -> None:
+    values = resolve({"umask": given}, env={}, path=tmp_path / "none.toml")
+    assert values["umask"].value == mask
+    text = render(values, tmp_path / "none.toml")
+    assert tomllib.loads(text)["umask"] == f"{mask:03o}"
+    again = resolve(NO_FLAGS, env={}, path=write(tmp_path / "again.toml", text))
+    assert again["umask"].value == mask
+
+
+def test_ownership_from_each_source_reaches_the_mount_config(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", 'umask = "077"\ngid = 100000\ntoken_file = "~/t"\n')
+    values = resolve({"uid": "1234"}, env={"FLOWFS_GID": "55"}, path=path)
+    config = mount_config(values)
+    assert (config.uid, config.gid, config.umask) == (1234, 55, 0o077)
+    assert config.token_file == Path.home() / "t"
+    assert tomllib.loads(render(resolve(NO_FLAGS, env={}, path=path), path))["gid"] == 100000
+
+
+@pytest.mark.parametrize("key, value", [("uid", "alice"), ("uid", "-1"), ("gid", "1.5"),
+                                        ("umask", "8"), ("umask", "1777"), ("umask", "rw")])
+def test_bad_ownership_values_name_the_flag(tmp_path: Path, key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^--{key}: {key}: "):
+        resolve({key: value}, env={}, path=tmp_path / "none.toml")
+
+
 def test_logging_is_configuration_like_any_other(tmp_path: Path) -> None:
     path = write(tmp_path / "config.toml", 'log_level = "INFO,httpx=debug"\n'
                  'log_file = "~/logs/flowfs.log"\nlog_max_size = "1M"\n')

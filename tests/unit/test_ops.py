@@ -23,7 +23,7 @@ from flowfs.downloads import EXPIRED_KEPT, DownloadsDir
 from flowfs.inodes import ROOT_INODE, InodeTable
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
-from flowfs.tree import Node, Tree
+from flowfs.tree import Node, Tree, index_names
 
 BYTES = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: crosses blocks, ends part-way
 DATA = [
@@ -101,6 +101,69 @@ async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [
+    (0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775), (0o777, 0, 0),
+])
+async def test_modes_are_rclones_0666_and_0777_less_the_umask_with_the_given_owner(
+        ops: Any, umask: int, file_mode: int, dir_mode: int) -> None:
+    o, _ = ops
+    o.uid, o.gid, o.umask = 4321, 8765, umask
+    for names, mode in ((("projects", "P", "samples", "s_1", "reads.fastq.gz"), file_mode),
+                        (("projects", "P", "samples"), dir_mode), (("README.txt",), file_mode),
+                        ((".downloads",), dir_mode), ((), dir_mode)):
+        attr = await walk(o, *names)
+        assert stat.S_IMODE(attr.st_mode) == mode, names
+        assert (attr.st_uid, attr.st_gid) == (4321, 8765), names
+
+
+async def test_a_data_file_counts_two_links_so_du_and_rsync_take_it_once(ops: Any) -> None:
+    o, _ = ops
+    one = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+    assert one.st_nlink == 2  # its place and by-id/<id>, at least
+    assert (await walk(o, "README.txt")).st_nlink == 1
+    assert (await walk(o, "samples")).st_nlink == 2
+
+
+async def test_by_id_dir_holds_the_file_under_its_name(ops: Any) -> None:
+    o, flow = ops
+    by_id = await walk(o, "by-id", "100")
+    folder = await walk(o, "by-id", "100.d")
+    assert stat.S_ISDIR(folder.st_mode) and stat.S_ISREG(by_id.st_mode)
+    fh = await o.opendir(folder.st_ino, None)
+    names = [name for name, _ in o._handles[fh].entries]
+    assert names == ["reads.fastq.gz"]  # 101 shares the name but is no index of it
+    inside = await walk(o, "by-id", "100.d", "reads.fastq.gz")
+    assert inside.st_ino == by_id.st_ino and inside.st_size == len(BYTES)
+    assert "GET /api/samples/10/data" in flow.requests
+    for name in ("100.x", "x.d", ".d", "100.d.d"):
+        with pytest.raises(pyfuse3.FUSEError) as err:
+            await walk(o, "by-id", name)
+        assert err.value.errno == errno.ENOENT
+
+
+@pytest.mark.parametrize("filename, index, found", [
+    ("x.bam", "x.bam.bai", True), ("x.bam", "x.bai", True), ("x.bam", "x.bam.csi", True),
+    ("x.cram", "x.crai", True), ("x.cram", "x.cram.crai", True),
+    ("x.vcf.gz", "x.vcf.gz.tbi", True), ("x.vcf.gz", "x.vcf.gz.csi", True),
+    ("ref.fa", "ref.fa.fai", True), ("x.vcf.gz", "x.vcf.tbi", False),
+    ("x.bam", "y.bam.bai", False), ("x.bam", "x.bam", False),
+])
+def test_index_names_are_those_tools_look_for(filename: str, index: str, found: bool) -> None:
+    assert (index in index_names(filename)) is found
+
+
+async def test_write_bits_shown_do_not_make_a_data_file_writable(ops: Any) -> None:
+    o, _ = ops
+    attr = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+    assert attr.st_mode & 0o200
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.open(attr.st_ino, os.O_WRONLY, None)
+    assert err.value.errno == errno.EROFS
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.access(attr.st_ino, os.W_OK, None)
+    assert err.value.errno == errno.EROFS
+
+
 def api_fetch(api: FlowAPI) -> Any:
     async def fetch(target: Any, start: int, end: int) -> Any:
         return await api.fetch_range(target.url, start, end)
@@ -119,7 +182,7 @@ async def walk(ops: Operations, *names: str) -> pyfuse3.EntryAttributes:
 async def test_a_file_has_exact_attributes_and_xattrs(ops: Any) -> None:
     o, _ = ops
     attr = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
-    assert stat.S_ISREG(attr.st_mode) and attr.st_mode & 0o777 == 0o444
+    assert stat.S_ISREG(attr.st_mode) and attr.st_mode & 0o777 == 0o644
     assert attr.st_size == len(BYTES)
     assert attr.st_mtime_ns == 1700000000 * 10**9
     assert await o.getxattr(attr.st_ino, b"user.flow.id", None) == b"100"
