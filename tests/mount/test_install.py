@@ -5,8 +5,8 @@ that answers ``--help``, ``--version`` and ``config``; the venv's mounts the ref
 server for real.
 
 Marked ``install``: it builds and installs the package three times, minutes on a busy
-machine (pyfuse3 compiles where pip has no wheel of it), so the default run leaves it out
-and ``.ci/run`` runs it on its own: ``.venv/bin/python -m pytest -m install``.
+machine (pyfuse3 compiles where pip has no wheel of it); alone it runs with
+``.venv/bin/python -m pytest -m install``.
 """
 
 from __future__ import annotations
