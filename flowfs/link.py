@@ -30,6 +30,7 @@ TARGET_RATE = 1024 * MiB
 # and the chunk size the best-documented rclone settings use. Derived from the measured
 # rate instead, it followed every burst of an emulated or congested link.
 FAR_REQUEST = 4 * MiB
+CONFIDENT = 4  # requests' worth read in one run before a far stream opens fully
 MIN_RATE = 1 * MiB  # below this a measured rate is taken as this (no division blow-up)
 ALPHA = 0.25  # weight of a new observation in the rate's moving average
 WINDOW = 32  # replies the latency is the minimum of
@@ -94,6 +95,7 @@ class StreamLimits:
     max_parallel: int  # read-ahead requests in flight at once
     growth: int  # the window's factor per step of the ramp
     initial_blocks: int = 1  # the window when a stream turns sequential
+    confident_blocks: int = 0  # read sequentially this far, a stream goes to its cap (0: never)
 
 
 def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
@@ -106,8 +108,10 @@ def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
     predicted duration (latency + size / rate: Little's law), as many requests in flight
     as that window holds, and a ramp four times as steep, since every step costs a round
     trip; the ramp starts at what one reply brings during one latency (at most one
-    request: all a wrong guess of "sequential" can cost). Never more than ``share``, and
-    never less than the near settings.
+    request: all a wrong guess of "sequential" can cost), and once a stream has read
+    ``CONFIDENT`` requests' worth in one run (well past any BAM/CRAM/VCF region) its
+    window goes straight to the cap. Never more than ``share``, and never less than the
+    near settings.
     """
     def blocks(nbytes: float) -> int:
         return max(1, math.ceil(nbytes / block_size))
@@ -122,7 +126,8 @@ def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
     cap = min(max(blocks(TARGET_RATE * duration), near), share_blocks)
     parallel = max(near_parallel, math.ceil(cap / request_blocks))
     initial = min(blocks(rate * link.latency), request_blocks, cap)
-    return StreamLimits(request_blocks, cap, min(parallel, 64), 4, initial)
+    return StreamLimits(request_blocks, cap, min(parallel, 64), 4, initial,
+                        CONFIDENT * request_blocks)
 
 
 def _average(old: float, new: float, samples: int) -> float:

@@ -73,6 +73,7 @@ class AccessPattern:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self._pos_end: int | None = None  # byte end of the furthest read so far
+        self._run_start = 0  # the block where the current sequential run began
         self._window = 0  # read-ahead distance in blocks; 0: not sequential
         self._ra_end = 0  # blocks below this were requested (demand or read-ahead)
 
@@ -92,13 +93,15 @@ class AccessPattern:
         return self._ra_end
 
     def on_read(self, start: int, end: int, nblocks: int, cap: int | None = None,
-                growth: int = 2, step: int = 1, initial: int = 1) -> Plan:
+                growth: int = 2, step: int = 1, initial: int = 1, confident: int = 0) -> Plan:
         """Plan a read of bytes ``[start, end)`` (already clamped to the file).
 
         ``nblocks`` is the file's block count; ``cap`` replaces ``policy.max_blocks`` as the
         window's cap (the reader sizes it to the link and shares a budget between streams);
         ``growth`` is the window's factor per ramp step; ``step`` the top-up granularity at
-        the cap (one request, in blocks); ``initial`` the window a stream opens with.
+        the cap (one request, in blocks); ``initial`` the window a stream opens with;
+        ``confident`` (if not 0) the blocks a run must have read for the window to jump to
+        the cap at once: past any index lookup, a reader that streams is streaming.
         """
         need = blocks_covering(start, end, self.policy.block_size)
         kind = self._classify(start, end)
@@ -107,6 +110,7 @@ class AccessPattern:
         if kind is _Kind.RANDOM:
             self._window = 0
             self._pos_end = end
+            self._run_start = need.start
             # need.stop <= nblocks: a read is clamped to the file first
             demand = range(need.start, min(max(need.stop, need.start + self.policy.first_blocks),
                                            nblocks))
@@ -114,6 +118,8 @@ class AccessPattern:
             return Plan(need, demand, _EMPTY)
         self._pos_end = end
         self._ra_end = max(self._ra_end, need.stop)
+        if confident and self._window and need.stop - self._run_start >= confident:
+            growth = max(growth, cap or self.policy.max_blocks)  # straight to the cap
         return Plan(need, need, self._top_up(need.stop, nblocks, cap, max(growth, 2),
                                              max(step, 1), max(initial, 1)))
 

@@ -330,7 +330,8 @@ class Reader:
         nblocks = block_count(stream.target.size, self._bs)
         plan = pattern.on_read(start, end, nblocks, cap=limits.cap_blocks,
                                growth=limits.growth, step=limits.request_blocks,
-                               initial=limits.initial_blocks)
+                               initial=limits.initial_blocks,
+                               confident=limits.confident_blocks)
         if not stream._closed:
             self._sequential += int(pattern.sequential) - int(was_sequential)
         return plan

@@ -214,3 +214,22 @@ def test_a_stream_may_open_with_a_wider_window_but_not_past_the_cap() -> None:
     read(q, 0, BS)
     q.on_read(BS, 2 * BS, NBLOCKS, cap=4, initial=10)
     assert q.window == 4
+
+
+def test_a_run_past_the_confidence_mark_opens_the_whole_window() -> None:
+    # A far stream that has read 16 blocks in one run is streaming, not looking up an
+    # index: its window goes to the cap at once instead of ramping step by step.
+    p = pattern(max_blocks=256)
+    read(p, 0, BS)  # random: the run starts at block 0
+    position = BS
+    while position < 16 * BS:
+        p.on_read(position, position + BS, NBLOCKS, cap=256, growth=4, initial=2,
+                  confident=16)
+        position += BS
+        assert p.window < 256  # a region query of up to 16 blocks never gets the cap
+    p.on_read(position, position + BS, NBLOCKS, cap=256, growth=4, initial=2, confident=16)
+    assert p.window == 256
+    # a seek starts a new run: the next one must earn it again
+    read(p, 5000 * BS, BS)
+    p.on_read(5001 * BS, 5002 * BS, NBLOCKS, cap=256, growth=4, initial=2, confident=16)
+    assert p.window == 2
