@@ -118,10 +118,9 @@ class AccessPattern:
             return Plan(need, demand, _EMPTY)
         self._pos_end = end
         self._ra_end = max(self._ra_end, need.stop)
-        if confident and self._window and need.stop - self._run_start >= confident:
-            growth = max(growth, cap or self.policy.max_blocks)  # straight to the cap
+        sure = bool(confident) and need.stop - self._run_start >= confident
         return Plan(need, need, self._top_up(need.stop, nblocks, cap, max(growth, 2),
-                                             max(step, 1), max(initial, 1)))
+                                             max(step, 1), max(initial, 1), sure))
 
     def retract(self, block: int) -> None:
         """Only the read-ahead below ``block`` was actually started (budget, parallelism).
@@ -142,10 +141,12 @@ class AccessPattern:
         return _Kind.ADVANCE
 
     def _top_up(self, reached: int, nblocks: int, cap: int | None, growth: int,
-                step: int, initial: int) -> range:
+                step: int, initial: int, sure: bool = False) -> range:
         """The read-ahead to start now that the reader has reached block ``reached``."""
         limit = max(self.policy.max_blocks if cap is None else cap, 1)
         ahead = self._ra_end - reached
+        if sure and self._window:
+            self._window = limit  # streaming beyond doubt: straight to the cap
         if self._window == 0:
             self._window = min(initial, limit)
         elif self._window >= limit:

@@ -222,11 +222,11 @@ def test_a_run_past_the_confidence_mark_opens_the_whole_window() -> None:
     p = pattern(max_blocks=256)
     read(p, 0, BS)  # random: the run starts at block 0
     position = BS
-    while position < 16 * BS:
+    while position < 15 * BS:
         p.on_read(position, position + BS, NBLOCKS, cap=256, growth=4, initial=2,
                   confident=16)
         position += BS
-        assert p.window < 256  # a region query of up to 16 blocks never gets the cap
+        assert p.window < 256  # a region query of under 16 blocks never gets the cap
     p.on_read(position, position + BS, NBLOCKS, cap=256, growth=4, initial=2, confident=16)
     assert p.window == 256
     # a seek starts a new run: the next one must earn it again
