@@ -321,7 +321,7 @@ def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
 
 
 MOUNT_KEYS = ("api_url", "files_url", "cache_size", "io_timeout", "dir_ttl", "allow_other",
-              "log_level", "log_file", "log_max_size")
+              "log_level", "log_file", "log_max_size", "metrics_addr")
 
 
 def add_mount(sub: argparse._SubParsersAction) -> None:

@@ -26,6 +26,7 @@ from pyfuse3 import EntryAttributes, FileHandleT, FileInfo, FUSEError, InodeT
 from flowfs.composing import ManifestFile
 from flowfs.downloads import DownloadsDir
 from flowfs.errors import Busy, FlowError, NotFound, NotPermitted, ReadOnly, errno_for
+from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
 from flowfs.reader import Reader, Stream
 from flowfs.tree import DirNode, FileNode, Node, TextFile, Tree
@@ -63,6 +64,7 @@ def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
             else:
                 log.debug("%s: %s", fn.__name__, exc)
             outcome = errno.errorcode.get(code, str(code))
+            _record(args, fn.__name__, code, exc)
             raise FUSEError(code) from None
         finally:
             if log.isEnabledFor(logging.DEBUG):
@@ -71,6 +73,13 @@ def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
                           (time.monotonic() - started) * 1000)
 
     return wrapper
+
+
+def _record(args: Sequence[Any], operation: str, code: int, exc: Exception) -> None:
+    """Count a failure on the mount's record (``args[0]`` is the handler's ``self``)."""
+    failures = getattr(args[0], "failures", None) if args else None
+    if isinstance(failures, Failures):
+        failures.record(operation, code, str(exc) or type(exc).__name__)
 
 
 def _arguments(args: Sequence[Any], names: bool) -> str:
@@ -124,8 +133,9 @@ class Operations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(self, tree: Tree, inodes: InodeTable[Node], reader: Reader,
-                 *, uid: int, gid: int, ttl: float) -> None:
+                 *, uid: int, gid: int, ttl: float, failures: Failures | None = None) -> None:
         super().__init__()
+        self.failures = failures or Failures()  # what `flowfs status` shows of errors
         self.tree = tree
         self.inodes = inodes
         self.reader = reader
