@@ -236,6 +236,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if any(status.problem for status in found) else 0
 
 
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from flowfs.refresh import mount_of, request
+    from flowfs.status import flowfs_mounts
+
+    # abspath, not realpath: resolving would make FUSE calls without a deadline
+    path = Path(os.path.abspath(args.path or "."))
+    mounts = flowfs_mounts()
+    mount = mount_of(path, mounts)
+    if mount is None and args.path is None and len(mounts) == 1:
+        mount = mounts[0]  # outside any mount: the only one there is
+    if mount is not None and args.path is None:
+        path = mount  # no PATH: the whole mount
+    if mount is None:
+        where = ", ".join(map(str, mounts)) or "none (mount one with 'flowfs mount DIR')"
+        raise FlowError(f"{path} is not in a flowfs mount (mounts: {where})")
+    relative = path.relative_to(mount).as_posix()
+    request(mount, "" if relative == "." else relative, args.timeout)
+    print(f"refreshed {path}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from flowfs.settings import config_file, render
 
@@ -359,6 +380,12 @@ def add_helpers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("mountpoint", nargs="?", help="only this mount")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_status)
+    p = sub.add_parser("refresh", help="fetch the listings under PATH again now, not after "
+                       "--dir-ttl (default: the whole mount you are in)")
+    p.add_argument("path", nargs="?", help="a directory in a flowfs mount")
+    p.add_argument("--timeout", type=float, default=90.0,
+                   help="give up after this many seconds (90)")
+    p.set_defaults(handler=cmd_refresh)
     p = sub.add_parser("config", help="the effective settings and where each comes from")
     add_option_flags(p, MOUNT_KEYS)
     p.set_defaults(handler=cmd_config)

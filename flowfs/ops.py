@@ -29,7 +29,7 @@ from flowfs.errors import Busy, FlowError, NotFound, NotPermitted, ReadOnly, err
 from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
 from flowfs.reader import Reader, Stream
-from flowfs.tree import DirNode, FileNode, Node, TextFile, Tree
+from flowfs.tree import ControlFile, DirNode, FileNode, Node, TextFile, Tree
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ class Operations(pyfuse3.Operations):
         if node.is_dir:
             raise FUSEError(errno.EISDIR)
         writer = bool(flags & WRITE_FLAGS)
-        if writer and not isinstance(node, ManifestFile):
+        if writer and not isinstance(node, ManifestFile | ControlFile):
             raise ReadOnly("read-only file system")
         return self._open_handle(node, writer, flags)
 
@@ -293,6 +293,9 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:
         handle: OpenFile = self._handle(fh)
+        if handle.writer and isinstance(handle.node, ControlFile):
+            await handle.node.command(buf)
+            return len(buf)
         if not (handle.writer and isinstance(handle.node, ManifestFile)):
             raise ReadOnly("read-only file system")
         return await self._downloads().write(handle.node, handle, off, buf)
@@ -318,6 +321,8 @@ class Operations(pyfuse3.Operations):
     async def setattr(self, inode: InodeT, attr: EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: FileHandleT | None, ctx: Any) -> EntryAttributes:
         node = self.tree.node(inode)
+        if isinstance(node, ControlFile):  # `echo PATH > .flowfs/refresh` truncates first
+            return self.attributes(node)
         if not isinstance(node, ManifestFile):
             raise ReadOnly("read-only file system")
         if fields.update_size:

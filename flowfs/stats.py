@@ -18,13 +18,14 @@ from typing import Any
 from flowfs import __version__
 from flowfs.api import FlowAPI
 from flowfs.buffers import BufferPool
-from flowfs.config import METRICS_FILE, STATS_FILE, MountConfig
+from flowfs.config import METRICS_FILE, REFRESH_FILE, STATS_FILE, MountConfig
 from flowfs.downloads import ACTIVE, DownloadsDir
 from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
 from flowfs.kernel import Tuning
 from flowfs.metrics import exposition
 from flowfs.reader import Reader
+from flowfs.refresh import RefreshFile
 from flowfs.tree import Node, StaticDir, TextFile, Tree
 
 README = """\
@@ -35,6 +36,8 @@ stats   JSON: server, user, uptime, cache hits and misses, bytes fetched,
         downloads. Fresh on every read. 'flowfs status' shows it for every mount.
 metrics the same counters in Prometheus's text format (for node_exporter's
         textfile collector: copy it into its directory, see docs/usage.md).
+refresh write a path (relative to the mount, '.' for all) here to have its
+        listings fetched again now: 'flowfs refresh [PATH]' does it for you.
 """
 
 
@@ -109,9 +112,10 @@ class MountState:
 
 
 def stats_dir(tree: Tree, render: Callable[[], dict[str, Any]]) -> StaticDir:
-    """The ``.flowfs/`` directory: README.txt, stats and metrics."""
+    """The ``.flowfs/`` directory: README.txt, stats, metrics and refresh."""
     directory = StaticDir(tree, tree.started)
     directory.children = {"README.txt": TextFile(tree, README),
                           STATS_FILE: StatsFile(tree, render),
-                          METRICS_FILE: MetricsFile(tree, render)}
+                          METRICS_FILE: MetricsFile(tree, render),
+                          REFRESH_FILE: RefreshFile(tree)}
     return directory
