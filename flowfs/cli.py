@@ -181,8 +181,25 @@ def cmd_umount(args: argparse.Namespace) -> int:
         path = Path(args.mountpoint).absolute()
     else:
         path = settings(args)["mountpoint"].value
-    print(f"{path}: {unmount(path)}")
+    try:
+        print(f"{path}: {unmount(path)}")
+    except FlowError as exc:
+        raise FlowError(f"{exc}{_umount_hint(path, args.mountpoint is None)}") from None
     return 0
+
+
+def _umount_hint(path: Path, configured: bool) -> str:
+    """What to do when ``path`` could not be unmounted: the flowfs mounts there are."""
+    from flowfs.status import flowfs_mounts
+
+    mounts = flowfs_mounts()
+    hint = " (the configured mount point; name another: flowfs umount DIR)" if configured \
+        else ""
+    if not mounts:
+        return f"{hint}; there are no flowfs mounts"
+    if path in mounts:
+        return hint
+    return f"{hint}; flowfs mounts: {', '.join(map(str, mounts))}"
 
 
 # -- credentials ---------------------------------------------------------------
@@ -303,14 +320,19 @@ def add_downloads(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("downloads", help="bulk ZIP downloads (.downloads/) from the shell")
     p.add_argument("--mount", help="the flowfs mount (default: the one you are in)")
     acts = p.add_subparsers(dest="action", required=True)
-    acts.add_parser("list", help="list bulk downloads and their state")
+    ls = acts.add_parser("list", help="list bulk downloads and their state")
     c = acts.add_parser("create", help="create a bulk download of PATHs (or id:<data id>)")
     c.add_argument("name")
     c.add_argument("paths", nargs="+")
     c.add_argument("--by-execution", action="store_true", help="group the ZIP by execution")
-    w = acts.add_parser("wait", help="follow a bulk download until it is ready")
+    w = acts.add_parser("wait", help="follow a bulk download until it is ready; exit 0 ready, "
+                        "1 no such job or another error, 3 the job failed or expired, "
+                        "124 timed out")
     w.add_argument("name")
-    w.add_argument("--timeout", type=float, help="give up after this many seconds")
+    w.add_argument("--timeout", type=float, help="give up after this many seconds (exit 124)")
+    for act in (ls, c, w):  # --mount after the action too; SUPPRESS keeps one given before
+        act.add_argument("--mount", default=argparse.SUPPRESS,
+                         help="the flowfs mount (default: the one you are in)")
     p.set_defaults(handler=cmd_downloads)
 
 

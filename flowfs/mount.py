@@ -65,8 +65,13 @@ def check_mountpoint(path: Path) -> None:
             raise ConfigError(f"{path} is a stale mount of a dead daemon; "
                               f"run 'flowfs umount {path}' first")
         raise ConfigError(f"{path} is already a mount point; 'flowfs umount {path}' first")
-    if os.listdir(path):
-        raise ConfigError(f"mount point {path} is not empty")
+    held = sorted(os.listdir(path))
+    if held:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise ConfigError(
+            f"mount point {path} is not empty (it holds {shown}): mounting would hide them; "
+            f"mount on an empty directory, or a new one with "
+            f"'flowfs mount --mkdir {path.with_name(path.name + '-2')}'")
 
 
 PROBE_TIMEOUT = 2.0
