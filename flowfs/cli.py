@@ -282,9 +282,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from flowfs.completion import bash_script
+    from flowfs.completion import print_words, script
 
-    print(bash_script(build_parser()), end="")
+    if args.words:  # what the scripts run at the time of the TAB
+        print_words(args.words, args.mount)
+        return 0
+    if args.shell is None:
+        raise FlowError("name a shell: flowfs completion bash|zsh|fish")
+    print(script(args.shell, build_parser()), end="")
     return 0
 
 
@@ -412,7 +417,9 @@ def add_helpers(sub: argparse._SubParsersAction) -> None:
     add_option_flags(p, MOUNT_KEYS)
     p.set_defaults(handler=cmd_config)
     p = sub.add_parser("completion", help="print a shell completion script")
-    p.add_argument("shell", choices=["bash"])
+    p.add_argument("shell", nargs="?", choices=["bash", "zsh", "fish"])
+    p.add_argument("--words", choices=["mounts", "jobs"], help=argparse.SUPPRESS)
+    p.add_argument("--mount", help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_completion)
 
 
