@@ -184,8 +184,25 @@ def cmd_umount(args: argparse.Namespace) -> int:
         path = Path(args.mountpoint).absolute()
     else:
         path = settings(args)["mountpoint"].value
-    print(f"{path}: {unmount(path)}")
+    try:
+        print(f"{path}: {unmount(path)}")
+    except FlowError as exc:
+        raise FlowError(f"{exc}{_umount_hint(path, args.mountpoint is None)}") from None
     return 0
+
+
+def _umount_hint(path: Path, configured: bool) -> str:
+    """What to do when ``path`` could not be unmounted: the flowfs mounts there are."""
+    from flowfs.status import flowfs_mounts
+
+    mounts = flowfs_mounts()
+    hint = " (the configured mount point; name another: flowfs umount DIR)" if configured \
+        else ""
+    if not mounts:
+        return f"{hint}; there are no flowfs mounts"
+    if path in mounts:
+        return hint
+    return f"{hint}; flowfs mounts: {', '.join(map(str, mounts))}"
 
 
 # -- credentials ---------------------------------------------------------------
@@ -239,6 +256,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if any(status.problem for status in found) else 0
 
 
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from flowfs.refresh import mount_of, request
+    from flowfs.status import flowfs_mounts
+
+    # abspath, not realpath: resolving would make FUSE calls without a deadline
+    path = Path(os.path.abspath(args.path or "."))
+    mounts = flowfs_mounts()
+    mount = mount_of(path, mounts)
+    if mount is None and args.path is None and len(mounts) == 1:
+        mount = mounts[0]  # outside any mount: the only one there is
+    if mount is not None and args.path is None:
+        path = mount  # no PATH: the whole mount
+    if mount is None:
+        where = ", ".join(map(str, mounts)) or "none (mount one with 'flowfs mount DIR')"
+        raise FlowError(f"{path} is not in a flowfs mount (mounts: {where})")
+    relative = path.relative_to(mount).as_posix()
+    request(mount, "" if relative == "." else relative, args.timeout)
+    print(f"refreshed {path}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from flowfs.settings import config_file, render
 
@@ -254,9 +292,14 @@ def cmd_rsync_filter(args: argparse.Namespace) -> int:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from flowfs.completion import bash_script
+    from flowfs.completion import print_words, script
 
-    print(bash_script(build_parser()), end="")
+    if args.words:  # what the scripts run at the time of the TAB
+        print_words(args.words, args.mount)
+        return 0
+    if args.shell is None:
+        raise FlowError("name a shell: flowfs completion bash|zsh|fish")
+    print(script(args.shell, build_parser()), end="")
     return 0
 
 
@@ -292,14 +335,19 @@ def add_downloads(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("downloads", help="bulk ZIP downloads (.downloads/) from the shell")
     p.add_argument("--mount", help="the flowfs mount (default: the one you are in)")
     acts = p.add_subparsers(dest="action", required=True)
-    acts.add_parser("list", help="list bulk downloads and their state")
+    ls = acts.add_parser("list", help="list bulk downloads and their state")
     c = acts.add_parser("create", help="create a bulk download of PATHs (or id:<data id>)")
     c.add_argument("name")
     c.add_argument("paths", nargs="+")
     c.add_argument("--by-execution", action="store_true", help="group the ZIP by execution")
-    w = acts.add_parser("wait", help="follow a bulk download until it is ready")
+    w = acts.add_parser("wait", help="follow a bulk download until it is ready; exit 0 ready, "
+                        "1 no such job or another error, 3 the job failed or expired, "
+                        "124 timed out")
     w.add_argument("name")
-    w.add_argument("--timeout", type=float, help="give up after this many seconds")
+    w.add_argument("--timeout", type=float, help="give up after this many seconds (exit 124)")
+    for act in (ls, c, w):  # --mount after the action too; SUPPRESS keeps one given before
+        act.add_argument("--mount", default=argparse.SUPPRESS,
+                         help="the flowfs mount (default: the one you are in)")
     p.set_defaults(handler=cmd_downloads)
 
 
@@ -370,6 +418,12 @@ def add_helpers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("mountpoint", nargs="?", help="only this mount")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_status)
+    p = sub.add_parser("refresh", help="fetch the listings under PATH again now, not after "
+                       "--dir-ttl (default: the whole mount you are in)")
+    p.add_argument("path", nargs="?", help="a directory in a flowfs mount")
+    p.add_argument("--timeout", type=float, default=90.0,
+                   help="give up after this many seconds (90)")
+    p.set_defaults(handler=cmd_refresh)
     p = sub.add_parser("config", help="the effective settings and where each comes from")
     add_option_flags(p, MOUNT_KEYS)
     p.set_defaults(handler=cmd_config)
@@ -378,7 +432,9 @@ def add_helpers(sub: argparse._SubParsersAction) -> None:
                        "--exclude-from=- ~/flow/ backup/")
     p.set_defaults(handler=cmd_rsync_filter)
     p = sub.add_parser("completion", help="print a shell completion script")
-    p.add_argument("shell", choices=["bash"])
+    p.add_argument("shell", nargs="?", choices=["bash", "zsh", "fish"])
+    p.add_argument("--words", choices=["mounts", "jobs"], help=argparse.SUPPRESS)
+    p.add_argument("--mount", help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_completion)
 
 

@@ -13,6 +13,8 @@ from flowfs.errors import ConfigError
 # The mount's own hidden directory and its stats file (written by stats, read by status).
 STATS_DIR = ".flowfs"
 STATS_FILE = "stats"
+METRICS_FILE = "metrics"
+REFRESH_FILE = "refresh"
 
 DEFAULT_API_URL = "https://app.flow.bio/api"
 MiB = 2**20
@@ -78,6 +80,7 @@ class MountConfig:
     log_level: str = "warning"  # a spec of flowfs.logs.parse_levels
     log_file: Path | None = None  # None: stderr
     log_max_size: int = 10 * MiB
+    metrics_addr: str = ""  # HOST:PORT to serve /metrics on; "" = not served
     foreground: bool = False
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
@@ -92,3 +95,17 @@ class MountConfig:
             raise ConfigError("--cache-size must be at least 16M")
         if self.io_timeout <= 0 or self.dir_ttl < 0:
             raise ConfigError("--io-timeout must be positive and --dir-ttl not negative")
+
+
+METRICS_HOST = "127.0.0.1"  # --metrics-addr PORT: loopback only
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT`` or ``:PORT``/``PORT`` (loopback) → (host, port)."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = "", text.strip()
+    host = host.strip("[]") or METRICS_HOST
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    return host, int(port)

@@ -7,9 +7,11 @@ Works through a mounted flowfs (it needs no credentials of its own): it reads
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from flowfs.manifest import valid_name
 from flowfs.status import flowfs_mounts
 
 POLL = 1.0
+READ_TIMEOUT = 30.0  # one read of a .status file
 
 
 def find_mount(given: str | None) -> Path:
@@ -40,11 +43,38 @@ def find_mount(given: str | None) -> Path:
     raise FlowError("several flowfs mounts: choose one with --mount DIR")
 
 
-def read_status(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_bytes())
-    except FileNotFoundError:
+# `flowfs downloads wait`'s exit statuses (documented in docs/downloads.md)
+READY, ERROR, JOB_FAILED, TIMED_OUT = 0, 1, 3, 124
+
+
+class TimedOut(FlowError):
+    """The mount did not answer a read in time."""
+
+
+def read_status(path: Path, timeout: float = READ_TIMEOUT) -> dict[str, Any] | None:
+    """A job's ``.status`` (None: no such job), read in a thread given up after ``timeout``:
+    a hung mount must not hang the command. Raises ``TimedOut`` then."""
+    result: list[bytes | OSError] = []
+
+    def read() -> None:
+        try:
+            result.append(path.read_bytes())
+        except OSError as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=read, daemon=True, name="flowfs-read-status")
+    thread.start()
+    thread.join(timeout)
+    if not result:
+        raise TimedOut(f"{path} was not readable within {timeout:g} s: is the mount hung? "
+                       f"('flowfs status' says)")
+    data = result[0]
+    if isinstance(data, FileNotFoundError):
         return None
+    if isinstance(data, OSError):
+        raise FlowError(f"{path}: {data.strerror}")
+    try:
+        return json.loads(data)
     except ValueError:
         return {"status": "unknown"}
 
@@ -97,33 +127,48 @@ def cmd_create(mount: Path, name: str, paths: list[str], by_execution: bool) -> 
         detail = error.read_text() if error.exists() else ""
         with contextlib.suppress(OSError):
             draft.unlink()
+        if exc.errno == errno.EEXIST:
+            raise FlowError(
+                f"a bulk download named {name!r} exists already: follow it with 'flowfs "
+                f"downloads wait {name}', choose another name, or delete it first with "
+                f"'rm {mount / '.downloads' / (name + '.status')}'") from None
         raise FlowError(f"{exc.strerror}\n{detail}".rstrip()) from None
     print(f"created {name}: follow it with 'flowfs downloads wait {name}'")
     return 0
 
 
 def cmd_wait(mount: Path, name: str, timeout: float | None) -> int:
-    """Follow a job until it completes (0) or fails, expires or vanishes (1)."""
+    """Follow a job until it completes (0), fails or expires (3), vanishes (1), or the
+    time runs out (124: ``--timeout``, or a mount that stopped answering)."""
     status_file = mount / ".downloads" / f"{name}.status"
     bar = _progress_bar(name)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:
-            st = read_status(status_file)
+            left = READ_TIMEOUT if deadline is None else deadline - time.monotonic()
+            try:
+                st = read_status(status_file, max(0.1, min(READ_TIMEOUT, left)))
+            except TimedOut as exc:
+                bar.close(None)
+                print(f"{name}: {exc}", file=sys.stderr)
+                return TIMED_OUT
             if st is None:
-                print(f"{name}: no such bulk download", file=sys.stderr)
-                return 1
+                bar.close(None)
+                print(f"{name}: no such bulk download ('flowfs downloads list' shows them)",
+                      file=sys.stderr)
+                return ERROR
             state = st.get("status")
             bar.update(st)
             if state == "completed":
                 bar.close(f"{name}: ready: {mount / '.downloads' / (name + '.zip')}")
-                return 0
+                return READY
             if state in ("failed", "expired"):
                 bar.close(f"{name}: {state}: {st.get('error') or ''}".rstrip(": "))
-                return 1
+                return JOB_FAILED
             if deadline is not None and time.monotonic() > deadline:
-                bar.close(f"{name}: still {state} after {timeout:.0f} s")
-                return 1
+                bar.close(f"{name}: still {state} after {timeout:.0f} s; wait again with "
+                          f"'flowfs downloads wait {name}'")
+                return TIMED_OUT
             time.sleep(POLL)
     finally:
         bar.close(None)

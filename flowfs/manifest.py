@@ -12,6 +12,7 @@ ever scanning it again (``open_line``): a 10 MiB line costs one pass, not one pe
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
@@ -27,6 +28,10 @@ UNTERMINATED = ("no newline at its end: the writer may have stopped part-way (a 
                 "program); end every line with a newline, or write a draft and rename it")
 _OPTION_RE = re.compile(r"^by_execution\s*:\s*(\S*)\s*$", re.IGNORECASE)
 _ID_RE = re.compile(r"^id:\s*(\S*)$")
+# What looks like an option line rather than a path: a bare word, a colon, one value.
+_KEY_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:\s*(\S*)$")
+KEYS = ("by_execution",)
+_BOOLEANS = ("true", "false", "yes", "no", "1", "0")
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,13 @@ def _parse_line(line: str, number: int, mountpoint: str | tuple[str, ...],
             return f"{line}: a data id is a number"
         out.entries.append(Entry(number, "id", value))
         return None
+    key = _KEY_RE.match(line)
+    if key:
+        close = difflib.get_close_matches(key.group(1).lower(), KEYS, n=1, cutoff=0.6)
+        if close:
+            return f"unknown key {key.group(1)!r}: did you mean {close[0]}?"
+        if key.group(2).lower() in _BOOLEANS:
+            return f"unknown key {key.group(1)!r} (the only key is {', '.join(KEYS)})"
     path, problem = relative_path(line, mountpoint)
     if problem:
         return f"{line}: {problem}"

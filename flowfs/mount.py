@@ -22,12 +22,14 @@ from typing import Any
 import pyfuse3
 import trio
 
+from flowfs import metrics
 from flowfs.api import FlowAPI, lean_route, new_client
 from flowfs.auth import Credentials
 from flowfs.buffers import BufferPool
 from flowfs.config import STATS_DIR, MountConfig
 from flowfs.downloads import DownloadsDir
 from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient, Untrusted
+from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
 from flowfs.kernel import Tuning, tune
 from flowfs.logs import parse_levels
@@ -63,8 +65,13 @@ def check_mountpoint(path: Path) -> None:
             raise ConfigError(f"{path} is a stale mount of a dead daemon; "
                               f"run 'flowfs umount {path}' first")
         raise ConfigError(f"{path} is already a mount point; 'flowfs umount {path}' first")
-    if os.listdir(path):
-        raise ConfigError(f"mount point {path} is not empty")
+    held = sorted(os.listdir(path))
+    if held:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise ConfigError(
+            f"mount point {path} is not empty (it holds {shown}): mounting would hide them; "
+            f"mount on an empty directory, or a new one with "
+            f"'flowfs mount --mkdir {path.with_name(path.name + '-2')}'")
 
 
 PROBE_TIMEOUT = 2.0
@@ -163,6 +170,10 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
             return await api.fetch_range(target.url, start, end, chunk=reader_config.block_size,
                                          size=target.size)
 
+        failures = Failures()
+        scrape = await metrics.listen(config.metrics_addr) if config.metrics_addr else None
+        snapshots: list[Callable[[], dict[str, Any]]] = []  # filled in as the tree is built
+
         async with trio.open_nursery() as nursery:
             reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
                             recycle=None if buffers is None else buffers.offer, link=api.link)
@@ -170,7 +181,9 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
             def extra(tree: Tree) -> dict[str, Node]:
                 downloads = DownloadsDir(tree, str(config.mountpoint))
                 state = MountState(config, api, reader, inodes, downloads, user,
-                                   creds.source if creds else None, buffers, tuning)
+                                   creds.source if creds else None, buffers, tuning,
+                                   failures=failures)
+                snapshots.append(state.snapshot)
                 return {".downloads": downloads, STATS_DIR: stats_dir(tree, state.snapshot)}
 
             tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate, extra=extra,
@@ -178,7 +191,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
             downloads = tree.root.children[".downloads"]
             assert isinstance(downloads, DownloadsDir)
             ops = Operations(tree, inodes, reader, uid=config.uid, gid=config.gid,
-                             ttl=config.dir_ttl, umask=config.umask)
+                             ttl=config.dir_ttl, umask=config.umask, failures=failures)
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
             try:
                 nursery.start_soon(_watch_signals)
@@ -186,6 +199,9 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
                 nursery.start_soon(downloads.poll_forever)
                 nursery.start_soon(_announce_ready, config.mountpoint, ready, tuning)
                 nursery.start_soon(api.warm_files, WARM_CONNECTIONS)
+                if scrape is not None:
+                    nursery.start_soon(metrics.serve, scrape,
+                                       lambda: metrics.exposition(snapshots[0]()))
                 await pyfuse3.main(min_tasks=4, max_tasks=MAX_REQUESTS)
             finally:
                 log.info("unmounting %s", config.mountpoint)

@@ -26,9 +26,10 @@ from pyfuse3 import EntryAttributes, FileHandleT, FileInfo, FUSEError, InodeT
 from flowfs.composing import ManifestFile
 from flowfs.downloads import DownloadsDir
 from flowfs.errors import Busy, FlowError, NotFound, NotPermitted, ReadOnly, errno_for
+from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
 from flowfs.reader import Reader, Stream
-from flowfs.tree import DirNode, FileNode, Node, TextFile, Tree
+from flowfs.tree import ControlFile, DirNode, FileNode, Node, TextFile, Tree
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
             else:
                 log.debug("%s: %s", fn.__name__, exc)
             outcome = errno.errorcode.get(code, str(code))
+            _record(args, fn.__name__, code, exc)
             raise FUSEError(code) from None
         finally:
             if log.isEnabledFor(logging.DEBUG):
@@ -71,6 +73,13 @@ def fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
                           (time.monotonic() - started) * 1000)
 
     return wrapper
+
+
+def _record(args: Sequence[Any], operation: str, code: int, exc: Exception) -> None:
+    """Count a failure on the mount's record (``args[0]`` is the handler's ``self``)."""
+    failures = getattr(args[0], "failures", None) if args else None
+    if isinstance(failures, Failures):
+        failures.record(operation, code, str(exc) or type(exc).__name__)
 
 
 def _arguments(args: Sequence[Any], names: bool) -> str:
@@ -124,8 +133,10 @@ class Operations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(self, tree: Tree, inodes: InodeTable[Node], reader: Reader,
-                 *, uid: int, gid: int, ttl: float, umask: int = 0o022) -> None:
+                 *, uid: int, gid: int, ttl: float, umask: int = 0o022,
+                 failures: Failures | None = None) -> None:
         super().__init__()
+        self.failures = failures or Failures()  # what `flowfs status` shows of errors
         self.tree = tree
         self.inodes = inodes
         self.reader = reader
@@ -225,7 +236,7 @@ class Operations(pyfuse3.Operations):
         if node.is_dir:
             raise FUSEError(errno.EISDIR)
         writer = bool(flags & WRITE_FLAGS)
-        if writer and not isinstance(node, ManifestFile):
+        if writer and not isinstance(node, ManifestFile | ControlFile):
             raise ReadOnly("read-only file system")
         return self._open_handle(node, writer, flags)
 
@@ -293,6 +304,9 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:
         handle: OpenFile = self._handle(fh)
+        if handle.writer and isinstance(handle.node, ControlFile):
+            await handle.node.command(buf)
+            return len(buf)
         if not (handle.writer and isinstance(handle.node, ManifestFile)):
             raise ReadOnly("read-only file system")
         return await self._downloads().write(handle.node, handle, off, buf)
@@ -318,6 +332,8 @@ class Operations(pyfuse3.Operations):
     async def setattr(self, inode: InodeT, attr: EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: FileHandleT | None, ctx: Any) -> EntryAttributes:
         node = self.tree.node(inode)
+        if isinstance(node, ControlFile):  # `echo PATH > .flowfs/refresh` truncates first
+            return self.attributes(node)
         if not isinstance(node, ManifestFile):
             raise ReadOnly("read-only file system")
         if fields.update_size:

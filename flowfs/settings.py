@@ -24,6 +24,7 @@ from flowfs.config import (
     config_dir,
     derive_files_url,
     normalise_url,
+    parse_addr,
     parse_size,
     process_umask,
 )
@@ -139,6 +140,13 @@ def _umask(value: Any) -> int:
     return mask
 
 
+def _addr(value: Any) -> str:
+    if value in ("", None):
+        return ""
+    host, port = parse_addr(str(value))
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _last_login() -> Value | str:
     """The default server: that of the last ``flowfs login``, else Flow's own."""
     url = sessions.default_url()
@@ -197,6 +205,9 @@ OPTIONS: tuple[Option, ...] = (
            "daemon, stderr with --foreground)"),
     Option("log_max_size", "FLOWFS_LOG_MAX_SIZE", _log_size, lambda: 10 * MiB,
            f"rotate the log file at this size, keeping {BACKUPS} old ones (10M)"),
+    Option("metrics_addr", "FLOWFS_METRICS_ADDR", _addr, lambda: "",
+           "serve Prometheus metrics at http://HOST:PORT/metrics (PORT alone: on "
+           "127.0.0.1; default: not served)"),
 )
 BY_KEY = {option.key: option for option in OPTIONS}
 
@@ -283,6 +294,7 @@ def mount_config(values: Mapping[str, Value], *, foreground: bool = False) -> Mo
         log_level=values["log_level"].value,
         log_file=values["log_file"].value,
         log_max_size=values["log_max_size"].value,
+        metrics_addr=values["metrics_addr"].value,
         foreground=foreground,
     )
 

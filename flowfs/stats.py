@@ -18,19 +18,26 @@ from typing import Any
 from flowfs import __version__
 from flowfs.api import FlowAPI
 from flowfs.buffers import BufferPool
-from flowfs.config import STATS_FILE, MountConfig
+from flowfs.config import METRICS_FILE, REFRESH_FILE, STATS_FILE, MountConfig
 from flowfs.downloads import ACTIVE, DownloadsDir
+from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
 from flowfs.kernel import Tuning
+from flowfs.metrics import exposition
 from flowfs.reader import Reader
+from flowfs.refresh import RefreshFile
 from flowfs.tree import Node, StaticDir, TextFile, Tree
 
 README = """\
 This hidden directory shows the state of this flowfs mount.
 
 stats   JSON: server, user, uptime, cache hits and misses, bytes fetched,
-        requests, inodes, active bulk downloads. Fresh on every read.
-        'flowfs status' shows it for every mount.
+        requests, errors, timeouts and the last failure, inodes, active bulk
+        downloads. Fresh on every read. 'flowfs status' shows it for every mount.
+metrics the same counters in Prometheus's text format (for node_exporter's
+        textfile collector: copy it into its directory, see docs/usage.md).
+refresh write a path (relative to the mount, '.' for all) here to have its
+        listings fetched again now: 'flowfs refresh [PATH]' does it for you.
 """
 
 
@@ -49,6 +56,14 @@ class StatsFile(TextFile):
         return (json.dumps(self._render(), indent=2) + "\n").encode()
 
 
+class MetricsFile(StatsFile):
+    """``.flowfs/metrics``: the same document in Prometheus's text format."""
+
+    @property
+    def content(self) -> bytes:
+        return exposition(self._render()).encode()
+
+
 @dataclass(frozen=True)
 class MountState:
     """The live objects of one mount that its stats are read from."""
@@ -62,6 +77,7 @@ class MountState:
     credentials: str | None = None  # where they came from, e.g. "FLOW_API_TOKEN"
     buffers: BufferPool | None = None  # None: bodies are not received into recycled buffers
     kernel: Tuning = field(default_factory=Tuning)
+    failures: Failures = field(default_factory=Failures)
     started: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -86,6 +102,7 @@ class MountState:
                 "spare": self.buffers.spare, "reused": self.buffers.reused,
                 "allocated": self.buffers.allocated},
             "inodes": len(self.inodes),
+            "failures": self.failures.as_json(),
             "kernel": self.kernel.as_json(),
             "downloads": {"jobs": len(jobs),
                           "active": sum(1 for job in jobs if job.status in ACTIVE),
@@ -95,8 +112,10 @@ class MountState:
 
 
 def stats_dir(tree: Tree, render: Callable[[], dict[str, Any]]) -> StaticDir:
-    """The ``.flowfs/`` directory: README.txt and stats."""
+    """The ``.flowfs/`` directory: README.txt, stats, metrics and refresh."""
     directory = StaticDir(tree, tree.started)
     directory.children = {"README.txt": TextFile(tree, README),
-                          STATS_FILE: StatsFile(tree, render)}
+                          STATS_FILE: StatsFile(tree, render),
+                          METRICS_FILE: MetricsFile(tree, render),
+                          REFRESH_FILE: RefreshFile(tree)}
     return directory

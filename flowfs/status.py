@@ -121,8 +121,9 @@ def human_duration(seconds: float) -> str:
     return f"{m}m{s % 60:02d}s" if m else f"{s}s"
 
 
-def render(status: MountStatus) -> str:
-    """The human form of one mount's status."""
+def render(status: MountStatus, now: float | None = None) -> str:
+    """The human form of one mount's status (``now``: the time failures are aged from)."""
+    now = time.time() if now is None else now
     if status.stats is None:
         return f"{status.mountpoint}: {status.problem}"
     s = status.stats
@@ -139,8 +140,33 @@ def render(status: MountStatus) -> str:
         f"  inodes   {s.get('inodes', 0)}",
         f"  bulk     {jobs.get('active', 0)} active of {jobs.get('jobs', 0)} jobs",
         f"  kernel   {_kernel_line(s.get('kernel'))}",
+        f"  errors   {_errors_line(s.get('failures'), cache)}",
     ]
+    last = (s.get("failures") or {}).get("last")
+    if isinstance(last, dict):
+        lines.append(f"  last     {_failure_line(last, now)}")
     return "\n".join(lines)
+
+
+def _errors_line(failures: Any, cache: dict[str, Any]) -> str:
+    """Failed requests by errno, and the reader's own failed fetches and timeouts."""
+    by_error = failures.get("by_error") if isinstance(failures, dict) else None
+    by_error = by_error if isinstance(by_error, dict) else {}
+    count = sum(v for v in by_error.values() if isinstance(v, int))
+    kinds = f" ({', '.join(f'{n} {name}' for name, n in sorted(by_error.items()))})" \
+        if count else ""
+    return (f"{count} failed requests{kinds}; {cache.get('fetch_errors', 0)} failed fetches, "
+            f"{cache.get('timeouts', 0)} read timeouts")
+
+
+def _failure_line(last: dict[str, Any], now: float) -> str:
+    """The last failure: how long ago, which operation, what it said (path, data id)."""
+    at = last.get("at")
+    ago = f"{human_duration(max(0.0, now - at))} ago" if isinstance(at, int | float) else "?"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) \
+        if isinstance(at, int | float) else "?"
+    return (f"{when} ({ago}): {last.get('operation')} answered {last.get('error')}: "
+            f"{last.get('message')}")
 
 
 def _kernel_line(kernel: Any) -> str:

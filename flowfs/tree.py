@@ -122,6 +122,22 @@ class TextFile(Node):
         return len(self.content)
 
 
+class ControlFile(TextFile):
+    """A file written to ask the daemon for something (``.flowfs/refresh``).
+
+    Anyone who may enter the mount may write it (the request is harmless and bounded);
+    reading it gives its help text. Each ``write(2)`` is one request, answered by
+    ``command`` before the write returns, so its errors reach the writer.
+    """
+
+    mode = 0o666
+    volatile = True
+    direct_io = True
+
+    async def command(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
 class DirNode(Node):
     is_dir = True
     mode = DIR_MODE
@@ -185,6 +201,19 @@ class ListingDir(DirNode):
 
     async def _fetch(self) -> list[Child]:
         raise NotImplementedError
+
+    @property
+    def listed(self) -> dict[str, Node]:
+        """The children of the last listing, without fetching (none if never listed)."""
+        return self._children
+
+    def outdate(self, min_age: float) -> bool:
+        """For `flowfs refresh`: the next use fetches this listing again, unless it was
+        fetched under ``min_age`` s ago (so repeated refreshes coalesce). Whether it was."""
+        if self._fetched_at is None or time.monotonic() - self._fetched_at < min_age:
+            return False
+        self._fetched_at = -math.inf  # still listed once: a failed refetch serves the old one
+        return True
 
     def _fresh(self) -> bool:
         return (

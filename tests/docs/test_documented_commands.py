@@ -43,6 +43,7 @@ RUN = {
     "flowfs whoami": "test_the_quickstart_runs_as_documented",
     "flowfs mount ~/flow": "test_the_quickstart_runs_as_documented",
     "flowfs status": "test_the_quickstart_runs_as_documented",
+    "flowfs refresh ~/flow/projects": "test_the_quickstart_runs_as_documented",
     "flowfs umount ~/flow": "test_the_quickstart_runs_as_documented",
     "flowfs config": "test_the_configuration_examples_print_what_is_documented",
     "flowfs mount": "test_the_configuration_examples_print_what_is_documented",

@@ -104,7 +104,7 @@ def test_the_last_login_is_the_default_server_below_every_setting(
 @pytest.mark.parametrize("words, expected", [
     (["flowfs", "mo"], {"mount"}),
     (["flowfs", "mount", "--ca"], {"--cache-size"}),
-    (["flowfs", "completion", ""], {"bash"}),
+    (["flowfs", "completion", ""], {"bash", "fish", "zsh"}),
     (["flowfs", "downloads", "w"], {"wait"}),
 ])
 def test_bash_completion(words: list[str], expected: set[str], tmp_path: Path) -> None:

@@ -323,3 +323,21 @@ def test_a_hundred_thousand_entries_parse_quickly() -> None:
     elapsed = time.perf_counter() - start
     assert len(m.entries) == 100_000 and not m.errors
     assert elapsed < 3.0, f"{elapsed:.2f} s"
+
+
+# -- misspelt keys -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line", ["by_executon: true", "by-execution: true", "byexecution:false",
+                                  "By_Executions: yes", "by_execution_: 1"])
+def test_a_misspelt_key_is_named_with_the_right_one(line: str) -> None:
+    key = line.split(":")[0]
+    assert only_error(line) == f"unknown key {key!r}: did you mean by_execution?"
+
+
+def test_an_unknown_key_with_a_yes_or_no_names_the_keys() -> None:
+    assert only_error("zip_it: yes") == "unknown key 'zip_it' (the only key is by_execution)"
+
+
+@pytest.mark.parametrize("line", ["samples/a:b", "projects/P/samples/x:y/z.bam"])
+def test_a_path_with_a_colon_is_still_a_path(line: str) -> None:
+    assert [e.value for e in one(line).entries] == [line]

@@ -223,6 +223,24 @@ async def test_a_failed_read_is_logged_with_its_path_and_data_id(
             in caplog.text), caplog.text
 
 
+async def test_a_failed_read_is_recorded_for_status_with_its_path(ops: Any) -> None:
+    o, flow = ops
+    attr = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
+    with pytest.raises(pyfuse3.FUSEError):
+        await o.lookup(attr.st_ino - 1, b"no-such-name", None)  # an answer, not a failure
+    assert o.failures.count == 0
+    info = await o.open(attr.st_ino, os.O_RDONLY, None)
+    flow.refuse_reads = True
+    with pytest.raises(pyfuse3.FUSEError):
+        await o.read(info.fh, 4096, 100)
+    assert o.failures.as_json()["by_error"] == {"EACCES": 1}
+    last = o.failures.last
+    assert last is not None and last.operation == "read" and last.error == "EACCES"
+    assert last.message.startswith(
+        "projects/P/samples/s_1/reads.fastq.gz (data id 100) at 4096+100: ")
+    assert abs(last.at - time.time()) < 60
+
+
 async def test_paths_come_from_listings_too(ops: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     o, _ = ops
     monkeypatch.setattr(pyfuse3, "readdir_reply", lambda *args: True)  # no kernel to reply to
