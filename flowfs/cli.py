@@ -301,7 +301,7 @@ def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
         if option.key not in keys:
             continue
         help_text = f"{option.help}; env {option.env}"
-        if option.key == "allow_other":
+        if option.key in ("allow_other", "disk_cache"):
             p.add_argument(option.flag, action=argparse.BooleanOptionalAction, default=None,
                            help=help_text)
         else:
@@ -310,7 +310,8 @@ def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
 
 
 MOUNT_KEYS = ("api_url", "files_url", "cache_size", "io_timeout", "dir_ttl", "allow_other",
-              "log_level", "log_file", "log_max_size")
+              "log_level", "log_file", "log_max_size", "disk_cache", "cache_dir",
+              "disk_cache_size", "disk_cache_mode")
 
 
 def add_mount(sub: argparse._SubParsersAction) -> None:

@@ -259,6 +259,7 @@ class Reader:
         """Counters and gauges for logs, tests and benchmarks."""
         return {
             "hits": 0,
+            "hit_bytes": 0,
             "misses": 0,
             "fetches": 0,
             "bytes_fetched": 0,
@@ -364,6 +365,7 @@ class Reader:
             self._counts["misses"] += 1
             waits.append((index, self._pending[(key, index)]))
         self._counts["hits"] += len(have)
+        self._counts["hit_bytes"] += sum(len(block) for block in have.values())
         return have, waits
 
     # -- waiting ------------------------------------------------------------------------

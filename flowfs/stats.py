@@ -19,6 +19,7 @@ from flowfs import __version__
 from flowfs.api import FlowAPI
 from flowfs.buffers import BufferPool
 from flowfs.config import STATS_FILE, MountConfig
+from flowfs.diskfetch import DiskFetch
 from flowfs.downloads import ACTIVE, DownloadsDir
 from flowfs.inodes import InodeTable
 from flowfs.kernel import Tuning
@@ -28,8 +29,9 @@ from flowfs.tree import Node, StaticDir, TextFile, Tree
 README = """\
 This hidden directory shows the state of this flowfs mount.
 
-stats   JSON: server, user, uptime, cache hits and misses, bytes fetched,
-        requests, inodes, active bulk downloads. Fresh on every read.
+stats   JSON: server, user, uptime, cache hits and misses, bytes from memory,
+        disk and network, the disk cache, requests, inodes, active bulk
+        downloads. Fresh on every read.
         'flowfs status' shows it for every mount.
 """
 
@@ -62,12 +64,14 @@ class MountState:
     credentials: str | None = None  # where they came from, e.g. "FLOW_API_TOKEN"
     buffers: BufferPool | None = None  # None: bodies are not received into recycled buffers
     kernel: Tuning = field(default_factory=Tuning)
+    disk: DiskFetch | None = None  # None: no disk cache (off, or unusable)
     started: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
 
     def snapshot(self) -> dict[str, Any]:
         """The stats document (documented in docs/usage.md)."""
         jobs = list(self.downloads.jobs.values())
+        cache = self.reader.stats()
         return {
             "version": __version__,
             "api_url": self.config.api_url,
@@ -79,8 +83,16 @@ class MountState:
             "started": round(self.started, 3),
             "uptime": round(time.monotonic() - self.started_monotonic, 3),
             "cache_size": self.config.cache_size,
-            "cache": self.reader.stats(),
+            "cache": cache,
             "api": {"requests": self.api.requests, "bytes_fetched": self.api.bytes_fetched},
+            "disk_cache": None if self.disk is None else self.disk.stats(),
+            # Where the bytes of reads came from (the kernel's page cache serves re-reads
+            # before any of these; see docs/usage.md).
+            "bytes_from": {
+                "memory": cache.get("hit_bytes", 0),
+                "disk": 0 if self.disk is None else self.disk.counts["bytes_read"],
+                "network": self.api.bytes_fetched,
+            },
             "link": self.reader.link.as_json(),
             "buffers": None if self.buffers is None else {
                 "spare": self.buffers.spare, "reused": self.buffers.reused,

@@ -379,7 +379,13 @@ class Processes:
 
     def mount(self, server: Server, env: dict[str, str], *args: str,
               path: Path | None = None) -> Mount:
-        """A foreground mount of ``server`` (``path``: by default a fresh ``.../flow``)."""
+        """A foreground mount of ``server`` (``path``: by default a fresh ``.../flow``).
+
+        Unless ``--cache-dir`` is given, the mount's disk cache is a fresh directory of its
+        own: tests must not share blocks through the invoking user's ``~/.cache``.
+        """
+        if "--cache-dir" not in args:
+            env = {**env, "XDG_CACHE_HOME": str(self._mktemp("cache"))}
         m = Mount(server, path or self._mktemp("mnt") / "flow", env, args)
         self._stack.callback(m.close)
         return m.start()

@@ -103,7 +103,8 @@ def test_the_last_login_is_the_default_server_below_every_setting(
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 @pytest.mark.parametrize("words, expected", [
     (["flowfs", "mo"], {"mount"}),
-    (["flowfs", "mount", "--ca"], {"--cache-size"}),
+    (["flowfs", "mount", "--ca"], {"--cache-size", "--cache-dir"}),
+    (["flowfs", "mount", "--no-d"], {"--no-disk-cache"}),
     (["flowfs", "completion", ""], {"bash"}),
     (["flowfs", "downloads", "w"], {"wait"}),
 ])
