@@ -37,7 +37,6 @@ no mutable state of its own, so any number of threads may use one instance.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import os
@@ -128,12 +127,16 @@ class Store:
 
     # -- setup -------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Create the directories (with our modes); raises OSError if that is impossible."""
+    def open(self) -> bool:
+        """Create the directories (with our modes); whether we may write there.
+
+        Raises OSError if the directory neither exists nor can be made. A directory we may
+        only read still serves what it holds (a cache prepared by someone else, or a
+        read-only mount).
+        """
         for path in (self.root, self.base):
             self._mkdir(path)
-        if not os.access(self.base, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, "not writable", str(self.base))
+        return os.access(self.base, os.W_OK | os.X_OK)
 
     def _mkdir(self, path: Path) -> None:
         try:

@@ -79,7 +79,7 @@ class DiskFetch:
     """
 
     def __init__(self, store: Store, network: Network, *, block_size: int,
-                 max_bytes: int, queue_bytes: int = QUEUE_BYTES) -> None:
+                 max_bytes: int, queue_bytes: int = QUEUE_BYTES, writable: bool = True) -> None:
         self.store = store
         self._network = network
         self._bs = block_size
@@ -93,7 +93,7 @@ class DiskFetch:
         self._limit = max_bytes  # what it may hold: the bound, less the free-space floor
         self._since_check = 0
         self._prune_wanted = trio.Event()
-        self._writable = True
+        self._writable = writable
         self._paused_until = -math.inf
         self._warned: set[str] = set()
         self._seen: dict[bytes, set[int]] = {}  # blocks known on disk, per entry, until checked
@@ -259,7 +259,7 @@ class DiskFetch:
         usage = await trio.to_thread.run_sync(self.store.usage)
         self._used = usage.bytes
         self._prune_wanted.set()
-        while True:
+        while self._writable:  # a cache we cannot write to is not ours to prune
             await self._prune_wanted.wait()
             self._prune_wanted = trio.Event()
             self._since_check = 0
@@ -336,9 +336,13 @@ def open_cache(config: MountConfig, network: Network, block_size: int) -> DiskFe
                     "the network too", root, fstype)
     store = Store(root, shared=config.disk_cache_mode == "group")
     try:
-        store.open()
+        writable = store.open()
     except OSError as exc:
         log.warning("disk cache off: cannot use %s: %s", root, exc.strerror)
         return None
-    return DiskFetch(store, network, block_size=block_size, max_bytes=config.disk_cache_size)
+    if not writable:
+        log.warning("disk cache: cannot write to %s; cached blocks are still served, the "
+                    "rest comes over the network", root)
+    return DiskFetch(store, network, block_size=block_size, max_bytes=config.disk_cache_size,
+                     writable=writable)
 

@@ -244,21 +244,6 @@ def test_private_and_group_modes(tmp_path: Path) -> None:
     assert stat.S_IMODE(private.root.stat().st_mode) == 0o700
 
 
-def test_a_read_only_cache_still_serves_and_refuses_writes(store: Store) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root writes anywhere")
-    item = entry("1", 2 * BS, None, BS)
-    store.put(item, 0, content(BS))
-    directory = block_path(store, item, 0).parent
-    directory.chmod(0o500)
-    try:
-        assert store.get(item, 0) is not None
-        with pytest.raises(PermissionError):
-            store.put(item, 1, content(BS))
-    finally:
-        directory.chmod(0o700)
-
-
 # -- concurrent users ------------------------------------------------------------------------
 
 def test_threads_writing_reading_and_pruning_never_see_a_wrong_byte(store: Store) -> None:
