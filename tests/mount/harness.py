@@ -115,7 +115,6 @@ class Mount:
     path: Path
     env: dict[str, str]
     args: Sequence[str] = ()
-    prefix: Sequence[str] = ()  # e.g. setpriv and its options: the daemon as another user
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
 
@@ -124,8 +123,7 @@ class Mount:
 
     def start(self, timeout: float = DEADLINE) -> Mount:
         self.path.mkdir(parents=True, exist_ok=True)
-        cmd = [*self.prefix, sys.executable, "-m", "flowfs", "mount", str(self.path),
-               "--foreground",
+        cmd = [sys.executable, "-m", "flowfs", "mount", str(self.path), "--foreground",
                "--api-url", self.server.api, "--files-url", self.server.files, *self.args]
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
@@ -380,7 +378,7 @@ class Processes:
         return proxy.start()
 
     def mount(self, server: Server, env: dict[str, str], *args: str,
-              path: Path | None = None, prefix: Sequence[str] = ()) -> Mount:
+              path: Path | None = None) -> Mount:
         """A foreground mount of ``server`` (``path``: by default a fresh ``.../flow``).
 
         Unless ``--cache-dir`` is given, the mount's disk cache is a fresh directory of its
@@ -388,6 +386,6 @@ class Processes:
         """
         if "--cache-dir" not in args:
             env = {**env, "XDG_CACHE_HOME": str(self._mktemp("cache"))}
-        m = Mount(server, path or self._mktemp("mnt") / "flow", env, args, prefix)
+        m = Mount(server, path or self._mktemp("mnt") / "flow", env, args)
         self._stack.callback(m.close)
         return m.start()

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import trio
 
+from flowfs import diskfetch
+from flowfs.config import MountConfig
 from flowfs.diskcache import HEADER_SIZE, Store, entry
 from flowfs.diskfetch import DiskFetch
 
@@ -198,5 +200,36 @@ async def test_the_size_bound_is_kept(tmp_path: Path) -> None:
             assert await read_all(disk, target) == body
         await until(lambda: disk.counts["blocks_written"] + disk.counts["write_skipped"]
                     == 100, "the writes")
-        await until(lambda: disk.store.usage().bytes <= bound, "pruning to the bound")
-        assert disk.counts["pruned_bytes"] > 0
+        await until(lambda: disk.counts["pruned_bytes"] > 0
+                    and disk.store.usage().bytes <= bound, "pruning to the bound")
+
+
+def cache_config(tmp_path: Path, **fields: Any) -> MountConfig:
+    return MountConfig(mountpoint=tmp_path / "flow", api_url="http://127.0.0.1:1/api",
+                       **fields)
+
+
+@pytest.mark.parametrize("given, on", [(False, False), (True, True)])
+async def test_on_a_network_filesystem_only_a_cache_dir_given_on_purpose_is_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        given: bool, on: bool) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    monkeypatch.setattr(diskfetch, "filesystem_type", lambda path: "nfs4")
+    config = cache_config(tmp_path, cache_dir=tmp_path / "given" if given else None)
+    with caplog.at_level(logging.WARNING, logger="flowfs.diskfetch"):
+        disk = diskfetch.open_cache(config, Network(), BS)
+    assert (disk is not None) is on
+    assert "network filesystem (nfs4)" in caplog.text
+
+
+async def test_no_disk_cache_means_none_and_nothing_on_disk(tmp_path: Path) -> None:
+    config = cache_config(tmp_path, disk_cache=False, cache_dir=tmp_path / "c")
+    assert diskfetch.open_cache(config, Network(), BS) is None
+    assert not (tmp_path / "c").exists()
+
+
+async def test_a_new_cache_directory_is_private(tmp_path: Path) -> None:
+    config = cache_config(tmp_path, cache_dir=tmp_path / "c")
+    disk = diskfetch.open_cache(config, Network(), BS)
+    assert disk is not None
+    assert (tmp_path / "c").stat().st_mode & 0o777 == 0o700
