@@ -45,6 +45,7 @@ import secrets
 import shutil
 import stat
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -150,9 +151,15 @@ class Store:
 
     # -- blocks --------------------------------------------------------------------------
 
-    def get(self, item: Entry, index: int) -> bytearray | None:
-        """Block ``index`` of ``item``: None if absent; raises :class:`Damaged` if bad."""
+    def get(self, item: Entry, index: int, into: bytearray | None = None) -> bytearray | None:
+        """Block ``index`` of ``item``: None if absent; raises :class:`Damaged` if bad.
+
+        ``into``: a buffer of exactly the block's length to read into (its old content
+        is overwritten entirely, or the block is damage).
+        """
         length = item.block_length(index)
+        if into is not None and len(into) != length:
+            raise ValueError(f"a buffer of {len(into)} bytes for a block of {length}")
         path = self._entry_dir(item) / str(index)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -160,7 +167,8 @@ class Store:
             return None
         try:
             st = os.fstat(fd)
-            head, data, extra = bytearray(HEADER_SIZE), bytearray(length), bytearray(1)
+            data = bytearray(length) if into is None else into
+            head, extra = bytearray(HEADER_SIZE), bytearray(1)
             got = os.readv(fd, [head, data, extra])
         finally:
             os.close(fd)
@@ -209,11 +217,12 @@ class Store:
 
     # -- whole files -----------------------------------------------------------------------
 
-    def verify(self, item: Entry) -> bool | None:
+    def verify(self, item: Entry, stop: threading.Event | None = None) -> bool | None:
         """Check a complete entry against Flow's md5 once.
 
-        True: it matches (now or before: a ``verified`` mark); None: no md5, or blocks are
-        missing; False: it does not match, and the entry has been removed.
+        True: it matches (now or before: a ``verified`` mark); None: no md5, blocks are
+        missing, or ``stop`` was set; False: it does not match, and the entry has been
+        removed.
         """
         if item.md5 is None:
             return None
@@ -223,6 +232,8 @@ class Store:
         digest = hashlib.md5()
         try:
             for index in range(item.blocks):
+                if stop is not None and stop.is_set():
+                    return None
                 block = self.get(item, index)
                 if block is None:
                     return None

@@ -20,16 +20,21 @@ back intact is simply fetched over the network.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
+import os
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import trio
 
 from flowfs.blocks import blocks_covering, iter_runs, run_span
+from flowfs.buffers import BufferPool
 from flowfs.config import MountConfig, cache_dir
 from flowfs.diskcache import (
     Damaged,
@@ -79,8 +84,12 @@ class DiskFetch:
     """
 
     def __init__(self, store: Store, network: Network, *, block_size: int,
-                 max_bytes: int, queue_bytes: int = QUEUE_BYTES, writable: bool = True) -> None:
+                 max_bytes: int, queue_bytes: int = QUEUE_BYTES, writable: bool = True,
+                 buffers: BufferPool | None = None) -> None:
         self.store = store
+        # Blocks are read into the pool's recycled buffers where there is one: fresh
+        # memory costs a page fault per 4 KiB (flowfs.buffers). Event loop only.
+        self._buffers = buffers
         self._network = network
         self._bs = block_size
         self.max_bytes = max_bytes
@@ -105,8 +114,13 @@ class DiskFetch:
     async def __call__(self, target: Target, start: int, end: int) -> Any:
         item = entry(target.data.id, target.size, target.data.md5, self._bs)
         indices = blocks_covering(start, end, self._bs)
-        blocks, damaged, errors = await trio.to_thread.run_sync(self._read, item, indices)
+        into = self._take(item, indices)
+        blocks, damaged, errors = await trio.to_thread.run_sync(self._read, item, indices, into)
         self._count_reads(item, indices, blocks, damaged, errors)
+        if self._buffers is not None:  # the buffers of misses: nothing else has seen them
+            for buffer, block in zip(into, blocks, strict=True):
+                if block is None and buffer is not None:
+                    self._buffers.offer(buffer)
         first = indices.start
         missing = (i for i, block in zip(indices, blocks, strict=True) if block is None)
         for run in iter_runs(missing, len(indices)):
@@ -116,13 +130,19 @@ class DiskFetch:
             self._queue(item, run.start, fetched)
         return blocks
 
-    def _read(self, item: Entry, indices: range) -> tuple[list[Any], int, list[OSError]]:
+    def _take(self, item: Entry, indices: range) -> list[bytearray | None]:
+        if self._buffers is None:
+            return [None] * len(indices)
+        return [self._buffers.take(item.block_length(i)) for i in indices]
+
+    def _read(self, item: Entry, indices: range, into: list[bytearray | None]
+              ) -> tuple[list[Any], int, list[OSError]]:
         """In a worker thread: the blocks the disk gives back intact (None for the rest)."""
         blocks: list[Any] = []
         damaged, errors = 0, []
-        for index in indices:
+        for index, buffer in zip(indices, into, strict=True):
             try:
-                blocks.append(self.store.get(item, index))
+                blocks.append(self.store.get(item, index, buffer))
             except Damaged as exc:
                 log.warning("disk cache: %s; fetching the block again", exc)
                 damaged += 1
@@ -236,22 +256,37 @@ class DiskFetch:
             self._verify_send.send_nowait(item)
 
     async def _verifier(self) -> None:
-        async for item in self._verify_receive:
-            try:
-                ok = await trio.to_thread.run_sync(self.store.verify, item)
-            except OSError as exc:
-                self.counts["errors"] += 1
-                self._warn_once("verify", "disk cache: checking %s failed: %s", item.name,
-                                exc.strerror)
-                continue
-            if ok is False:
-                self.counts["md5_mismatches"] += 1
-                log.warning("disk cache: entry %s did not match Flow's md5 %s; removed",
-                            item.name, item.md5)
-            elif ok:
-                self.counts["md5_verified"] += 1
-            else:
-                self._checked.discard(item.digest)  # blocks went missing: check next time
+        # md5 runs at ~400 MB/s: a 512 MiB file costs a core for over a second. Its one
+        # thread runs at the lowest priority, so the check never slows a read that
+        # wants the CPU; it only uses what is idle.
+        # Unmounting does not wait for it: the check stops at its next block.
+        pool = ThreadPoolExecutor(1, "flowfs-md5", initializer=_background_priority)
+        stop = threading.Event()
+        try:
+            async for item in self._verify_receive:
+                await self._verify(pool, stop, item)
+        finally:
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _verify(self, pool: ThreadPoolExecutor, stop: threading.Event,
+                      item: Entry) -> None:
+        future = pool.submit(self.store.verify, item, stop)
+        try:
+            ok = await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        except OSError as exc:
+            self.counts["errors"] += 1
+            self._warn_once("verify", "disk cache: checking %s failed: %s", item.name,
+                            exc.strerror)
+            return
+        if ok is False:
+            self.counts["md5_mismatches"] += 1
+            log.warning("disk cache: entry %s did not match Flow's md5 %s; removed",
+                        item.name, item.md5)
+        elif ok:
+            self.counts["md5_verified"] += 1
+        else:
+            self._checked.discard(item.digest)  # blocks went missing: check next time
 
     # -- the bound ---------------------------------------------------------------------------
 
@@ -305,6 +340,12 @@ class DiskFetch:
         }
 
 
+def _background_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: nice is per thread)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 def _split(data: Any, start: int, end: int, block_size: int) -> list[Any]:
     """A network reply as one buffer per block (pieces received in place stay as they are)."""
     length = sum(len(p) for p in data) if isinstance(data, list) else len(data)
@@ -321,7 +362,8 @@ def _split(data: Any, start: int, end: int, block_size: int) -> list[Any]:
         return [bytes(view[i * block_size : (i + 1) * block_size]) for i in range(count)]
 
 
-def open_cache(config: MountConfig, network: Network, block_size: int) -> DiskFetch | None:
+def open_cache(config: MountConfig, network: Network, block_size: int,
+               buffers: BufferPool | None = None) -> DiskFetch | None:
     """The mount's disk cache as configured, or None (off, or unusable: one warning says why)."""
     if not config.disk_cache:
         return None
@@ -344,5 +386,5 @@ def open_cache(config: MountConfig, network: Network, block_size: int) -> DiskFe
         log.warning("disk cache: cannot write to %s; cached blocks are still served, the "
                     "rest comes over the network", root)
     return DiskFetch(store, network, block_size=block_size, max_bytes=config.disk_cache_size,
-                     writable=writable)
+                     writable=writable, buffers=buffers)
 

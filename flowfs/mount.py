@@ -164,7 +164,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
 
         # The disk cache sits under the reader's memory cache, inside its fetch: the
         # reader's single-flight and read-ahead rules apply unchanged.
-        disk = open_cache(config, network, reader_config.block_size)
+        disk = open_cache(config, network, reader_config.block_size, buffers)
         fetch = network if disk is None else disk
         async with trio.open_nursery() as nursery:
             if disk is not None:

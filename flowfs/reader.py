@@ -237,6 +237,7 @@ class Reader:
             # Read through: first to go when room is needed (see flowfs.blockcache).
             for index in range(start // self._bs, end // self._bs):
                 self._cache.demote((key, index))
+        self._counts["bytes_read"] += end - start
         return _assemble(have, start, end, self._bs)
 
     def close(self, stream: Stream) -> None:
@@ -259,7 +260,7 @@ class Reader:
         """Counters and gauges for logs, tests and benchmarks."""
         return {
             "hits": 0,
-            "hit_bytes": 0,
+            "bytes_read": 0,
             "misses": 0,
             "fetches": 0,
             "bytes_fetched": 0,
@@ -365,7 +366,6 @@ class Reader:
             self._counts["misses"] += 1
             waits.append((index, self._pending[(key, index)]))
         self._counts["hits"] += len(have)
-        self._counts["hit_bytes"] += sum(len(block) for block in have.values())
         return have, waits
 
     # -- waiting ------------------------------------------------------------------------

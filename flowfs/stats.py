@@ -86,13 +86,7 @@ class MountState:
             "cache": cache,
             "api": {"requests": self.api.requests, "bytes_fetched": self.api.bytes_fetched},
             "disk_cache": None if self.disk is None else self.disk.stats(),
-            # Where the bytes of reads came from (the kernel's page cache serves re-reads
-            # before any of these; see docs/usage.md).
-            "bytes_from": {
-                "memory": cache.get("hit_bytes", 0),
-                "disk": 0 if self.disk is None else self.disk.counts["bytes_read"],
-                "network": self.api.bytes_fetched,
-            },
+            "bytes_from": self._origins(cache),
             "link": self.reader.link.as_json(),
             "buffers": None if self.buffers is None else {
                 "spare": self.buffers.spare, "reused": self.buffers.reused,
@@ -102,6 +96,18 @@ class MountState:
             "downloads": {"jobs": len(jobs),
                           "active": sum(1 for job in jobs if job.status in ACTIVE)},
         }
+
+    def _origins(self, cache: dict[str, int]) -> dict[str, int]:
+        """Where the bytes of reads came from (documented in docs/usage.md).
+
+        Disk and network count what was fetched from them (read-ahead included); memory
+        is what reads took beyond that: re-reads the memory cache answered. The kernel's
+        page cache answers re-reads of an open file before any of these.
+        """
+        disk = 0 if self.disk is None else self.disk.counts["bytes_read"]
+        network = self.api.bytes_fetched
+        return {"memory": max(0, cache["bytes_read"] - disk - network), "disk": disk,
+                "network": network}
 
 
 def stats_dir(tree: Tree, render: Callable[[], dict[str, Any]]) -> StaticDir:

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from flowfs import diskfetch
+from flowfs.buffers import BufferPool
 from flowfs.config import MountConfig
 from flowfs.diskcache import HEADER_SIZE, Store, entry
 from flowfs.diskfetch import DiskFetch
@@ -66,11 +67,12 @@ async def until(predicate: Callable[[], Any], what: str) -> None:
 
 @asynccontextmanager
 async def disk_fetch(root: Path, network: Network, max_bytes: int = 10**9,
-                     store: Store | None = None) -> AsyncIterator[DiskFetch]:
+                     store: Store | None = None,
+                     buffers: BufferPool | None = None) -> AsyncIterator[DiskFetch]:
     """One "mount" of the cache: its background tasks run until the block ends."""
     store = store or Store(root)
     store.open()
-    disk = DiskFetch(store, network, block_size=BS, max_bytes=max_bytes)
+    disk = DiskFetch(store, network, block_size=BS, max_bytes=max_bytes, buffers=buffers)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(disk.run)
         yield disk
@@ -97,6 +99,24 @@ async def test_a_second_mount_reads_everything_from_disk(tmp_path: Path) -> None
         assert await read_all(second, target) == body
         assert len(network.calls) == fetched  # not one more request
         assert second.counts["hits"] == 11 and second.counts["bytes_read"] == len(body)
+
+
+async def test_blocks_from_disk_land_in_recycled_buffers_and_misses_give_them_back(
+        tmp_path: Path) -> None:
+    target, body = make_file("1", 8 * BS)
+    other, other_body = make_file("2", 8 * BS)
+    network = Network({"1": body, "2": other_body})
+    async with disk_fetch(tmp_path, network) as first:
+        await read_all(first, target)
+        await until(lambda: first.counts["blocks_written"] == 8, "the writes")
+    pool = BufferPool(BS, limit=16)
+    for _ in range(16):
+        pool.offer(bytearray(b"\xee" * BS))  # old bytes that must never show
+    async with disk_fetch(tmp_path, network, buffers=pool) as second:
+        assert await read_all(second, target) == body
+        assert pool.reused == 8 and pool.spare == 8
+        assert await read_all(second, other) == other_body  # misses: buffers come back
+        assert pool.spare == 8
 
 
 async def test_blocks_come_back_one_per_block_of_the_run(tmp_path: Path) -> None:
