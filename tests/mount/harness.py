@@ -159,11 +159,17 @@ def is_mounted(path: Path) -> bool:
         return any(line.split()[4] == target for line in fh)
 
 
+NO_CACHE_HOME = "/nonexistent-flowfs-cache"
+
+
 def user_env(username: str, password: str, **extra: str) -> dict[str, str]:
     """An environment with only what the daemon needs: no inherited credentials."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_")}
     env.update(FLOW_USERNAME=username, FLOW_PASSWORD=password, **extra)
     env["XDG_CONFIG_HOME"] = env.get("XDG_CONFIG_HOME_TEST", "/nonexistent-flowfs-config")
+    # No disk cache in the invoking user's ~/.cache: none at all unless the test (or
+    # Processes.mount) gives one.
+    env["XDG_CACHE_HOME"] = extra.get("XDG_CACHE_HOME", NO_CACHE_HOME)
     return env
 
 
@@ -204,6 +210,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     """An environment with no Flow credentials at all (and no stored session)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_")}
     env["XDG_CONFIG_HOME"] = "/nonexistent-flowfs-config"
+    env["XDG_CACHE_HOME"] = NO_CACHE_HOME
     env.update(extra)
     return env
 
