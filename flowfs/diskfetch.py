@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import trio
+from cachetools import LRUCache
 
 from flowfs.blocks import blocks_covering, iter_runs, run_span
 from flowfs.buffers import BufferPool
@@ -54,6 +55,7 @@ WRITERS = 2
 RECHECK_BYTES = 64 * MiB  # written between two looks at the free space
 LOW_WATER = 0.9  # prune to this share of the bound, so pruning is not run for every write
 PAUSE_WHEN_FULL = 30.0  # seconds without writes after ENOSPC
+ENTRIES_REMEMBERED = 4096  # files whose blocks were found on disk (to read into spares)
 
 
 class _Data(Protocol):
@@ -107,6 +109,7 @@ class DiskFetch:
         self._warned: set[str] = set()
         self._seen: dict[bytes, set[int]] = {}  # blocks known on disk, per entry, until checked
         self._checked: set[bytes] = set()
+        self._on_disk: LRUCache[bytes, bool] = LRUCache(ENTRIES_REMEMBERED)  # entries hit
         self.counts: Counter[str] = Counter()
 
     # -- the fetch ------------------------------------------------------------------------
@@ -131,9 +134,14 @@ class DiskFetch:
         return blocks
 
     def _take(self, item: Entry, indices: range) -> list[bytearray | None]:
-        if self._buffers is None:
+        """Spare buffers for the blocks of a file the disk has given blocks of before.
+
+        Never for the others: a first read's lookups all miss, and spares held meanwhile
+        are missed by the bodies being received, which then take fresh memory.
+        """
+        if self._buffers is None or item.digest not in self._on_disk:
             return [None] * len(indices)
-        return [self._buffers.take(item.block_length(i)) for i in indices]
+        return [self._buffers.take_spare(item.block_length(i)) for i in indices]
 
     def _read(self, item: Entry, indices: range, into: list[bytearray | None]
               ) -> tuple[list[Any], int, list[OSError]]:
@@ -159,6 +167,8 @@ class DiskFetch:
         self.counts["misses"] += len(indices) - len(hits)
         self.counts["bytes_read"] += sum(len(block) for block in blocks if block is not None)
         self.counts["damaged"] += damaged
+        if hits:
+            self._on_disk[item.digest] = True
         for exc in errors:
             self.counts["errors"] += 1
             self._warn_once("read", "disk cache: cannot read %s (%s); reading over the "
