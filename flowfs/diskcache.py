@@ -66,7 +66,9 @@ FLOOR_BYTES = GiB  # never leave less free than this on the cache's filesystem..
 FLOOR_FRACTION = 0.05  # ...or, on a small one, than this share of it (the smaller of both)
 
 PRIVATE_MODES = (0o700, 0o600)  # directories, files
-GROUP_MODES = (0o2770, 0o640)  # setgid: new entries keep the shared directory's group
+GROUP_MODES = (0o2770, 0o660)  # setgid: new entries keep the shared directory's group
+# (files group-writable so that any member's reads refresh a block's mtime, which needs write
+# permission: members can replace any file through the directory anyway)
 
 
 class Damaged(Exception):
@@ -318,7 +320,7 @@ class Store:
 
     @contextlib.contextmanager
     def _prune_lock(self) -> Iterator[bool]:
-        fd = os.open(self.root / ".prune.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+        fd = os.open(self.root / ".prune.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC,
                      self.file_mode)
         try:
             try:

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -278,14 +279,17 @@ def test_two_mounts_share_one_cache_and_neither_reads_what_flow_refuses_it(
     assert read(alice, SECRET) == {SECRET: sources[SECRET]}  # alice's mount is unharmed
 
     shared = records[SHARED]
+    aged = block_file(shared_dir, shared, 0)
+    os.utime(aged, (1e9, 1e9))  # long unread: the other user's read must make it recent
     out = sh("setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}",
              f"--groups={SHARED_GID}", sys.executable, "-c", OTHER_USER, str(shared_dir),
              shared["id"], str(shared["size"]), shared["md5"], cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == b"ok"
+    assert aged.stat().st_mtime > time.time() - 60
     blocks = [p for p in shared_dir.rglob("*") if p.is_file() and p.parent.parent.parent.name
               == "v1"]
     assert {(p.stat().st_mode & 0o7777, p.stat().st_gid) for p in blocks} == {
-        (0o640, SHARED_GID)}
+        (0o660, SHARED_GID)}
     assert {p.stat().st_mode & 0o7777 for p in shared_dir.rglob("*") if p.is_dir()} == {
         0o2770}
 

@@ -240,7 +240,7 @@ def test_private_and_group_modes(tmp_path: Path) -> None:
         path = block_path(s, entry("1", BS, None, BS), 0)
         return stat.S_IMODE(path.parent.stat().st_mode), stat.S_IMODE(path.stat().st_mode)
     assert modes(private) == (0o700, 0o600)
-    assert modes(shared) == (0o2770, 0o640)
+    assert modes(shared) == (0o2770, 0o660)
     assert stat.S_IMODE(private.root.stat().st_mode) == 0o700
 
 
