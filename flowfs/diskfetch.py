@@ -55,7 +55,7 @@ WRITERS = 2
 RECHECK_BYTES = 64 * MiB  # written between two looks at the free space
 LOW_WATER = 0.9  # prune to this share of the bound, so pruning is not run for every write
 PAUSE_WHEN_FULL = 30.0  # seconds without writes after ENOSPC
-ENTRIES_REMEMBERED = 4096  # files whose blocks were found on disk (to read into spares)
+ENTRIES_REMEMBERED = 4096  # files tracked per kind (see DiskFetch.__init__)
 
 
 class _Data(Protocol):
@@ -107,9 +107,12 @@ class DiskFetch:
         self._writable = writable
         self._paused_until = -math.inf
         self._warned: set[str] = set()
-        self._seen: dict[bytes, set[int]] = {}  # blocks known on disk, per entry, until checked
-        self._checked: set[bytes] = set()
-        self._on_disk: LRUCache[bytes, bool] = LRUCache(ENTRIES_REMEMBERED)  # entries hit
+        # Per file, bounded (a long mount reads many): blocks known on disk until the md5
+        # check, files checked, files the disk gave blocks of. Forgetting one only means
+        # a file checked again (its mark makes that cheap) or not read into spares.
+        self._seen: LRUCache[bytes, set[int]] = LRUCache(ENTRIES_REMEMBERED)
+        self._checked: LRUCache[bytes, bool] = LRUCache(ENTRIES_REMEMBERED)
+        self._on_disk: LRUCache[bytes, bool] = LRUCache(ENTRIES_REMEMBERED)
         self.counts: Counter[str] = Counter()
 
     # -- the fetch ------------------------------------------------------------------------
@@ -258,11 +261,13 @@ class DiskFetch:
     def _seen_blocks(self, item: Entry, indices: list[int]) -> None:
         if item.md5 is None or item.digest in self._checked or not indices:
             return
-        seen = self._seen.setdefault(item.digest, set())
+        seen = self._seen.get(item.digest)
+        if seen is None:
+            seen = self._seen[item.digest] = set()
         seen.update(indices)
         if len(seen) == item.blocks:
             del self._seen[item.digest]
-            self._checked.add(item.digest)
+            self._checked[item.digest] = True
             self._verify_send.send_nowait(item)
 
     async def _verifier(self) -> None:
@@ -296,7 +301,7 @@ class DiskFetch:
         elif ok:
             self.counts["md5_verified"] += 1
         else:
-            self._checked.discard(item.digest)  # blocks went missing: check next time
+            self._checked.pop(item.digest, None)  # blocks went missing: check next time
 
     # -- the bound ---------------------------------------------------------------------------
 

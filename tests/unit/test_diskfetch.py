@@ -254,3 +254,19 @@ async def test_a_new_cache_directory_is_private(tmp_path: Path) -> None:
     disk = diskfetch.open_cache(config, Network(), BS)
     assert disk is not None
     assert (tmp_path / "c").stat().st_mode & 0o777 == 0o700
+
+
+async def test_what_it_remembers_per_file_is_bounded(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long mount reads many files partly: its per-file memory must not grow with them."""
+    monkeypatch.setattr(diskfetch, "ENTRIES_REMEMBERED", 3)
+    files = [make_file(str(i), 4 * BS) for i in range(20)]
+    network = Network({f.data.id: body for f, body in files})
+    async with disk_fetch(tmp_path, network) as disk:
+        for target, body in files:
+            assert bytes((await disk(target, 0, BS))[0]) == body[:BS]
+        await until(lambda: disk.counts["blocks_written"] == 20, "the writes")
+        assert len(disk._seen) <= 3
+        for target, _ in files:  # now each is found on disk
+            await disk(target, 0, BS)
+        assert len(disk._on_disk) <= 3 and len(disk._seen) <= 3
