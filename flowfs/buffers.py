@@ -40,6 +40,13 @@ class BufferPool:
         self.allocated += 1
         return bytearray(size)
 
+    def take_spare(self, size: int) -> bytearray | None:
+        """A spare buffer of ``size`` bytes if there is one; never a new one."""
+        if size == self.size and self._free:
+            self.reused += 1
+            return self._free.pop()
+        return None
+
     def offer(self, buffer: object) -> None:
         """Keep ``buffer`` for a later ``take``; the caller must hold the only reference."""
         if type(buffer) is bytearray and len(buffer) == self.size and len(self._free) < self.limit:

@@ -362,6 +362,36 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_serve)
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from flowfs import cache_cli
+    from flowfs.config import parse_size
+
+    values = settings(args)
+    root = values["cache_dir"].value
+    if args.action == "status":
+        return cache_cli.cmd_status(root, values["disk_cache_size"].value, args.json)
+    if args.action == "clear":
+        return cache_cli.cmd_clear(root)
+    return cache_cli.cmd_prune(root, parse_size(args.max_size))
+
+
+CACHE_KEYS = ("cache_dir", "disk_cache_size")
+
+
+def add_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="the disk cache: its size and hit rate, clear, prune")
+    acts = p.add_subparsers(dest="action", required=True)
+    s = acts.add_parser("status", help="size, blocks and files cached; each mount's hit rate")
+    add_option_flags(s, CACHE_KEYS)
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    c = acts.add_parser("clear", help="remove every cached block (safe while mounted)")
+    add_option_flags(c, ("cache_dir",))
+    r = acts.add_parser("prune", help="remove least recently used blocks down to a size")
+    add_option_flags(r, ("cache_dir",))
+    r.add_argument("--max-size", required=True, help="what may stay, e.g. 2G (0: nothing)")
+    p.set_defaults(handler=cmd_cache)
+
+
 # -- the table -----------------------------------------------------------------
 
 def add_option_flags(p: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
@@ -457,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_credentials(sub)
     add_helpers(sub)
     add_downloads(sub)
+    add_cache(sub)
     p = sub.add_parser("demo", help="a demo server with demo data, mounted and shown")
     p.add_argument("mountpoint", nargs="?", help="where to mount (default: a temporary dir)")
     p.add_argument("--no-wait", action="store_true", help="end after the tour")

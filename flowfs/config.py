@@ -18,6 +18,7 @@ REFRESH_FILE = "refresh"
 
 DEFAULT_API_URL = "https://app.flow.bio/api"
 MiB = 2**20
+DISK_CACHE_MODES = ("private", "group")
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -54,6 +55,12 @@ def config_dir() -> Path:
     return Path(base) / "flowfs"
 
 
+def cache_dir() -> Path:
+    """The default disk cache directory: ``$XDG_CACHE_HOME/flowfs`` (``~/.cache/flowfs``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "flowfs"
+
+
 def state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
     return Path(base) / "flowfs"
@@ -82,6 +89,10 @@ class MountConfig:
     log_max_size: int = 10 * MiB
     metrics_addr: str = ""  # HOST:PORT to serve /metrics on; "" = not served
     foreground: bool = False
+    disk_cache: bool = True
+    cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/flowfs
+    disk_cache_size: int = 10 * 2**30
+    disk_cache_mode: str = "private"  # or "group": see docs/configuration.md
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     umask: int = field(default_factory=process_umask)
@@ -93,6 +104,8 @@ class MountConfig:
         object.__setattr__(self, "files_url", normalise_url(files))
         if self.cache_size < 16 * MiB:
             raise ConfigError("--cache-size must be at least 16M")
+        if self.disk_cache_mode not in DISK_CACHE_MODES:
+            raise ConfigError(f"disk_cache_mode must be one of {', '.join(DISK_CACHE_MODES)}")
         if self.io_timeout <= 0 or self.dir_ttl < 0:
             raise ConfigError("--io-timeout must be positive and --dir-ttl not negative")
 

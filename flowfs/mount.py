@@ -27,6 +27,7 @@ from flowfs.api import FlowAPI, lean_route, new_client
 from flowfs.auth import Credentials
 from flowfs.buffers import BufferPool
 from flowfs.config import STATS_DIR, MountConfig
+from flowfs.diskfetch import open_cache
 from flowfs.downloads import DownloadsDir
 from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient, Untrusted
 from flowfs.failures import Failures
@@ -165,7 +166,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
         tuning = Tuning()  # filled in once the mount answers
         names = NameBook(await trio.to_thread.run_sync(open_store, config.api_url, user))
 
-        async def fetch(target: FileNode, start: int, end: int) -> Any:
+        async def network(target: FileNode, start: int, end: int) -> Any:
             # Block-sized pieces go straight into the cache without another copy.
             return await api.fetch_range(target.url, start, end, chunk=reader_config.block_size,
                                          size=target.size)
@@ -174,7 +175,13 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
         scrape = await metrics.listen(config.metrics_addr) if config.metrics_addr else None
         snapshots: list[Callable[[], dict[str, Any]]] = []  # filled in as the tree is built
 
+        # The disk cache sits under the reader's memory cache, inside its fetch: the
+        # reader's single-flight and read-ahead rules apply unchanged.
+        disk = open_cache(config, network, reader_config.block_size, buffers)
+        fetch = network if disk is None else disk
         async with trio.open_nursery() as nursery:
+            if disk is not None:
+                nursery.start_soon(disk.run)
             reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
                             recycle=None if buffers is None else buffers.offer, link=api.link)
 
@@ -182,7 +189,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
                 downloads = DownloadsDir(tree, str(config.mountpoint))
                 state = MountState(config, api, reader, inodes, downloads, user,
                                    creds.source if creds else None, buffers, tuning,
-                                   failures=failures)
+                                   failures=failures, disk=disk)
                 snapshots.append(state.snapshot)
                 return {".downloads": downloads, STATS_DIR: stats_dir(tree, state.snapshot)}
 

@@ -155,6 +155,9 @@ class Operations(pyfuse3.Operations):
         # cost nothing (writes fail with EROFS) and make `cp -r` copies deletable.
         if node.is_dir:
             attr.st_mode = stat.S_IFDIR | (0o777 & ~self.umask)
+        elif isinstance(node, ControlFile):
+            # Anyone who may enter .flowfs/ (its mode follows the umask) may ask a refresh.
+            attr.st_mode = stat.S_IFREG | node.mode
         else:
             attr.st_mode = stat.S_IFREG | (0o666 & ~self.umask)
         # A data file has two names at least, its place and by-id/<id>, and often more

@@ -269,6 +269,7 @@ class Reader:
             # Read through: first to go when room is needed (see flowfs.blockcache).
             for index in range(start // self._bs, end // self._bs):
                 self._cache.demote((key, index))
+        self._counts["bytes_read"] += end - start
         return _assemble(have, start, end, self._bs)
 
     def close(self, stream: Stream) -> None:
@@ -291,6 +292,7 @@ class Reader:
         """Counters and gauges for logs, tests and benchmarks."""
         return {
             "hits": 0,
+            "bytes_read": 0,
             "misses": 0,
             "fetches": 0,
             "bytes_fetched": 0,

@@ -19,8 +19,10 @@ from typing import Any
 from flowfs import sessions
 from flowfs.config import (
     DEFAULT_API_URL,
+    DISK_CACHE_MODES,
     MiB,
     MountConfig,
+    cache_dir,
     config_dir,
     derive_files_url,
     normalise_url,
@@ -96,6 +98,12 @@ def _path(value: Any) -> Path:
 
 def _optional_path(value: Any) -> Path | None:
     return None if value in ("", None) else _path(value)
+
+
+def _mode(value: Any) -> str:
+    if value not in DISK_CACHE_MODES:
+        raise ValueError(f"{value!r} is not one of {', '.join(DISK_CACHE_MODES)}")
+    return str(value)
 
 
 def _levels(value: Any) -> str:
@@ -180,6 +188,16 @@ OPTIONS: tuple[Option, ...] = (
            "the files server (default: derived from api_url)"),
     Option("cache_size", "FLOWFS_CACHE_SIZE", _size, lambda: 512 * MiB,
            "memory for cached blocks and read-ahead (512M)"),
+    Option("disk_cache", "FLOWFS_DISK_CACHE", _bool, lambda: True,
+           "keep fetched blocks on disk across mounts (--no-disk-cache: memory only)"),
+    Option("cache_dir", "FLOWFS_CACHE_DIR", _path, cache_dir,
+           "the disk cache directory (~/.cache/flowfs; off by default on a network "
+           "filesystem)"),
+    Option("disk_cache_size", "FLOWFS_DISK_CACHE_SIZE", _size, lambda: 10 * 2**30,
+           "the disk cache's bound (10G); 1G of the disk (a twentieth of a small one) "
+           "always stays free"),
+    Option("disk_cache_mode", "FLOWFS_DISK_CACHE_MODE", _mode, lambda: "private",
+           "private (0700/0600) or group (a directory shared with a group, see the docs)"),
     Option("dir_ttl", "FLOWFS_DIR_TTL", _not_negative, lambda: 60.0,
            "seconds a listing is reused (60)"),
     Option("io_timeout", "FLOWFS_IO_TIMEOUT", _positive, lambda: 60.0,
@@ -296,6 +314,11 @@ def mount_config(values: Mapping[str, Value], *, foreground: bool = False) -> Mo
         log_max_size=values["log_max_size"].value,
         metrics_addr=values["metrics_addr"].value,
         foreground=foreground,
+        disk_cache=values["disk_cache"].value,
+        # None: the default place, where a network filesystem turns the cache off
+        cache_dir=None if values["cache_dir"].source == "default" else values["cache_dir"].value,
+        disk_cache_size=values["disk_cache_size"].value,
+        disk_cache_mode=values["disk_cache_mode"].value,
     )
 
 
@@ -312,7 +335,7 @@ def as_toml(key: str, value: Any) -> str:
         text = "true" if value else "false"
     elif value is None:
         text = '""'
-    elif key in ("cache_size", "log_max_size"):
+    elif key in ("cache_size", "log_max_size", "disk_cache_size"):
         text = f'"{format_size(value)}"'
     elif key == "umask":
         text = f'"{value:03o}"'

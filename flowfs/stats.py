@@ -19,6 +19,7 @@ from flowfs import __version__
 from flowfs.api import FlowAPI
 from flowfs.buffers import BufferPool
 from flowfs.config import METRICS_FILE, REFRESH_FILE, STATS_FILE, MountConfig
+from flowfs.diskfetch import DiskFetch
 from flowfs.downloads import ACTIVE, DownloadsDir
 from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
@@ -31,9 +32,10 @@ from flowfs.tree import Node, StaticDir, TextFile, Tree
 README = """\
 This hidden directory shows the state of this flowfs mount.
 
-stats   JSON: server, user, uptime, cache hits and misses, bytes fetched,
-        requests, errors, timeouts and the last failure, inodes, active bulk
-        downloads. Fresh on every read. 'flowfs status' shows it for every mount.
+stats   JSON: server, user, uptime, cache hits and misses, bytes from memory,
+        disk and network, the disk cache, requests, errors, timeouts and the
+        last failure, inodes, active bulk downloads. Fresh on every read.
+        'flowfs status' shows it for every mount.
 metrics the same counters in Prometheus's text format (for node_exporter's
         textfile collector: copy it into its directory, see docs/usage.md).
 refresh write a path (relative to the mount, '.' for all) here to have its
@@ -78,12 +80,14 @@ class MountState:
     buffers: BufferPool | None = None  # None: bodies are not received into recycled buffers
     kernel: Tuning = field(default_factory=Tuning)
     failures: Failures = field(default_factory=Failures)
+    disk: DiskFetch | None = None  # None: no disk cache (off, or unusable)
     started: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
 
     def snapshot(self) -> dict[str, Any]:
         """The stats document (documented in docs/usage.md)."""
         jobs = list(self.downloads.jobs.values())
+        cache = self.reader.stats()
         return {
             "version": __version__,
             "api_url": self.config.api_url,
@@ -95,8 +99,10 @@ class MountState:
             "started": round(self.started, 3),
             "uptime": round(time.monotonic() - self.started_monotonic, 3),
             "cache_size": self.config.cache_size,
-            "cache": self.reader.stats(),
+            "cache": cache,
             "api": {"requests": self.api.requests, "bytes_fetched": self.api.bytes_fetched},
+            "disk_cache": None if self.disk is None else self.disk.stats(),
+            "bytes_from": self._origins(cache),
             "link": self.reader.link.as_json(),
             "buffers": None if self.buffers is None else {
                 "spare": self.buffers.spare, "reused": self.buffers.reused,
@@ -109,6 +115,18 @@ class MountState:
                           "manifest_bytes": self.downloads.space.used,
                           "manifest_limit": self.downloads.space.limit},
         }
+
+    def _origins(self, cache: dict[str, int]) -> dict[str, int]:
+        """Where the bytes of reads came from (documented in docs/usage.md).
+
+        Disk and network count what was fetched from them (read-ahead included); memory
+        is what reads took beyond that: re-reads the memory cache answered. The kernel's
+        page cache answers re-reads of an open file before any of these.
+        """
+        disk = 0 if self.disk is None else self.disk.counts["bytes_read"]
+        network = self.api.bytes_fetched
+        return {"memory": max(0, cache["bytes_read"] - disk - network), "disk": disk,
+                "network": network}
 
 
 def stats_dir(tree: Tree, render: Callable[[], dict[str, Any]]) -> StaticDir:

@@ -135,8 +135,10 @@ def render(status: MountStatus, now: float | None = None) -> str:
         f"  cache    {cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses; "
         f"{human_bytes(cache.get('cached_bytes', 0))} cached of "
         f"{human_bytes(s.get('cache_size', 0))}",
+        f"  disk     {_disk_line(s.get('disk_cache'))}",
         f"  network  {human_bytes(api.get('bytes_fetched', 0))} fetched in "
         f"{api.get('requests', 0)} requests",
+        f"  read     {_bytes_line(s.get('bytes_from'))}",
         f"  inodes   {s.get('inodes', 0)}",
         f"  bulk     {jobs.get('active', 0)} active of {jobs.get('jobs', 0)} jobs",
         f"  kernel   {_kernel_line(s.get('kernel'))}",
@@ -167,6 +169,29 @@ def _failure_line(last: dict[str, Any], now: float) -> str:
         if isinstance(at, int | float) else "?"
     return (f"{when} ({ago}): {last.get('operation')} answered {last.get('error')}: "
             f"{last.get('message')}")
+
+
+def _disk_line(disk: Any) -> str:
+    """The disk cache's hits and state (None: off or unusable; see the mount's log)."""
+    if not isinstance(disk, dict):
+        return "cache off"
+    hits, misses = disk.get("hits", 0), disk.get("misses", 0)
+    line = (f"{hits} hits, {misses} misses; {human_bytes(disk.get('used_bytes', 0))} cached "
+            f"of {human_bytes(disk.get('limit_bytes', 0))} in {disk.get('dir')}")
+    trouble = [f"{disk[key]} {label}" for key, label in (
+        ("damaged", "damaged blocks refetched"), ("errors", "errors"))
+        if disk.get(key)]
+    if not disk.get("writable", True):
+        trouble.append("not writable: serving what it holds")
+    return line + "".join(f"; {item}" for item in trouble)
+
+
+def _bytes_line(origin: Any) -> str:
+    if not isinstance(origin, dict):
+        return "origin unknown (a mount of an older flowfs)"
+    return (f"{human_bytes(origin.get('memory', 0))} from memory, "
+            f"{human_bytes(origin.get('disk', 0))} from disk, "
+            f"{human_bytes(origin.get('network', 0))} from the network")
 
 
 def _kernel_line(kernel: Any) -> str:

@@ -166,11 +166,17 @@ def _inherited() -> dict[str, str]:
             if not k.startswith("FLOW_") and k != "XDG_STATE_HOME"}
 
 
+NO_CACHE_HOME = "/nonexistent-flowfs-cache"
+
+
 def user_env(username: str, password: str, **extra: str) -> dict[str, str]:
     """An environment with only what the daemon needs: no inherited credentials."""
     env = _inherited()
     env.update(FLOW_USERNAME=username, FLOW_PASSWORD=password, **extra)
     env["XDG_CONFIG_HOME"] = env.get("XDG_CONFIG_HOME_TEST", "/nonexistent-flowfs-config")
+    # No disk cache in the invoking user's ~/.cache: none at all unless the test (or
+    # Processes.mount) gives one.
+    env["XDG_CACHE_HOME"] = extra.get("XDG_CACHE_HOME", NO_CACHE_HOME)
     return env
 
 
@@ -211,6 +217,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     """An environment with no Flow credentials at all (and no stored session)."""
     env = _inherited()
     env["XDG_CONFIG_HOME"] = "/nonexistent-flowfs-config"
+    env["XDG_CACHE_HOME"] = NO_CACHE_HOME
     env.update(extra)
     return env
 
@@ -388,8 +395,13 @@ class Processes:
               path: Path | None = None) -> Mount:
         """A foreground mount of ``server`` (``path``: by default a fresh ``.../flow``).
 
-        Its state dir (remembered names) is a fresh one unless ``env`` names one."""
+        Its state dir (remembered names) is a fresh one unless ``env`` names one; unless
+        ``--cache-dir`` is given, so is its disk cache: tests must not share blocks through
+        the invoking user's ``~/.cache``.
+        """
         env = {"XDG_STATE_HOME": str(self._mktemp("state")), **env}
+        if "--cache-dir" not in args:
+            env = {**env, "XDG_CACHE_HOME": str(self._mktemp("cache"))}
         m = Mount(server, path or self._mktemp("mnt") / "flow", env, args)
         self._stack.callback(m.close)
         return m.start()

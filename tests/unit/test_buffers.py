@@ -63,3 +63,11 @@ def test_spares_over_https_too_but_not_for_other_schemes(no_proxy: pytest.Monkey
     pool = receive_buffers(config, "http://127.0.0.1:8000")
     assert pool is not None
     assert pool and pool.spare == 0  # empty, yet not falsy: `if pool` means "a pool"
+
+
+def test_take_spare_never_makes_a_buffer() -> None:
+    pool = BufferPool(8, limit=2)
+    assert pool.take_spare(8) is None and pool.allocated == 0
+    pool.offer(bytearray(8))
+    assert pool.take_spare(4) is None  # not a block of the pool's size
+    assert pool.take_spare(8) is not None and pool.reused == 1 and pool.spare == 0

@@ -103,7 +103,8 @@ def test_the_last_login_is_the_default_server_below_every_setting(
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 @pytest.mark.parametrize("words, expected", [
     (["flowfs", "mo"], {"mount"}),
-    (["flowfs", "mount", "--ca"], {"--cache-size"}),
+    (["flowfs", "mount", "--ca"], {"--cache-size", "--cache-dir"}),
+    (["flowfs", "mount", "--no-d"], {"--no-disk-cache"}),
     (["flowfs", "completion", ""], {"bash", "fish", "zsh"}),
     (["flowfs", "downloads", "w"], {"wait"}),
 ])
@@ -189,6 +190,19 @@ def test_status_renders_the_numbers_a_user_looks_for() -> None:
     assert "7 hits, 3 misses; 3.0M cached of 512.0M" in text
     assert "5.0M fetched in 12 requests" in text
     assert "1 active of 2 jobs" in text
+    assert "disk     cache off" in text
+
+
+def test_status_shows_the_disk_cache_and_where_bytes_came_from() -> None:
+    stats = {"api_url": "http://x/api", "uptime": 1,
+             "disk_cache": {"dir": "/c", "hits": 30, "misses": 10, "used_bytes": 2**30,
+                            "limit_bytes": 10 * 2**30, "damaged": 2, "errors": 0,
+                            "writable": False},
+             "bytes_from": {"memory": 2**20, "disk": 3 * 2**20, "network": 5 * 2**20}}
+    text = render(MountStatus(Path("/m"), stats))
+    assert ("disk     30 hits, 10 misses; 1.0G cached of 10.0G in /c; 2 damaged blocks "
+            "refetched; not writable: serving what it holds") in text
+    assert "read     1.0M from memory, 3.0M from disk, 5.0M from the network" in text
 
 
 def test_status_says_whether_the_kernel_limits_were_raised_and_why_not() -> None:

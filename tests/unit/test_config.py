@@ -191,3 +191,38 @@ def test_bad_logging_settings_name_the_key(tmp_path: Path, key: str, value: str,
     path = write(tmp_path / "config.toml", f"{key} = {value}\n")
     with pytest.raises(ConfigError, match=f"{key}: .*{message}"):
         resolve(NO_FLAGS, env={}, path=path)
+
+
+def test_the_disk_cache_is_on_by_default_under_xdg_cache_home(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    values = resolve(NO_FLAGS, env={}, path=tmp_path / "none.toml")
+    assert values["disk_cache"].value is True
+    assert values["cache_dir"].value == tmp_path / "xdg" / "flowfs"
+    assert values["disk_cache_size"].value == 10 * 2**30
+    config = mount_config(values)
+    assert config.disk_cache and config.cache_dir is None  # None: the default place
+    assert config.disk_cache_mode == "private"
+
+
+def test_disk_cache_settings_from_flags_env_and_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", 'cache_dir = "/scratch/flowfs"\n'
+                 'disk_cache_size = "200G"\ndisk_cache_mode = "group"\n')
+    config = mount_config(resolve(NO_FLAGS, env={}, path=path))
+    assert config.cache_dir == Path("/scratch/flowfs")
+    assert config.disk_cache_size == 200 * 2**30 and config.disk_cache_mode == "group"
+    off = mount_config(resolve({"disk_cache": False}, env={}, path=path))
+    assert off.disk_cache is False
+    env = mount_config(resolve(NO_FLAGS, env={"FLOWFS_DISK_CACHE": "no"}, path=path))
+    assert env.disk_cache is False
+
+
+@pytest.mark.parametrize("line, message", [
+    ('disk_cache_mode = "world"', "disk_cache_mode: 'world' is not one of private, group"),
+    ('disk_cache_size = "1M"', "disk_cache_size: '1M' is too small"),
+    ('disk_cache = "maybe"', "disk_cache: 'maybe' is not true or false"),
+])
+def test_bad_disk_cache_settings_name_the_key(tmp_path: Path, line: str, message: str) -> None:
+    path = write(tmp_path / "c.toml", line + "\n")
+    with pytest.raises(ConfigError, match=message):
+        resolve(NO_FLAGS, env={}, path=path)

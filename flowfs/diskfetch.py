@@ -1,0 +1,405 @@
+"""The reader's fetch with the disk cache (:mod:`flowfs.diskcache`) in front of the network.
+
+The reader asks its ``fetch(target, start, end)`` for runs of whole blocks it has neither
+in memory nor in flight (its single-flight rules stay as they are: this sits *below*
+them). :class:`DiskFetch` answers from the disk where it can, fetches the rest over the
+network, and hands what came from the network to background writers, so a read never
+waits for the disk to take bytes. All file I/O runs in worker threads.
+
+Why the cache never grants access: the only way in is this fetch, and the reader only
+calls it with the ``FileNode`` of a data id that the tree got from Flow *for this user*
+(a listing or a lookup made with the user's credentials). Bytes of an id Flow has not
+shown this user are never asked for, so never served, whatever the directory holds.
+
+Degrading: a write that fails because the disk is full (ENOSPC, EDQUOT) pauses writing
+and prunes the cache to what the free-space floor allows; a cache that cannot be written
+at all (read-only, no permission) stops writing for the mount's life. Either logs one
+warning; reads never fail because of the cache, since a block the disk does not give
+back intact is simply fetched over the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import os
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import trio
+from cachetools import LRUCache
+
+from flowfs.blocks import blocks_covering, iter_runs, run_span
+from flowfs.buffers import BufferPool
+from flowfs.config import MountConfig, cache_dir
+from flowfs.diskcache import (
+    Damaged,
+    Entry,
+    Store,
+    entry,
+    filesystem_type,
+    is_network_fs,
+)
+from flowfs.errors import BadReply
+
+log = logging.getLogger(__name__)
+
+MiB = 2**20
+QUEUE_BYTES = 64 * MiB  # bytes waiting to be written; beyond it writes are skipped
+WRITERS = 2
+RECHECK_BYTES = 64 * MiB  # written between two looks at the free space
+LOW_WATER = 0.9  # prune to this share of the bound, so pruning is not run for every write
+PAUSE_WHEN_FULL = 30.0  # seconds without writes after ENOSPC
+ENTRIES_REMEMBERED = 4096  # files tracked per kind (see DiskFetch.__init__)
+
+
+class _Data(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def md5(self) -> str | None: ...
+
+
+class Target(Protocol):
+    """A ``FileNode``: its Flow data (id, md5) and its size."""
+
+    @property
+    def data(self) -> _Data: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+Network = Callable[[Any, int, int], Awaitable[Any]]
+
+
+class DiskFetch:
+    """``fetch(target, start, end)`` through a :class:`~flowfs.diskcache.Store`.
+
+    ``run()`` must run in the mount's nursery: it writes, prunes and verifies.
+    """
+
+    def __init__(self, store: Store, network: Network, *, block_size: int,
+                 max_bytes: int, queue_bytes: int = QUEUE_BYTES, writable: bool = True,
+                 buffers: BufferPool | None = None) -> None:
+        self.store = store
+        # Blocks are read into the pool's recycled buffers where there is one: fresh
+        # memory costs a page fault per 4 KiB (flowfs.buffers). Event loop only.
+        self._buffers = buffers
+        self._network = network
+        self._bs = block_size
+        self.max_bytes = max_bytes
+        self._queue_bytes = queue_bytes
+        self._send, self._receive = trio.open_memory_channel[tuple[Entry, int, list[Any]]](
+            math.inf)
+        self._verify_send, self._verify_receive = trio.open_memory_channel[Entry](math.inf)
+        self._queued = 0
+        self._used = 0  # bytes in the directory, as far as we know
+        self._limit = max_bytes  # what it may hold: the bound, less the free-space floor
+        self._since_check = 0
+        self._prune_wanted = trio.Event()
+        self._writable = writable
+        self._paused_until = -math.inf
+        self._warned: set[str] = set()
+        # Per file, bounded (a long mount reads many): blocks known on disk until the md5
+        # check, files checked, files the disk gave blocks of. Forgetting one only means
+        # a file checked again (its mark makes that cheap) or not read into spares.
+        self._seen: LRUCache[bytes, set[int]] = LRUCache(ENTRIES_REMEMBERED)
+        self._checked: LRUCache[bytes, bool] = LRUCache(ENTRIES_REMEMBERED)
+        self._on_disk: LRUCache[bytes, bool] = LRUCache(ENTRIES_REMEMBERED)
+        self.counts: Counter[str] = Counter()
+
+    # -- the fetch ------------------------------------------------------------------------
+
+    async def __call__(self, target: Target, start: int, end: int) -> Any:
+        item = entry(target.data.id, target.size, target.data.md5, self._bs)
+        indices = blocks_covering(start, end, self._bs)
+        into = self._take(item, indices)
+        blocks, damaged, errors = await trio.to_thread.run_sync(self._read, item, indices, into)
+        self._count_reads(item, indices, blocks, damaged, errors)
+        if self._buffers is not None:  # the buffers of misses: nothing else has seen them
+            for buffer, block in zip(into, blocks, strict=True):
+                if block is None and buffer is not None:
+                    self._buffers.offer(buffer)
+        first = indices.start
+        missing = (i for i, block in zip(indices, blocks, strict=True) if block is None)
+        for run in iter_runs(missing, len(indices)):
+            lo, hi = run_span(run, item.size, self._bs)
+            fetched = _split(await self._network(target, lo, hi), lo, hi, self._bs)
+            blocks[run.start - first : run.stop - first] = fetched
+            self._queue(item, run.start, fetched)
+        return blocks
+
+    def _take(self, item: Entry, indices: range) -> list[bytearray | None]:
+        """Spare buffers for the blocks of a file the disk has given blocks of before.
+
+        Never for the others: a first read's lookups all miss, and spares held meanwhile
+        are missed by the bodies being received, which then take fresh memory.
+        """
+        if self._buffers is None or item.digest not in self._on_disk:
+            return [None] * len(indices)
+        return [self._buffers.take_spare(item.block_length(i)) for i in indices]
+
+    def _read(self, item: Entry, indices: range, into: list[bytearray | None]
+              ) -> tuple[list[Any], int, list[OSError]]:
+        """In a worker thread: the blocks the disk gives back intact (None for the rest)."""
+        blocks: list[Any] = []
+        damaged, errors = 0, []
+        for index, buffer in zip(indices, into, strict=True):
+            try:
+                blocks.append(self.store.get(item, index, buffer))
+            except Damaged as exc:
+                log.warning("disk cache: %s; fetching the block again", exc)
+                damaged += 1
+                blocks.append(None)
+            except OSError as exc:
+                errors.append(exc)
+                blocks.append(None)
+        return blocks, damaged, errors
+
+    def _count_reads(self, item: Entry, indices: range, blocks: list[Any], damaged: int,
+                     errors: list[OSError]) -> None:
+        hits = [i for i, block in zip(indices, blocks, strict=True) if block is not None]
+        self.counts["hits"] += len(hits)
+        self.counts["misses"] += len(indices) - len(hits)
+        self.counts["bytes_read"] += sum(len(block) for block in blocks if block is not None)
+        self.counts["damaged"] += damaged
+        if hits:
+            self._on_disk[item.digest] = True
+        for exc in errors:
+            self.counts["errors"] += 1
+            self._warn_once("read", "disk cache: cannot read %s (%s); reading over the "
+                            "network", exc.filename, exc.strerror)
+        self._seen_blocks(item, hits)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _queue(self, item: Entry, index: int, blocks: list[Any]) -> None:
+        size = sum(len(block) for block in blocks)
+        if not self._writable or trio.current_time() < self._paused_until:
+            self.counts["write_skipped"] += len(blocks)
+            return
+        if self._queued + size > self._queue_bytes:
+            self.counts["write_skipped"] += len(blocks)  # the disk is slower than the network
+            return
+        self._queued += size
+        self._send.send_nowait((item, index, blocks))
+
+    async def _writer(self) -> None:
+        async for item, index, blocks in self._receive:
+            size = sum(len(block) for block in blocks)
+            try:
+                await self._write_run(item, index, blocks, size)
+            finally:
+                self._queued -= size
+
+    async def _write_run(self, item: Entry, index: int, blocks: list[Any], size: int) -> None:
+        if not self._writable or trio.current_time() < self._paused_until:
+            self.counts["write_skipped"] += len(blocks)
+            return
+        if self._used + size > self._limit:
+            self._prune_wanted.set()  # the pruner makes room, or lowers the limit
+            if self._limit < size:  # no room at all (the free-space floor is reached)
+                self.counts["write_skipped"] += len(blocks)
+                return
+        written, error = await trio.to_thread.run_sync(self._write, item, index, blocks)
+        self.counts["blocks_written"] += len(written)
+        nbytes = sum(len(blocks[i - index]) for i in written)
+        self.counts["bytes_written"] += nbytes
+        self._used += nbytes
+        self._since_check += nbytes
+        if self._since_check >= RECHECK_BYTES or self._used > self._limit:
+            self._prune_wanted.set()
+        self._seen_blocks(item, written)
+        if error is not None:
+            self.counts["write_skipped"] += len(blocks) - len(written)
+            self._write_failed(error)
+
+    def _write(self, item: Entry, index: int, blocks: list[Any]) -> tuple[list[int],
+                                                                            OSError | None]:
+        """In a worker thread: store a run's blocks; stops at the first error."""
+        done: list[int] = []
+        for offset, block in enumerate(blocks):
+            try:
+                self.store.put(item, index + offset, block)
+            except OSError as exc:
+                return done, exc
+            done.append(index + offset)
+        return done, None
+
+    def _write_failed(self, exc: OSError) -> None:
+        self.counts["errors"] += 1
+        where = exc.filename or self.store.root
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._paused_until = trio.current_time() + PAUSE_WHEN_FULL
+            self._limit = min(self._limit, self._used)
+            self._prune_wanted.set()
+            self._warn_once("full", "disk cache: %s is full (%s); reads go to the network "
+                            "until pruning makes room", self.store.root, exc.strerror)
+        elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            self._writable = False
+            self._warn_once("readonly", "disk cache: cannot write to %s (%s); reads go to "
+                            "the network, and cached blocks are still served", where,
+                            exc.strerror)
+        else:
+            self._warn_once("write", "disk cache: writing %s failed (%s); carrying on",
+                            where, exc.strerror)
+
+    def _warn_once(self, kind: str, message: str, *args: Any) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning(message, *args)
+
+    # -- whole files: checked against Flow's md5 once complete ----------------------------------
+
+    def _seen_blocks(self, item: Entry, indices: list[int]) -> None:
+        if item.md5 is None or item.digest in self._checked or not indices:
+            return
+        seen = self._seen.get(item.digest)
+        if seen is None:
+            seen = self._seen[item.digest] = set()
+        seen.update(indices)
+        if len(seen) == item.blocks:
+            del self._seen[item.digest]
+            self._checked[item.digest] = True
+            self._verify_send.send_nowait(item)
+
+    async def _verifier(self) -> None:
+        # md5 runs at ~400 MB/s: a 512 MiB file costs a core for over a second. Its one
+        # thread runs at the lowest priority, so the check never slows a read that
+        # wants the CPU; it only uses what is idle.
+        # Unmounting does not wait for it: the check stops at its next block.
+        pool = ThreadPoolExecutor(1, "flowfs-md5", initializer=_background_priority)
+        stop = threading.Event()
+        try:
+            async for item in self._verify_receive:
+                await self._verify(pool, stop, item)
+        finally:
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _verify(self, pool: ThreadPoolExecutor, stop: threading.Event,
+                      item: Entry) -> None:
+        future = pool.submit(self.store.verify, item, stop)
+        try:
+            ok = await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        except OSError as exc:
+            self.counts["errors"] += 1
+            self._warn_once("verify", "disk cache: checking %s failed: %s", item.name,
+                            exc.strerror)
+            return
+        if ok is False:
+            self.counts["md5_mismatches"] += 1
+            log.warning("disk cache: entry %s did not match Flow's md5 %s; removed",
+                        item.name, item.md5)
+        elif ok:
+            self.counts["md5_verified"] += 1
+        else:
+            self._checked.pop(item.digest, None)  # blocks went missing: check next time
+
+    # -- the bound ---------------------------------------------------------------------------
+
+    async def _pruner(self) -> None:
+        usage = await trio.to_thread.run_sync(self.store.usage)
+        self._used = usage.bytes
+        self._prune_wanted.set()
+        while self._writable:  # a cache we cannot write to is not ours to prune
+            await self._prune_wanted.wait()
+            self._prune_wanted = trio.Event()
+            self._since_check = 0
+            try:
+                await self._prune_once()
+            except OSError as exc:
+                self.counts["errors"] += 1
+                self._warn_once("prune", "disk cache: pruning %s failed: %s", self.store.root,
+                                exc.strerror)
+            await trio.sleep(1.0)  # at most one pass a second, however fast writes come
+
+    async def _prune_once(self) -> None:
+        limit = await trio.to_thread.run_sync(self.store.budget, self._used, self.max_bytes)
+        if self._used > limit:
+            left = await trio.to_thread.run_sync(self.store.prune, int(limit * LOW_WATER))
+            if left is not None:
+                self.counts["pruned_bytes"] += max(0, self._used - left.bytes)
+                self._used = left.bytes
+        self._limit = limit
+
+    async def run(self) -> None:
+        """Write, prune and verify until cancelled (with the mount's nursery)."""
+        async with trio.open_nursery() as nursery:
+            for _ in range(WRITERS):
+                nursery.start_soon(self._writer)
+            nursery.start_soon(self._verifier)
+            nursery.start_soon(self._pruner)
+
+    # -- stats -------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "dir": str(self.store.root),
+            "writable": self._writable,
+            "max_bytes": self.max_bytes,
+            "limit_bytes": self._limit,
+            "used_bytes": self._used,
+            "queued_bytes": self._queued,
+            **{key: self.counts[key] for key in (
+                "hits", "misses", "bytes_read", "bytes_written", "blocks_written",
+                "write_skipped", "damaged", "errors", "md5_verified", "md5_mismatches",
+                "pruned_bytes")},
+        }
+
+
+def _background_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: nice is per thread)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def _split(data: Any, start: int, end: int, block_size: int) -> list[Any]:
+    """A network reply as one buffer per block (pieces received in place stay as they are)."""
+    length = sum(len(p) for p in data) if isinstance(data, list) else len(data)
+    if length != end - start:
+        raise BadReply(f"range [{start}, {end}): got {length} bytes")
+    count = -(-(end - start) // block_size)
+    if isinstance(data, list):
+        if len(data) == count and all(len(p) == block_size for p in data[:-1]):
+            return data
+        data = b"".join(data)
+    if count == 1:
+        return [data]
+    with memoryview(data) as view:
+        return [bytes(view[i * block_size : (i + 1) * block_size]) for i in range(count)]
+
+
+def open_cache(config: MountConfig, network: Network, block_size: int,
+               buffers: BufferPool | None = None) -> DiskFetch | None:
+    """The mount's disk cache as configured, or None (off, or unusable: one warning says why)."""
+    if not config.disk_cache:
+        return None
+    root = config.cache_dir or cache_dir()
+    fstype = filesystem_type(root)
+    if is_network_fs(fstype):
+        if config.cache_dir is None:
+            log.warning("disk cache off: %s is on a network filesystem (%s); give "
+                        "--cache-dir a local disk to use one", root, fstype)
+            return None
+        log.warning("disk cache: %s is on a network filesystem (%s): cached reads cross "
+                    "the network too", root, fstype)
+    store = Store(root, shared=config.disk_cache_mode == "group")
+    try:
+        writable = store.open()
+    except OSError as exc:
+        log.warning("disk cache off: cannot use %s: %s", root, exc.strerror)
+        return None
+    if not writable:
+        log.warning("disk cache: cannot write to %s; cached blocks are still served, the "
+                    "rest comes over the network", root)
+    return DiskFetch(store, network, block_size=block_size, max_bytes=config.disk_cache_size,
+                     writable=writable, buffers=buffers)
+

@@ -1,0 +1,378 @@
+"""The disk cache through real mounts: a remount reads from disk, damage never reaches a
+reader, a killed daemon leaves nothing wrong, two users share one directory without one
+reading what Flow refuses them, the bound holds, and a full or read-only disk only costs
+network reads.
+
+The catalog has six 6 MiB files of random bytes (24 blocks of 256 KiB each, and not a
+multiple of them), so every test reads real Range requests whose count the reference
+server's access log shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import (
+    DEADLINE,
+    MD5S,
+    Mount,
+    Processes,
+    Server,
+    flowfs,
+    md5s,
+    sh,
+    user_env,
+    wait_for,
+)
+
+from flowfs.diskcache import HEADER_SIZE, Store, entry
+
+BLOCK = 256 * 1024
+SIZE = 6 * 2**20 + 4321
+NAMES = [f"big{i}.bin" for i in range(5)] + ["shared.bin"]
+SECRET, SHARED = "big0.bin", "shared.bin"
+
+
+@pytest.fixture(scope="module")
+def catalog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("diskcache-catalog")
+    (root / "files").mkdir()
+    data = []
+    for n, name in enumerate(NAMES):
+        body = os.urandom(SIZE)
+        (root / "files" / name).write_bytes(body)
+        record = {"id": str(100 + n), "path": f"files/{name}", "filename": name,
+                  "owner": "alice", "private": True, "size": SIZE,
+                  "md5": hashlib.md5(body).hexdigest()}
+        if name == SHARED:
+            record["shared_with"] = ["bob"]
+        data.append(record)
+    catalog = {"users": [{"username": u, "password": f"{u}-pw", "name": u.title()}
+                         for u in ("alice", "bob")],
+               "projects": [], "samples": [], "executions": [], "data": data}
+    path = root / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    return path
+
+
+@pytest.fixture(scope="module")
+def records(catalog_path: Path) -> dict[str, dict[str, Any]]:
+    return {d["filename"]: d for d in json.loads(catalog_path.read_text())["data"]}
+
+
+@pytest.fixture(scope="module")
+def sources(catalog_path: Path, records: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {name: record["md5"] for name, record in records.items()}
+
+
+@pytest.fixture(scope="module")
+def server(catalog_path: Path, module_processes: Processes) -> Server:
+    return module_processes.server(catalog_path)
+
+
+Start = Callable[..., Mount]
+
+
+@pytest.fixture
+def start(processes: Processes, server: Server) -> Start:
+    """``start(cache_dir, *flags, user="alice", via=server)``: a mount with that cache."""
+    def make(cache: Path, *flags: str, user: str = "alice", via: Server | None = None,
+             **env: str) -> Mount:
+        return processes.mount(via or server, user_env(user, f"{user}-pw", **env),
+                               "--cache-dir", str(cache), *flags)
+    return make
+
+
+def stats(m: Mount) -> dict[str, Any]:
+    return json.loads(sh("cat", m.p(".flowfs/stats")).stdout)
+
+
+def blocks_of(size: int) -> int:
+    return -(-size // BLOCK)
+
+
+def settle(m: Mount, blocks: int) -> dict[str, Any]:
+    """Wait until the mount has written (or given up writing) ``blocks`` blocks."""
+    def done() -> dict[str, Any] | None:
+        disk = stats(m)["disk_cache"]
+        return disk if disk["blocks_written"] + disk["write_skipped"] >= blocks else None
+    return wait_for(done, what=f"{blocks} blocks written to the disk cache")
+
+
+def file_requests(server: Server, mark: int) -> list[dict[str, Any]]:
+    return [r for r in server.requests()[mark:] if not r["path"].startswith("/api")]
+
+
+def read(m: Mount, *names: str) -> dict[str, str]:
+    got = md5s([m.p(f"data/{name}") for name in names], timeout=60)
+    return {Path(path).name: digest for path, digest in got.items()}
+
+
+def fill(start: Start, cache: Path, *names: str) -> None:
+    """One mount reads ``names`` into ``cache`` and is unmounted."""
+    m = start(cache)
+    read(m, *names)
+    settle(m, blocks_of(SIZE) * len(names))
+    m.close()
+
+
+def block_file(cache: Path, record: dict[str, Any], index: int) -> Path:
+    item = entry(record["id"], record["size"], record["md5"], BLOCK)
+    return cache / "v1" / item.name[:2] / item.name / str(index)
+
+
+def test_a_remount_reads_cached_bytes_without_one_file_request(
+        start: Start, server: Server, tmp_path: Path, sources: dict[str, str]) -> None:
+    cache = tmp_path / "cache"
+    fill(start, cache, "big1.bin")
+    mark = len(server.requests())
+    m = start(cache)
+    assert read(m, "big1.bin") == {"big1.bin": sources["big1.bin"]}
+    assert file_requests(server, mark) == []
+    s = stats(m)
+    assert s["bytes_from"] == {"memory": 0, "disk": SIZE, "network": 0}
+    assert s["disk_cache"]["hits"] == blocks_of(SIZE)
+
+
+DAMAGED = (1, 5, 9)
+
+
+def damage(path: Path, how: str, elsewhere: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    if how == "flipped":
+        raw[HEADER_SIZE + 1000] ^= 0x10
+        path.write_bytes(bytes(raw))
+    elif how == "truncated":
+        path.write_bytes(bytes(raw[: len(raw) // 2]))
+    elif how == "deleted":
+        path.unlink()
+    elif how == "half-written":  # as a crash leaves it: a short file, and a temporary one
+        path.write_bytes(bytes(raw[:HEADER_SIZE]))
+        (path.parent / ".tmp.99999.dead").write_bytes(bytes(raw[:1000]))
+    elif how == "another-file's":
+        shutil.copyfile(elsewhere, path)
+
+
+@pytest.mark.parametrize("how", ["flipped", "truncated", "deleted", "half-written",
+                                 "another-file's"])
+def test_a_damaged_cache_never_yields_a_wrong_byte(
+        start: Start, server: Server, tmp_path: Path, sources: dict[str, str],
+        records: dict[str, dict[str, Any]], how: str) -> None:
+    cache = tmp_path / "cache"
+    fill(start, cache, "big2.bin", "big3.bin")
+    for index in DAMAGED:
+        damage(block_file(cache, records["big2.bin"], index), how,
+               block_file(cache, records["big3.bin"], index))
+    mark = len(server.requests())
+    m = start(cache)
+    assert read(m, "big2.bin") == {"big2.bin": sources["big2.bin"]}
+    ranges = sorted(r["range"] for r in file_requests(server, mark))
+    assert ranges == sorted(f"bytes={i * BLOCK}-{(i + 1) * BLOCK - 1}" for i in DAMAGED)
+    assert stats(m)["disk_cache"]["damaged"] == (0 if how == "deleted" else len(DAMAGED))
+
+
+def test_a_daemon_killed_while_filling_leaves_a_cache_that_reads_right(
+        processes: Processes, start: Start, server: Server, tmp_path: Path,
+        sources: dict[str, str]) -> None:
+    cache = tmp_path / "cache"
+    # 1 MiB/s: the 6 MiB read is still filling the cache when the daemon dies
+    proxy = processes.proxy(server, "files:trickle=1", 0, "--trickle-rate", str(2**20))
+    m = start(cache, via=proxy.endpoint())
+    reading = subprocess.Popen([sys.executable, "-c", MD5S, m.p("data/big4.bin")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: stats(m)["disk_cache"]["blocks_written"] >= 2,
+                 what="the first blocks on disk")
+        assert m.proc is not None
+        m.proc.send_signal(signal.SIGKILL)
+        m.proc.wait(DEADLINE)
+        reading.wait(DEADLINE)  # its read fails: the daemon is gone
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            reading.kill()
+        reading.wait(DEADLINE)
+        m.close()
+    partly = Store(cache).usage().blocks
+    assert 2 <= partly < blocks_of(SIZE)
+    again = start(cache)
+    assert read(again, "big4.bin") == {"big4.bin": sources["big4.bin"]}
+    assert stats(again)["disk_cache"]["hits"] >= 2
+
+
+OTHER_UID = 4242
+SHARED_GID = 4243
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory outside root's private pytest tree, group 4243's, setgid."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to act as another user")
+    path = Path(tempfile.mkdtemp(prefix="flowfs-shared-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    cache = path / "cache"
+    cache.mkdir()
+    os.chown(cache, 0, SHARED_GID)
+    os.chmod(cache, 0o2770)
+    try:
+        yield cache
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# Run as uid 4242 in group 4243: read alice's blocks, add blocks, prune, all through Store.
+OTHER_USER = r"""
+import hashlib, sys
+from pathlib import Path
+from flowfs.diskcache import Store, entry
+root, data_id, size, md5 = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+store = Store(Path(root), shared=True)
+assert store.open(), "cannot write"
+item = entry(data_id, size, md5, 256 * 1024)
+digest = hashlib.md5(b"".join(store.get(item, i) for i in range(item.blocks))).hexdigest()
+assert digest == md5, digest
+mine = entry("999", 1000, None, 256 * 1024)
+store.put(mine, 0, b"x" * 1000)
+assert store.get(mine, 0) == b"x" * 1000
+assert store.prune(10**12) is not None
+print("ok")
+"""
+
+
+def test_two_mounts_share_one_cache_and_neither_reads_what_flow_refuses_it(
+        start: Start, server: Server, shared_dir: Path, sources: dict[str, str],
+        records: dict[str, dict[str, Any]]) -> None:
+    """alice's and bob's mounts at once on one group cache; then another unix user.
+
+    Both mounts run as root (a FUSE mount of another unix user needs /dev/fuse open to
+    all, which this machine does not allow): the unix side of sharing is shown by uid 4242
+    using the same directory through the store.
+    """
+    group = ("--disk-cache-mode", "group")
+    alice = start(shared_dir, *group)
+    assert read(alice, SHARED, SECRET) == {SHARED: sources[SHARED], SECRET: sources[SECRET]}
+    settle(alice, 2 * blocks_of(SIZE))
+    mark = len(server.requests())
+    bob = start(shared_dir, *group, user="bob")
+
+    def bob_reads(name: str) -> str:
+        return md5s([bob.p(f"by-id/{records[name]['id']}")])[bob.p(
+            f"by-id/{records[name]['id']}")]
+
+    assert bob_reads(SHARED) == sources[SHARED]
+    assert file_requests(server, mark) == []  # every byte from alice's blocks
+    assert bob_reads(SECRET).startswith("error:")  # Flow refuses bob: so does the cache
+    assert stats(bob)["disk_cache"]["bytes_read"] == SIZE  # the secret was never looked at
+    assert read(alice, SECRET) == {SECRET: sources[SECRET]}  # alice's mount is unharmed
+
+    shared = records[SHARED]
+    aged = block_file(shared_dir, shared, 0)
+    os.utime(aged, (1e9, 1e9))  # long unread: the other user's read must make it recent
+    out = sh("setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}",
+             f"--groups={SHARED_GID}", sys.executable, "-c", OTHER_USER, str(shared_dir),
+             shared["id"], str(shared["size"]), shared["md5"], cwd=Path(__file__).parents[2])
+    assert out.stdout.strip() == b"ok"
+    assert aged.stat().st_mtime > time.time() - 60
+    blocks = [p for p in shared_dir.rglob("*") if p.is_file() and p.parent.parent.parent.name
+              == "v1"]
+    assert {(p.stat().st_mode & 0o7777, p.stat().st_gid) for p in blocks} == {
+        (0o660, SHARED_GID)}
+    assert {p.stat().st_mode & 0o7777 for p in shared_dir.rglob("*") if p.is_dir()} == {
+        0o2770}
+
+
+def test_the_size_bound_holds(start: Start, tmp_path: Path, sources: dict[str, str]) -> None:
+    cache = tmp_path / "cache"
+    bound = 16 * 2**20
+    m = start(cache, "--disk-cache-size", "16M")
+    names = NAMES[:5]
+    assert read(m, *names) == {name: sources[name] for name in names}
+    settle(m, blocks_of(SIZE) * len(names))
+    wait_for(lambda: stats(m)["disk_cache"]["pruned_bytes"] > 0
+             and Store(cache).usage().bytes <= bound, what="pruning to 16M")
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                           str(path)], capture_output=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def test_a_cache_on_a_full_disk_only_costs_network_reads(
+        start: Start, tmp_path: Path, sources: dict[str, str]) -> None:
+    with tmpfs(tmp_path / "small", "16m") as cache:
+        m = start(cache, "--disk-cache-size", "1G")
+        assert read(m, "big1.bin") == {"big1.bin": sources["big1.bin"]}
+        with open(cache / "filler", "wb") as fh, contextlib.suppress(OSError):
+            while True:  # whatever room is left: the next writes meet ENOSPC
+                fh.write(b"\0" * 2**20)
+                fh.flush()
+        names = NAMES[2:5]
+        assert read(m, *names) == {name: sources[name] for name in names}
+        settle(m, blocks_of(SIZE) * 4)
+        log = m.read_log()
+        assert log.count("is full") == 1, log
+        assert stats(m)["disk_cache"]["errors"] >= 1
+
+
+def test_a_read_only_cache_serves_what_it_holds(
+        start: Start, server: Server, tmp_path: Path, sources: dict[str, str]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a read-only bind mount")
+    cache = tmp_path / "cache"
+    fill(start, cache, "big1.bin")
+    subprocess.run(["mount", "--bind", str(cache), str(cache)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(cache)], check=True)
+        mark = len(server.requests())
+        m = start(cache)
+        assert read(m, "big1.bin") == {"big1.bin": sources["big1.bin"]}
+        assert file_requests(server, mark) == []
+        assert read(m, "big2.bin") == {"big2.bin": sources["big2.bin"]}
+        settle(m, blocks_of(SIZE))  # big2's blocks: not written
+        assert m.read_log().count("cannot write") == 1
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], capture_output=True, check=False)
+
+
+def test_flowfs_cache_status_prune_and_clear(start: Start, tmp_path: Path,
+                                            sources: dict[str, str]) -> None:
+    cache = tmp_path / "cache"
+    m = start(cache)
+    read(m, "big1.bin", "big2.bin")
+    settle(m, 2 * blocks_of(SIZE))
+    read(m, "big1.bin")  # the kernel's page cache answers: no disk hits to count
+    env = user_env("alice", "alice-pw")
+    status = flowfs("cache", "status", "--cache-dir", str(cache), env=env)
+    assert status.returncode == 0, status.stderr
+    text = status.stdout.decode()
+    assert f"{cache}: 12.0M in 50 blocks of 2 files; bound 10.0G" in text
+    assert f"  {m.path}: 0 hits, 50 misses (0.0% hit rate)" in text
+
+    pruned = flowfs("cache", "prune", "--cache-dir", str(cache), "--max-size", "7M", env=env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert Store(cache).usage().bytes <= 7 * 2**20
+    cleared = flowfs("cache", "clear", "--cache-dir", str(cache), env=env)
+    assert cleared.returncode == 0 and b"removed" in cleared.stdout, cleared.stderr
+    assert Store(cache).usage().blocks == 0
+    assert read(m, "big1.bin") == {"big1.bin": sources["big1.bin"]}  # the mount carries on

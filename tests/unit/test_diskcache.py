@@ -1,0 +1,329 @@
+"""The on-disk block store: keys, checks on every read, damage, eviction, concurrent users."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowfs.diskcache import (
+    HEADER_SIZE,
+    Damaged,
+    Entry,
+    Store,
+    entry,
+    filesystem_type,
+    is_network_fs,
+)
+
+BS = 1024
+
+
+def content(size: int, seed: int = 0) -> bytes:
+    out = b""
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    return out[:size]
+
+
+def fill(store: Store, item: Entry, data: bytes) -> None:
+    for index in range(item.blocks):
+        store.put(item, index, data[index * BS : (index + 1) * BS])
+
+
+def block_path(store: Store, item: Entry, index: int) -> Path:
+    return store.base / item.name[:2] / item.name / str(index)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "cache")
+    s.open()
+    return s
+
+
+def test_the_key_changes_with_md5_size_id_and_block_size() -> None:
+    base = entry("17", 4096, "a" * 32, BS)
+    others = [entry("18", 4096, "a" * 32, BS), entry("17", 4097, "a" * 32, BS),
+              entry("17", 4096, "b" * 32, BS), entry("17", 4096, None, BS),
+              entry("17", 4096, "a" * 32, 2 * BS)]
+    assert len({base.digest, *(o.digest for o in others)}) == 1 + len(others)
+    assert entry("17", 4096, "a" * 32, BS) == base
+
+
+def test_blocks_come_back_as_written_and_absent_ones_as_none(store: Store) -> None:
+    data = content(3 * BS + 100)
+    item = entry("1", len(data), None, BS)
+    assert store.get(item, 0) is None
+    fill(store, item, data)
+    assert b"".join(bytes(store.get(item, i) or b"") for i in range(item.blocks)) == data
+
+
+def test_a_block_of_the_wrong_length_is_refused(store: Store) -> None:
+    item = entry("1", 2 * BS, None, BS)
+    with pytest.raises(ValueError):
+        store.put(item, 0, b"x" * (BS - 1))
+
+
+def test_a_changed_md5_does_not_see_the_old_blocks(store: Store) -> None:
+    old = entry("1", BS, "0" * 32, BS)
+    store.put(old, 0, content(BS))
+    assert store.get(entry("1", BS, "1" * 32, BS), 0) is None
+
+
+# -- damage: every kind is detected, the file removed, and no wrong byte returned ------------
+
+def damage_cases(path: Path, how: str) -> None:
+    raw = bytearray(path.read_bytes())
+    if how == "flip-data":
+        raw[HEADER_SIZE + 10] ^= 0x01
+    elif how == "flip-header":
+        raw[5] ^= 0x80
+    elif how == "truncate":
+        raw = raw[: len(raw) - 1]
+    elif how == "extend":
+        raw += b"\0"
+    elif how == "empty":
+        raw = bytearray()
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["flip-data", "flip-header", "truncate", "extend", "empty"])
+def test_damage_is_detected_and_the_block_removed(store: Store, how: str) -> None:
+    item = entry("1", 2 * BS, None, BS)
+    store.put(item, 1, content(BS))
+    path = block_path(store, item, 1)
+    damage_cases(path, how)
+    with pytest.raises(Damaged):
+        store.get(item, 1)
+    assert not path.exists()
+    assert store.get(item, 1) is None
+
+
+def test_a_block_moved_under_another_name_is_damage(store: Store) -> None:
+    item, other = entry("1", 2 * BS, None, BS), entry("2", 2 * BS, None, BS)
+    store.put(item, 0, content(BS, 1))
+    store.put(other, 0, content(BS, 2))
+    os.replace(block_path(store, item, 0), block_path(store, item, 1))
+    with pytest.raises(Damaged):
+        store.get(item, 1)  # right length and checksum, wrong position
+    os.replace(block_path(store, other, 0), block_path(store, item, 0))
+    with pytest.raises(Damaged):
+        store.get(item, 0)  # another file's block
+
+
+def test_a_half_written_block_is_never_read(store: Store) -> None:
+    item = entry("1", BS, None, BS)
+    directory = block_path(store, item, 0).parent
+    directory.mkdir(parents=True)
+    (directory / ".tmp.999.dead").write_bytes(b"half a block")  # a writer killed mid-write
+    assert store.get(item, 0) is None
+    assert store.usage().blocks == 0
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, HEADER_SIZE + BS + 4), st.integers(1, 255)),
+                min_size=1, max_size=4),
+       st.integers(-4, HEADER_SIZE + BS + 4))
+def test_no_damage_ever_yields_a_wrong_byte(store: Store, flips: list[tuple[int, int]],
+                                            cut: int) -> None:
+    """Any bit flips, then a truncation or an extension: the right bytes or a miss."""
+    data = content(BS, 7)
+    item = entry("1", BS, None, BS)
+    store.put(item, 0, data)
+    path = block_path(store, item, 0)
+    raw = bytearray(path.read_bytes())
+    for position, mask in flips:
+        if position < len(raw):
+            raw[position] ^= mask
+    raw = raw[:cut] if cut >= 0 else raw + b"\xff" * -cut
+    path.write_bytes(bytes(raw))
+    try:
+        got = store.get(item, 0)
+    except Damaged:
+        got = None
+    assert got is None or bytes(got) == data
+    assert got is None or bytes(raw[HEADER_SIZE:]) == data  # only an unchanged block passes
+
+
+# -- whole files ---------------------------------------------------------------------------
+
+def test_a_complete_file_is_checked_against_md5_once(store: Store) -> None:
+    data = content(3 * BS + 5)
+    item = entry("1", len(data), hashlib.md5(data).hexdigest(), BS)
+    store.put(item, 0, data[:BS])
+    assert store.verify(item) is None  # incomplete
+    fill(store, item, data)
+    assert store.verify(item) is True
+    assert (block_path(store, item, 0).parent / "verified").exists()
+
+
+def test_a_complete_file_that_mismatches_md5_is_removed(store: Store) -> None:
+    data = content(2 * BS)
+    item = entry("1", len(data), hashlib.md5(b"other bytes").hexdigest(), BS)
+    fill(store, item, data)
+    assert store.verify(item) is False
+    assert all(store.get(item, i) is None for i in range(item.blocks))
+
+
+# -- eviction --------------------------------------------------------------------------------
+
+def age(path: Path, seconds_ago: float) -> None:
+    when = time.time() - seconds_ago
+    os.utime(path, (when, when))
+
+
+def test_prune_removes_the_least_recently_used_blocks(store: Store) -> None:
+    items = [entry(str(i), BS, None, BS) for i in range(5)]
+    for n, item in enumerate(items):
+        store.put(item, 0, content(BS, n))
+        age(block_path(store, item, 0), 1000 - n)  # items[0] is the oldest
+    age(block_path(store, items[0], 0), 2000)
+    assert store.get(items[0], 0) is not None  # a read makes it the most recent
+    left = store.prune(3 * (BS + HEADER_SIZE))
+    assert left is not None and left.blocks == 3 and left.bytes <= 3 * (BS + HEADER_SIZE)
+    kept = [i for i, item in enumerate(items) if store.get(item, 0) is not None]
+    assert kept == [0, 3, 4]
+    assert store.usage() == left
+    assert not (block_path(store, items[1], 0).parent).exists()  # emptied entries go too
+
+
+def test_prune_removes_a_dead_writers_old_temporary_files(store: Store) -> None:
+    item = entry("1", BS, None, BS)
+    store.put(item, 0, content(BS))
+    directory = block_path(store, item, 0).parent
+    old, fresh = directory / ".tmp.1.old", directory / ".tmp.1.new"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"x")  # another mount may be writing it right now
+    age(old, 7200)
+    store.prune(10**9)
+    assert not old.exists() and fresh.exists()
+
+
+def test_clear_removes_everything(store: Store) -> None:
+    fill(store, entry("1", 3 * BS, None, BS), content(3 * BS))
+    assert store.clear().blocks == 3
+    assert store.usage().blocks == 0
+
+
+def test_the_budget_leaves_the_free_space_floor(store: Store) -> None:
+    fs = os.statvfs(store.base)
+    free, total = fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
+    floor = min(2**30, total // 20)
+    assert store.budget(0, 10**18) <= max(0, free - floor) + fs.f_frsize
+    assert store.budget(0, 1000) == min(1000, max(0, free - floor))
+
+
+# -- modes -------------------------------------------------------------------------------------
+
+def test_private_and_group_modes(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        private, shared = Store(tmp_path / "p"), Store(tmp_path / "g", shared=True)
+        for s in (private, shared):
+            s.open()
+            s.put(entry("1", BS, None, BS), 0, content(BS))
+    finally:
+        os.umask(old)
+    def modes(s: Store) -> tuple[int, int]:
+        path = block_path(s, entry("1", BS, None, BS), 0)
+        return stat.S_IMODE(path.parent.stat().st_mode), stat.S_IMODE(path.stat().st_mode)
+    assert modes(private) == (0o700, 0o600)
+    assert modes(shared) == (0o2770, 0o660)
+    assert stat.S_IMODE(private.root.stat().st_mode) == 0o700
+
+
+# -- concurrent users ------------------------------------------------------------------------
+
+def test_threads_writing_reading_and_pruning_never_see_a_wrong_byte(store: Store) -> None:
+    data = content(16 * BS, 3)
+    item = entry("1", len(data), None, BS)
+    wrong: list[int] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            fill(store, item, data)
+
+    def reader() -> None:
+        while not stop.is_set():
+            for index in range(item.blocks):
+                try:
+                    got = store.get(item, index)
+                except Damaged:
+                    wrong.append(-1 - index)  # a complete rename never reads as damage
+                    continue
+                if got is not None and bytes(got) != data[index * BS : (index + 1) * BS]:
+                    wrong.append(index)
+
+    def pruner() -> None:
+        while not stop.is_set():
+            store.prune(4 * BS)
+
+    threads = [threading.Thread(target=f) for f in (writer, writer, reader, reader, pruner)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)  # a soak of fixed length: nothing to wait for but time itself
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert wrong == []
+
+
+def _process_writer(root: str, seed: int, rounds: int) -> None:
+    s = Store(Path(root))
+    data = content(8 * BS, 5)
+    item = entry("1", len(data), None, BS)
+    for _ in range(rounds):
+        fill(s, item, data)
+        if seed % 2:
+            s.prune(2 * BS)
+
+
+def test_processes_sharing_a_directory_leave_only_good_blocks(store: Store) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_process_writer, args=(str(store.root), n, 30))
+             for n in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    data = content(8 * BS, 5)
+    item = entry("1", len(data), None, BS)
+    for index in range(item.blocks):
+        got = store.get(item, index)  # raises Damaged if any torn file were left
+        assert got is None or bytes(got) == data[index * BS : (index + 1) * BS]
+    leftovers = [p for p in store.base.rglob(".tmp.*")]
+    assert leftovers == []
+
+
+# -- where the cache lives -----------------------------------------------------------------------
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:40 / /home rw,relatime shared:2 - nfs4 server:/home rw,vers=4.2
+41 40 0:41 / /home/scratch\\040space rw - xfs /dev/sdb1 rw
+"""
+
+
+@pytest.mark.parametrize("path, fstype, network", [
+    ("/var/cache/flowfs", "ext4", False),
+    ("/home/alice/.cache/flowfs", "nfs4", True),
+    ("/home/scratch space/flowfs", "xfs", False),
+    ("/homeless", "ext4", False),
+])
+def test_the_filesystem_type_of_a_cache_directory(path: str, fstype: str, network: bool) -> None:
+    assert filesystem_type(Path(path), MOUNTINFO) == fstype
+    assert is_network_fs(fstype) is network

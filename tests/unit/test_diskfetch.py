@@ -1,0 +1,272 @@
+"""The fetch with the disk cache in front: served from disk across "mounts", damage and a
+full or read-only disk turn into network reads, never into a wrong byte or an error."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from flowfs import diskfetch
+from flowfs.buffers import BufferPool
+from flowfs.config import MountConfig
+from flowfs.diskcache import HEADER_SIZE, Store, entry
+from flowfs.diskfetch import DiskFetch
+
+pytestmark = pytest.mark.timeout(60)
+
+BS = 1000
+
+
+@dataclass(frozen=True)
+class Data:
+    id: str
+    md5: str | None
+
+
+@dataclass(frozen=True)
+class File:
+    data: Data
+    size: int
+
+
+def make_file(data_id: str, size: int, md5: str | None = "") -> tuple[File, bytes]:
+    body = random.Random(data_id).randbytes(size)
+    digest = hashlib.md5(body).hexdigest() if md5 == "" else md5
+    return File(Data(data_id, digest), size), body
+
+
+@dataclass
+class Network:
+    bodies: dict[str, bytes] = field(default_factory=dict)
+    calls: list[tuple[str, int, int]] = field(default_factory=list)
+
+    async def __call__(self, target: File, start: int, end: int) -> bytes:
+        self.calls.append((target.data.id, start, end))
+        await trio.sleep(0)
+        return self.bodies[target.data.id][start:end]
+
+    def bytes(self) -> int:
+        return sum(end - start for _, start, end in self.calls)
+
+
+async def until(predicate: Callable[[], Any], what: str) -> None:
+    with trio.fail_after(10):
+        while not predicate():
+            await trio.sleep(0.005)
+
+
+@asynccontextmanager
+async def disk_fetch(root: Path, network: Network, max_bytes: int = 10**9,
+                     store: Store | None = None,
+                     buffers: BufferPool | None = None) -> AsyncIterator[DiskFetch]:
+    """One "mount" of the cache: its background tasks run until the block ends."""
+    store = store or Store(root)
+    store.open()
+    disk = DiskFetch(store, network, block_size=BS, max_bytes=max_bytes, buffers=buffers)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(disk.run)
+        yield disk
+        nursery.cancel_scope.cancel()
+
+
+async def read_all(disk: DiskFetch, target: File, step: int = 4 * BS) -> bytes:
+    parts = []
+    for start in range(0, target.size, step):
+        blocks = await disk(target, start, min(start + step, target.size))
+        parts.append(b"".join(bytes(b) for b in blocks))
+    return b"".join(parts)
+
+
+async def test_a_second_mount_reads_everything_from_disk(tmp_path: Path) -> None:
+    target, body = make_file("1", 10 * BS + 7)
+    network = Network({"1": body})
+    async with disk_fetch(tmp_path, network) as first:
+        assert await read_all(first, target) == body
+        await until(lambda: first.counts["blocks_written"] == 11, "the writes")
+        await until(lambda: first.counts["md5_verified"] == 1, "the md5 check")
+    fetched = len(network.calls)
+    async with disk_fetch(tmp_path, network) as second:
+        assert await read_all(second, target) == body
+        assert len(network.calls) == fetched  # not one more request
+        assert second.counts["hits"] == 11 and second.counts["bytes_read"] == len(body)
+
+
+async def test_blocks_from_disk_land_in_recycled_buffers(
+        tmp_path: Path) -> None:
+    target, body = make_file("1", 8 * BS)
+    other, other_body = make_file("2", 8 * BS)
+    network = Network({"1": body, "2": other_body})
+    async with disk_fetch(tmp_path, network) as first:
+        await read_all(first, target)
+        await until(lambda: first.counts["blocks_written"] == 8, "the writes")
+    pool = BufferPool(BS, limit=16)
+    for _ in range(16):
+        pool.offer(bytearray(b"\xee" * BS))  # old bytes that must never show
+    async with disk_fetch(tmp_path, network, buffers=pool) as second:
+        assert await read_all(second, target) == body
+        # the first lookup of a file finds out that it is on disk; the next take spares
+        assert pool.reused == 4 and pool.spare == 12
+        assert await read_all(second, other) == other_body  # not on disk: spares untouched
+        assert pool.reused == 4 and pool.spare == 12
+
+
+async def test_blocks_come_back_one_per_block_of_the_run(tmp_path: Path) -> None:
+    target, body = make_file("1", 5 * BS + 1)
+    async with disk_fetch(tmp_path, Network({"1": body})) as disk:
+        blocks = await disk(target, 0, target.size)
+        assert [len(b) for b in blocks] == [BS] * 5 + [1]
+
+
+async def test_only_the_missing_blocks_of_a_run_go_to_the_network(tmp_path: Path) -> None:
+    target, body = make_file("1", 8 * BS)
+    network = Network({"1": body})
+    async with disk_fetch(tmp_path, network) as disk:
+        await disk(target, 2 * BS, 4 * BS)
+        await until(lambda: disk.counts["blocks_written"] == 2, "the writes")
+        network.calls.clear()
+        blocks = await disk(target, 0, 8 * BS)
+        assert b"".join(bytes(b) for b in blocks) == body
+        assert network.calls == [("1", 0, 2 * BS), ("1", 4 * BS, 8 * BS)]
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "delete"])
+async def test_a_damaged_block_is_fetched_again(tmp_path: Path, how: str) -> None:
+    target, body = make_file("1", 4 * BS)
+    network = Network({"1": body})
+    async with disk_fetch(tmp_path, network) as disk:
+        await read_all(disk, target)
+        await until(lambda: disk.counts["blocks_written"] == 4, "the writes")
+        item = entry("1", target.size, target.data.md5, BS)
+        path = disk.store.base / item.name[:2] / item.name / "2"
+        raw = bytearray(path.read_bytes())
+        if how == "flip":
+            raw[HEADER_SIZE + 500] ^= 0x40
+            path.write_bytes(bytes(raw))
+        elif how == "truncate":
+            path.write_bytes(bytes(raw[:HEADER_SIZE + 10]))
+        else:
+            path.unlink()
+        network.calls.clear()
+        assert await read_all(disk, target) == body
+        assert network.calls == [("1", 2 * BS, 3 * BS)]
+        assert disk.counts["damaged"] == (0 if how == "delete" else 1)
+
+
+async def test_a_full_disk_warns_once_and_reads_go_on(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    class Full(Store):
+        def put(self, item: Any, index: int, data: Any) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.root))
+
+    files = [make_file(str(i), 3 * BS) for i in range(4)]
+    network = Network({f.data.id: body for f, body in files})
+    with caplog.at_level(logging.WARNING, logger="flowfs.diskfetch"):
+        async with disk_fetch(tmp_path, network, store=Full(tmp_path)) as disk:
+            for target, body in files:
+                assert await read_all(disk, target) == body
+            await until(lambda: disk.counts["errors"] >= 1, "the failed write")
+    warnings = [r for r in caplog.records if "full" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+async def test_a_read_only_cache_serves_what_it_has_and_stops_writing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    target, body = make_file("1", 4 * BS)
+    other, other_body = make_file("2", 4 * BS)
+    network = Network({"1": body, "2": other_body})
+    async with disk_fetch(tmp_path, network) as disk:
+        await read_all(disk, target)
+        await until(lambda: disk.counts["blocks_written"] == 4, "the writes")
+
+    class ReadOnly(Store):
+        def put(self, item: Any, index: int, data: Any) -> None:
+            raise OSError(errno.EROFS, "Read-only file system", str(self.root))
+
+    network.calls.clear()
+    with caplog.at_level(logging.WARNING, logger="flowfs.diskfetch"):
+        async with disk_fetch(tmp_path, network, store=ReadOnly(tmp_path)) as disk:
+            assert await read_all(disk, target) == body
+            assert network.calls == []
+            assert await read_all(disk, other) == other_body
+            await until(lambda: not disk.stats()["writable"], "the failed write")
+            assert await read_all(disk, other) == other_body
+    assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1
+
+
+async def test_a_file_whose_bytes_do_not_match_flows_md5_is_not_kept(tmp_path: Path) -> None:
+    target, body = make_file("1", 3 * BS, md5="0" * 32)
+    network = Network({"1": body})
+    async with disk_fetch(tmp_path, network) as disk:
+        assert await read_all(disk, target) == body
+        await until(lambda: disk.counts["md5_mismatches"] == 1, "the md5 check")
+        assert disk.store.usage().blocks == 0
+
+
+async def test_the_size_bound_is_kept(tmp_path: Path) -> None:
+    files = [make_file(str(i), 10 * BS) for i in range(10)]
+    network = Network({f.data.id: body for f, body in files})
+    bound = 30 * (BS + HEADER_SIZE)
+    async with disk_fetch(tmp_path, network, max_bytes=bound) as disk:
+        for target, body in files:
+            assert await read_all(disk, target) == body
+        await until(lambda: disk.counts["blocks_written"] + disk.counts["write_skipped"]
+                    == 100, "the writes")
+        await until(lambda: disk.counts["pruned_bytes"] > 0
+                    and disk.store.usage().bytes <= bound, "pruning to the bound")
+
+
+def cache_config(tmp_path: Path, **fields: Any) -> MountConfig:
+    return MountConfig(mountpoint=tmp_path / "flow", api_url="http://127.0.0.1:1/api",
+                       **fields)
+
+
+@pytest.mark.parametrize("given, on", [(False, False), (True, True)])
+async def test_on_a_network_filesystem_only_a_cache_dir_given_on_purpose_is_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        given: bool, on: bool) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    monkeypatch.setattr(diskfetch, "filesystem_type", lambda path: "nfs4")
+    config = cache_config(tmp_path, cache_dir=tmp_path / "given" if given else None)
+    with caplog.at_level(logging.WARNING, logger="flowfs.diskfetch"):
+        disk = diskfetch.open_cache(config, Network(), BS)
+    assert (disk is not None) is on
+    assert "network filesystem (nfs4)" in caplog.text
+
+
+async def test_no_disk_cache_means_none_and_nothing_on_disk(tmp_path: Path) -> None:
+    config = cache_config(tmp_path, disk_cache=False, cache_dir=tmp_path / "c")
+    assert diskfetch.open_cache(config, Network(), BS) is None
+    assert not (tmp_path / "c").exists()
+
+
+async def test_a_new_cache_directory_is_private(tmp_path: Path) -> None:
+    config = cache_config(tmp_path, cache_dir=tmp_path / "c")
+    disk = diskfetch.open_cache(config, Network(), BS)
+    assert disk is not None
+    assert (tmp_path / "c").stat().st_mode & 0o777 == 0o700
+
+
+async def test_what_it_remembers_per_file_is_bounded(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long mount reads many files partly: its per-file memory must not grow with them."""
+    monkeypatch.setattr(diskfetch, "ENTRIES_REMEMBERED", 3)
+    files = [make_file(str(i), 4 * BS) for i in range(20)]
+    network = Network({f.data.id: body for f, body in files})
+    async with disk_fetch(tmp_path, network) as disk:
+        for target, body in files:
+            assert bytes((await disk(target, 0, BS))[0]) == body[:BS]
+        await until(lambda: disk.counts["blocks_written"] == 20, "the writes")
+        assert len(disk._seen) <= 3
+        for target, _ in files:  # now each is found on disk
+            await disk(target, 0, BS)
+        assert len(disk._on_disk) <= 3 and len(disk._seen) <= 3
