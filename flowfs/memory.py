@@ -68,7 +68,7 @@ def system_allocator(argv: Sequence[str]) -> None:
     only if ``PYTHONMALLOC`` is not set (a choice made by the user stays). Call it before
     credentials leave the environment: the new process reads them again.
     """
-    if os.environ.get(ALLOCATOR_ENV) is not None or not argv:
+    if os.environ.get(ALLOCATOR_ENV) is not None or not argv or not sys.executable:
         return
     if list(sys.orig_argv[-len(argv):]) != list(argv):
         return
