@@ -53,6 +53,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
             make_mountpoint(config.mountpoint)
         check_mountpoint(config.mountpoint)
     if args.foreground:
+        from flowfs.memory import system_allocator
+
+        system_allocator(args.argv)  # memory given back after browsing (docs/reliability.md)
         return run_foreground(config)
     logpath = config.log_file or daemon_log_path(config.mountpoint)
     # The daemon logs where its stdout and stderr go (the last --log-file given wins).

@@ -24,6 +24,8 @@ Rules kept here:
    directory without history in memory is named by the first-listing rule).
 4. Memory holds the directories listed lately, up to ``memory_names`` names; a directory
    is dropped from memory only once it is safely stored (and read again when listed).
+   A directory whose listing the tree let go of (``release``) leaves memory as soon as it
+   is stored, whatever the bound: names cost memory while they are shown, not after.
 """
 
 from __future__ import annotations
@@ -225,6 +227,7 @@ class NameBook:
         self._held: OrderedDict[str, Held] = OrderedDict()  # least recently listed first
         self._count = 0
         self._stored: dict[str, Held] = {}  # changed directories -> what the store has
+        self._released: set[str] = set()  # no listing shows them: drop once stored
         self._changed = trio.Event()
 
     @property
@@ -244,6 +247,7 @@ class NameBook:
             if key not in self._held:  # no other listing of it loaded it meanwhile
                 self._put(key, loaded)
         # Rule 1: no await from here on.
+        self._released.discard(key)
         held = self._held[key]
         self._held.move_to_end(key)
         out = assign(items, taken, held)
@@ -258,6 +262,24 @@ class NameBook:
         self._count += len(held) - len(self._held.get(key, ()))
         self._held[key] = held
         self._held.move_to_end(key)
+
+    def release(self, key: str) -> None:
+        """No listing shows directory ``key`` now: its names leave memory once stored.
+
+        Without a store they stay (memory is their only copy).
+        """
+        if self._store is None or key not in self._held:
+            return
+        if key in self._stored:
+            self._released.add(key)  # dropped once the next flush has written it
+        else:
+            self._count -= len(self._held.pop(key))
+
+    def _drop_released(self) -> None:
+        for key in [k for k in self._released if k not in self._stored]:
+            self._released.discard(key)
+            if key in self._held:
+                self._count -= len(self._held.pop(key))
 
     def _evict(self) -> None:
         if self._store is None or self._count <= self._memory_names:
@@ -306,6 +328,7 @@ class NameBook:
         self._stored = {}
         try:
             await trio.to_thread.run_sync(store.save, changes)
+            self._drop_released()
         except StoreBusy as exc:
             log.info("the name store is busy (%s): writing later", exc)
             for key, before, _ in changes:  # what the store has is still the older state
@@ -322,4 +345,5 @@ class NameBook:
                     "failed: %s (remove it to start afresh)", self._store.path, exc)
         store, self._store = self._store, None
         self._stored.clear()
+        self._released.clear()
         store.close()

@@ -205,7 +205,11 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def forget(self, inode_list: Sequence[tuple[InodeT, int]]) -> None:
         for inode, count in inode_list:
-            self.inodes.forget(inode, count)
+            node = self.inodes.forget(inode, count)
+            if node is not None:  # the kernel's last reference: what it alone needed goes
+                node.forgotten()
+        if self.inodes.shrunk():  # much of what was browsed is gone: give the memory back
+            self.tree.compact()
 
     @fuse_errors
     async def getattr(self, inode: InodeT, ctx: Any = None) -> EntryAttributes:

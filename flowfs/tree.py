@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +29,7 @@ import trio
 from flowfs.api import FlowAPI, gather
 from flowfs.errors import FlowError, NotFound, Transient
 from flowfs.inodes import InodeTable
+from flowfs.memory import give_back
 from flowfs.model import DataFile, Execution, Project, Sample, is_id
 from flowfs.namebook import NameBook
 from flowfs.names import sanitize
@@ -65,6 +67,12 @@ class Node:
 
     def xattrs(self) -> dict[str, bytes]:
         return {}
+
+    def forgotten(self) -> None:
+        """The kernel let go of this node (its last lookup was forgotten).
+
+        Nothing to do for most nodes: whoever else holds them (a listing) keeps them.
+        """
 
 
 class FileNode(Node):
@@ -198,6 +206,7 @@ class ListingDir(DirNode):
         self.parent: ListingDir | None = None  # the listing that holds this one, if any
         self._walked = 0  # sub-directory listings fetched since this listing
         self._walk_started = False
+        self._name_keys: set[str] = set()  # the NameBook keys its listings were named under
 
     async def _fetch(self) -> list[Child]:
         raise NotImplementedError
@@ -248,6 +257,24 @@ class ListingDir(DirNode):
                 raise
             log.warning("serving a stale listing after: %s", exc)
         return self._children
+
+    def forgotten(self) -> None:
+        """The kernel holds this directory no more, so none of its entries either: the
+        listing goes, and with it every node only it held. The next use fetches it
+        again (as a first listing: the kernel has nothing of it to invalidate).
+
+        A new dict, not a cleared one: a caller may be iterating over the old listing.
+        """
+        self._children, self._keys, self._fetched_at = {}, {}, None
+        for key in self._name_keys:
+            self.tree.names.release(key)
+        self._name_keys = set()
+
+    async def assign_names(self, key: str, items: Iterable[tuple[str, str]],
+                           taken: Iterable[str] = ()) -> dict[str, str]:
+        """Names for the items of this listing, from the tree's NameBook under ``key``."""
+        self._name_keys.add(key)
+        return await self.tree.names.assign(key, items, taken)
 
     def _reconcile(self, fresh: list[Child]) -> None:
         """Keep nodes whose name and identity stayed; invalidate the rest."""
@@ -306,7 +333,8 @@ class Tree:
         self.invalidate = invalidate
         self.started = time.time()
         self.generation = 0  # bumped to make every listing stale at once
-        self._files: dict[str, FileNode] = {}
+        # Weak: a file's node lives while a listing shows it or the kernel holds it.
+        self._files: weakref.WeakValueDictionary[str, FileNode] = weakref.WeakValueDictionary()
         self.root = self._build_root()
         if extra is not None:
             self.root.children.update(extra(self))
@@ -339,15 +367,28 @@ class Tree:
             self._files[data.id] = node
         return node
 
+    def compact(self) -> None:
+        """Much of the tree was just freed (``InodeTable.shrunk``): give its memory back.
+
+        The index of files is copied into a table of its present size, then ``memory``
+        returns what is free to the system.
+        """
+        self._files = weakref.WeakValueDictionary(self._files)
+        started = time.monotonic()
+        give_back()
+        log.debug("compacted after the kernel forgot: %.0f ms",
+                  (time.monotonic() - started) * 1e3)
+
     def expire(self) -> None:
         """Something we showed is gone on the server: refresh listings on next use."""
         self.generation += 1
 
     def forget_entry(self, parent: DirNode, name: str, node: Node) -> None:
-        """A name left a listing (or changed meaning)."""
+        """A name left a listing (or changed meaning): the kernel must look it up again.
+
+        The node itself lives on only while the kernel holds it (``inodes``).
+        """
         self.invalidate(parent.inode, name)
-        if node.is_dir:
-            self.inodes.detach(node.inode)
 
     def walk_ahead(self, dirs: list[ListingDir]) -> None:
         """List ``dirs`` in the background, ``WALK_AHEAD`` at a time (ListingDir's doc)."""
@@ -373,7 +414,7 @@ class Tree:
 
 
 async def file_children(
-    tree: Tree, key: str, files: Iterable[DataFile], taken: Iterable[str] = (),
+    owner: ListingDir, key: str, files: Iterable[DataFile], taken: Iterable[str] = (),
     shown: dict[str, str] | None = None,
 ) -> list[Child]:
     """Children for data files of directory ``key``; directory-like data is skipped.
@@ -382,10 +423,10 @@ async def file_children(
     """
     by_id = {f.id: f for f in files if not f.is_directory}
     shown = shown or {}
-    names = await tree.names.assign(
+    names = await owner.assign_names(
         key, ((i, shown.get(i, f.filename)) for i, f in by_id.items()), taken)
     return [
-        Child(names[i], ("data", i, by_id[i].size), partial(tree.file_for, by_id[i]))
+        Child(names[i], ("data", i, by_id[i].size), partial(owner.tree.file_for, by_id[i]))
         for i in by_id
     ]
 
@@ -403,7 +444,7 @@ class ProjectsDir(ListingDir):
 
         await gather(partial(get, "owned"), partial(get, "shared"))
         projects = {p.id: p for p in found["owned"] + found["shared"]}
-        names = await self.tree.names.assign("projects",
+        names = await self.assign_names("projects",
                                              ((p.id, p.name) for p in projects.values()))
         return [Child(names[i], ("project", i), partial(ProjectDir, self.tree, p))
                 for i, p in projects.items()]
@@ -421,18 +462,19 @@ class ProjectDir(StaticDir):
         }
 
 
-async def sample_children(tree: Tree, key: str, samples: Iterable[Sample]) -> list[Child]:
+async def sample_children(owner: ListingDir, key: str,
+                          samples: Iterable[Sample]) -> list[Child]:
     by_id = {s.id: s for s in samples}
-    names = await tree.names.assign(key, ((s.id, s.name) for s in by_id.values()))
-    return [Child(names[i], ("sample", i), partial(SampleDir, tree, s))
+    names = await owner.assign_names(key, ((s.id, s.name) for s in by_id.values()))
+    return [Child(names[i], ("sample", i), partial(SampleDir, owner.tree, s))
             for i, s in by_id.items()]
 
 
-async def execution_children(tree: Tree, key: str,
+async def execution_children(owner: ListingDir, key: str,
                              executions: Iterable[Execution]) -> list[Child]:
     by_id = {e.id: e for e in executions}
-    names = await tree.names.assign(key, ((e.id, e.dirname) for e in by_id.values()))
-    return [Child(names[i], ("execution", i), partial(ExecutionDir, tree, e))
+    names = await owner.assign_names(key, ((e.id, e.dirname) for e in by_id.values()))
+    return [Child(names[i], ("execution", i), partial(ExecutionDir, owner.tree, e))
             for i, e in by_id.items()]
 
 
@@ -444,7 +486,7 @@ class ProjectSamplesDir(ListingDir):
     async def _fetch(self) -> list[Child]:
         path = f"/projects/{self.project.id}/samples"
         items = await self.tree.list_items(path, "samples", Sample)
-        return await sample_children(self.tree, f"project/{self.project.id}/samples", items)
+        return await sample_children(self, f"project/{self.project.id}/samples", items)
 
 
 class ProjectExecutionsDir(ListingDir):
@@ -455,7 +497,7 @@ class ProjectExecutionsDir(ListingDir):
     async def _fetch(self) -> list[Child]:
         path = f"/projects/{self.project.id}/executions"
         items = await self.tree.list_items(path, "executions", Execution)
-        return await execution_children(self.tree, f"project/{self.project.id}/executions",
+        return await execution_children(self, f"project/{self.project.id}/executions",
                                         items)
 
 
@@ -469,13 +511,13 @@ class SamplesDir(ListingDir):
             found.extend(await self.tree.list_items(f"/samples/{which}", "samples", Sample))
 
         await gather(partial(get, "owned"), partial(get, "shared"))
-        return await sample_children(self.tree, "samples", found)
+        return await sample_children(self, "samples", found)
 
 
 class ExecutionsDir(ListingDir):
     async def _fetch(self) -> list[Child]:
         items = await self.tree.list_items("/executions/owned", "executions", Execution)
-        return await execution_children(self.tree, "executions", items)
+        return await execution_children(self, "executions", items)
 
 
 class SampleDir(ListingDir):
@@ -489,7 +531,7 @@ class SampleDir(ListingDir):
     async def _fetch(self) -> list[Child]:
         path = f"/samples/{self.sample.id}/data"
         items = await self.tree.list_items(path, "data", DataFile)
-        return await file_children(self.tree, f"sample/{self.sample.id}", items)
+        return await file_children(self, f"sample/{self.sample.id}", items)
 
 
 class LooseDataDir(ListingDir):
@@ -499,7 +541,7 @@ class LooseDataDir(ListingDir):
         items = await self.tree.list_items("/data/owned", "data", DataFile)
         loose = [d for d in items
                  if not d.placement_known or (d.sample_id is None and d.execution_id is None)]
-        return await file_children(self.tree, "data", loose)
+        return await file_children(self, "data", loose)
 
 
 class ExecutionDir(ListingDir):
@@ -521,6 +563,10 @@ class ExecutionDir(ListingDir):
             items = []  # a Flow without the output listing: an empty directory
         self._levels = await self._build_levels(items)
         return self._levels.get((), [])
+
+    def forgotten(self) -> None:
+        super().forgotten()
+        self._levels = {}
 
     async def level(self, prefix: tuple[str, ...]) -> list[Child]:
         await self.entries()
@@ -544,7 +590,7 @@ class ExecutionDir(ListingDir):
                               partial(OutputDir, self.tree, self, prefix + (d,)))
                         for d in subdirs]
             key = "/".join((f"execution/{self.execution.id}", *prefix))
-            children += await file_children(self.tree, key, files.get(prefix, []), subdirs,
+            children += await file_children(self, key, files.get(prefix, []), subdirs,
                                             shown)
             levels[prefix] = children
         return levels
@@ -586,7 +632,8 @@ class ByIdDir(DirNode):
 
     def __init__(self, tree: Tree, mtime: float) -> None:
         super().__init__(tree, mtime)
-        self._found: dict[str, Node] = {}
+        # Weak: a file found here lives while the kernel (or a listing) holds it.
+        self._found: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
 
     async def entries(self) -> dict[str, Node]:
         return {}

@@ -223,3 +223,41 @@ async def test_rows_no_assignment_could_make_are_ignored(tmp_path: Path) -> None
         db.execute("INSERT INTO names SELECT id, 'y', 5 FROM dirs")
     book = NameBook(NameStore(path))
     assert await book.assign("projects", liver("50", "5")) == {"50": "Liver", "5": "Liver~5"}
+
+
+async def test_names_of_a_released_directory_leave_memory_once_stored(tmp_path: Path) -> None:
+    book = NameBook(NameStore(store_path(API, "alice", tmp_path)))
+    await book.assign("sample/60", [("600", "a.txt"), ("601", "b.txt")])
+    book.release("sample/60")  # not stored yet: kept until it is
+    assert book.names_in_memory == 2
+    await book.flush()
+    assert book.names_in_memory == 0
+    await book.assign("sample/61", [("610", "c.txt")])
+    await book.flush()
+    book.release("sample/61")  # stored already: gone at once
+    assert book.names_in_memory == 0
+    # Listed again: read back from the store, the same names.
+    assert await book.assign("sample/60", [("601", "b.txt"), ("600", "a.txt")]) == {
+        "600": "a.txt", "601": "b.txt"}
+    assert book.names_in_memory == 2
+    await book.close()
+
+
+async def test_a_directory_listed_again_before_the_write_stays_in_memory(
+        tmp_path: Path) -> None:
+    book = NameBook(NameStore(store_path(API, "alice", tmp_path)))
+    await book.assign("sample/60", [("600", "a.txt")])
+    book.release("sample/60")
+    await book.assign("sample/60", [("600", "a.txt")])  # shown again: in use
+    await book.flush()
+    assert book.names_in_memory == 1
+    await book.close()
+
+
+async def test_without_a_store_released_names_stay_in_memory() -> None:
+    book = NameBook()
+    assert await book.assign("sample/60", liver("600")) == {"600": "Liver"}
+    book.release("sample/60")
+    await book.flush()
+    assert book.names_in_memory == 1  # memory is their only copy: names stay stable
+    assert await book.assign("sample/60", liver("6", "600")) == {"600": "Liver", "6": "Liver~6"}
