@@ -98,11 +98,18 @@ def flowfs_env(root: Path, trust: Mapping[str, str]) -> dict[str, str]:
 @contextlib.contextmanager
 def flowfs_mount(ws: Workspace, mountpoint: Path, urls: Endpoints, cache_size: str,
                  trust: Mapping[str, str]) -> Iterator[Child]:
-    """``flowfs mount --foreground``; yields the daemon (its pid is the daemon's)."""
+    """``flowfs mount --foreground``; yields the daemon (its pid is the daemon's).
+
+    Its disk cache (on by default, as a user has it) starts empty on every mount: a cold
+    read pays for writing it and finds nothing in it, as rclone's emptied cache does.
+    """
     mountpoint.mkdir(parents=True, exist_ok=True)
     unmount(mountpoint)
+    disk = ws.dir("flowfs-cache") / mountpoint.name
+    shutil.rmtree(disk, ignore_errors=True)
     argv = [sys.executable, "-m", "flowfs", "mount", str(mountpoint), "--foreground",
-            "--api-url", urls.api, "--files-url", urls.files, "--cache-size", cache_size]
+            "--api-url", urls.api, "--files-url", urls.files, "--cache-size", cache_size,
+            "--cache-dir", str(disk)]
     env = flowfs_env(ws.dir("flowfs-home"), trust)
     child = Child("flowfs", argv, ws.log("flowfs"), env=env, pidfile=ws.pidfile).start()
     try:
@@ -112,6 +119,7 @@ def flowfs_mount(ws: Workspace, mountpoint: Path, urls: Endpoints, cache_size: s
     finally:
         unmount(mountpoint, "fusermount3")
         child.stop()
+        shutil.rmtree(disk, ignore_errors=True)
 
 
 def _rclone_path(ws: Workspace) -> str:

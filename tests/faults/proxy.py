@@ -168,20 +168,19 @@ class Faults:
     spec: dict[str, list[tuple[str, float]]]
     seed: int
     faults_file: Path | None = None
-    rng: random.Random = field(init=False)
+    # One stream of draws per scope, so that API traffic (background listings, say) never
+    # changes which file requests a seed makes faulty, and the other way round.
+    rngs: dict[str | None, random.Random] = field(default_factory=dict)
     stats: Counter[str] = field(default_factory=Counter)
     _file_mtime: float | None = None
     drawn: int = 0  # faults chosen since the spec was set
-
-    def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
 
     def replace(self, spec: str, seed: int | None = None) -> None:
         self.spec = parse_spec(spec)
         self.drawn = 0
         if seed is not None:
             self.seed = seed
-        self.rng = random.Random(self.seed)
+        self.rngs.clear()
 
     def _reload(self) -> None:
         if self.faults_file is None:
@@ -206,7 +205,10 @@ class Faults:
         self.stats[f"requests.{scope}"] += 1
         if scope == "api":
             self.stats["path." + "/".join(path.split("/")[:3])] += 1
-        draw = self.rng.random()
+        rng = self.rngs.get(scope)
+        if rng is None:
+            rng = self.rngs[scope] = random.Random(f"{self.seed}:{scope}")
+        draw = rng.random()
         limit = self.spec.get("max")
         if scope is None or (limit and self.drawn >= limit[0][1]):
             return None
