@@ -100,8 +100,8 @@ def flowfs_mount(ws: Workspace, mountpoint: Path, urls: Endpoints, cache_size: s
                  trust: Mapping[str, str]) -> Iterator[Child]:
     """``flowfs mount --foreground``; yields the daemon (its pid is the daemon's).
 
-    Its disk cache (on by default, as a user has it) starts empty on every mount: a cold
-    read pays for writing it and finds nothing in it, as rclone's emptied cache does.
+    Its disk cache directory (should a run turn the cache on) is empty on every mount: a
+    cold read finds nothing in it, as rclone's emptied cache does.
     """
     mountpoint.mkdir(parents=True, exist_ok=True)
     unmount(mountpoint)

@@ -188,8 +188,10 @@ OPTIONS: tuple[Option, ...] = (
            "the files server (default: derived from api_url)"),
     Option("cache_size", "FLOWFS_CACHE_SIZE", _size, lambda: 512 * MiB,
            "memory for cached blocks and read-ahead (512M)"),
-    Option("disk_cache", "FLOWFS_DISK_CACHE", _bool, lambda: True,
-           "keep fetched blocks on disk across mounts (--no-disk-cache: memory only)"),
+    # Off by default until a first read with it costs no more than a tenth of the
+    # throughput (measured: 63-80% of the same read without it; docs/performance.md).
+    Option("disk_cache", "FLOWFS_DISK_CACHE", _bool, lambda: False,
+           "keep fetched blocks on disk across mounts (off by default: --disk-cache)"),
     Option("cache_dir", "FLOWFS_CACHE_DIR", _path, cache_dir,
            "the disk cache directory (~/.cache/flowfs; off by default on a network "
            "filesystem)"),

@@ -92,7 +92,7 @@ def start(processes: Processes, server: Server) -> Start:
     def make(cache: Path, *flags: str, user: str = "alice", via: Server | None = None,
              **env: str) -> Mount:
         return processes.mount(via or server, user_env(user, f"{user}-pw", **env),
-                               "--cache-dir", str(cache), *flags)
+                               "--disk-cache", "--cache-dir", str(cache), *flags)
     return make
 
 

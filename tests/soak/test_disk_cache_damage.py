@@ -118,7 +118,8 @@ def test_no_damage_ever_reaches_a_reader(tmp_path: Path) -> None:
             counts["rounds"] += 1
             blocks = [p for p in cache.glob("v1/*/*/*") if p.name.isdigit()]
             damage(blocks, rng, kinds)
-            m = procs.mount(server, env, "--cache-dir", str(cache), "--cache-size", "16M")
+            m = procs.mount(server, env, "--disk-cache", "--cache-dir", str(cache),
+                               "--cache-size", "16M")
             paths = [m.p(f"data/{name}") for name in sums]
             if counts["rounds"] % 5 == 0:  # kill -9 in the middle of a read
                 child = subprocess.Popen([sys.executable, "-c", MD5S, *paths],
