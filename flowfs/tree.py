@@ -25,12 +25,13 @@ from typing import Any
 
 import trio
 
-from flowfs.api import FlowAPI, gather
+from flowfs.api import FlowAPI
 from flowfs.errors import FlowError, NotFound, Transient
 from flowfs.inodes import InodeTable
 from flowfs.model import DataFile, Execution, Project, Sample, is_id
 from flowfs.namebook import NameBook
 from flowfs.names import sanitize
+from flowfs.tasks import gather
 
 log = logging.getLogger(__name__)
 
