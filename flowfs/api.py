@@ -59,7 +59,7 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
 def error_for_status(status: int, body: bytes, what: str) -> Exception:
-    """The domain error for a refusal (flow-api.md 'Refusals')."""
+    """The domain error for a refusal (docs/flow-api.md, Downloads: 'Refusals')."""
     message = _error_message(body) or f"HTTP {status}"
     if status == 401:
         return AuthExpired(f"{what}: {message}")

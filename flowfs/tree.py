@@ -1,4 +1,4 @@
-"""The directory tree of design.md: remote listings, names and their TTLs.
+"""The directory tree of docs/design.md: remote listings, names and their TTLs.
 
 Nodes are plain objects; ``ops`` turns them into FUSE answers. Directories
 fetch their listing on first use and again once it is older than the TTL; a
@@ -391,7 +391,7 @@ async def file_children(
     ]
 
 
-# -- the directories of design.md --------------------------------------------
+# -- the directories of docs/design.md --------------------------------------------
 
 class ProjectsDir(ListingDir):
     """projects/: owned ∪ shared."""
