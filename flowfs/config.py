@@ -19,6 +19,16 @@ REFRESH_FILE = "refresh"
 DEFAULT_API_URL = "https://app.flow.bio/api"
 MiB = 2**20
 
+# Every mount option's built-in default, held here only: MountConfig's fields and the
+# rows of settings.OPTIONS (their values and the help text that names them) read these.
+DEFAULT_CACHE_SIZE = 512 * MiB
+MIN_CACHE_SIZE = 16 * MiB
+DEFAULT_IO_TIMEOUT = 60.0
+DEFAULT_DIR_TTL = 60.0
+DEFAULT_LOG_LEVEL = "warning"  # a spec of flowfs.logs.parse_levels
+DEFAULT_LOG_MAX_SIZE = 10 * MiB
+MIN_LOG_SIZE = 64 * 1024
+
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
@@ -29,6 +39,14 @@ def parse_size(text: str) -> int:
     if not m:
         raise ConfigError(f"not a size: {text!r} (try 512M or 2G)")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def format_size(size: int) -> str:
+    """The shortest exact form :func:`parse_size` reads back: 512M, 64K, 1000."""
+    for unit, factor in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
 
 
 def derive_files_url(api_url: str) -> str:
@@ -73,13 +91,13 @@ class MountConfig:
     mountpoint: Path
     api_url: str = DEFAULT_API_URL
     files_url: str = ""
-    cache_size: int = 512 * MiB
-    io_timeout: float = 60.0
-    dir_ttl: float = 60.0
+    cache_size: int = DEFAULT_CACHE_SIZE
+    io_timeout: float = DEFAULT_IO_TIMEOUT
+    dir_ttl: float = DEFAULT_DIR_TTL
     allow_other: bool = False
-    log_level: str = "warning"  # a spec of flowfs.logs.parse_levels
+    log_level: str = DEFAULT_LOG_LEVEL
     log_file: Path | None = None  # None: stderr
-    log_max_size: int = 10 * MiB
+    log_max_size: int = DEFAULT_LOG_MAX_SIZE
     metrics_addr: str = ""  # HOST:PORT to serve /metrics on; "" = not served
     foreground: bool = False
     uid: int = field(default_factory=os.getuid)
@@ -91,8 +109,8 @@ class MountConfig:
         object.__setattr__(self, "api_url", normalise_url(self.api_url))
         files = self.files_url or derive_files_url(self.api_url)
         object.__setattr__(self, "files_url", normalise_url(files))
-        if self.cache_size < 16 * MiB:
-            raise ConfigError("--cache-size must be at least 16M")
+        if self.cache_size < MIN_CACHE_SIZE:
+            raise ConfigError(f"--cache-size must be at least {format_size(MIN_CACHE_SIZE)}")
         if self.io_timeout <= 0 or self.dir_ttl < 0:
             raise ConfigError("--io-timeout must be positive and --dir-ttl not negative")
 
