@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from flowfs.errors import ConfigError
+from flowfs.sizes import format_size
 
 # The mount's own hidden directory and its stats file (written by stats, read by status).
 STATS_DIR = ".flowfs"
@@ -28,26 +28,6 @@ DEFAULT_DIR_TTL = 60.0
 DEFAULT_LOG_LEVEL = "warning"  # a spec of flowfs.logs.parse_levels
 DEFAULT_LOG_MAX_SIZE = 10 * MiB
 MIN_LOG_SIZE = 64 * 1024
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """Parse '512M', '2GiB', '1048576' into bytes (binary units)."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise ConfigError(f"not a size: {text!r} (try 512M or 2G)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-def format_size(size: int) -> str:
-    """The shortest exact form :func:`parse_size` reads back: 512M, 64K, 1000."""
-    for unit, factor in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
-        if size % factor == 0:
-            return f"{size // factor}{unit}"
-    return str(size)
-
 
 def derive_files_url(api_url: str) -> str:
     """The files server of an API URL: host app./api. -> files., path dropped."""

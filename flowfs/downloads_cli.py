@@ -18,6 +18,7 @@ from typing import Any
 
 from flowfs.errors import FlowError
 from flowfs.manifest import valid_name
+from flowfs.sizes import LONG, human_size
 from flowfs.status import flowfs_mounts
 
 POLL = 1.0
@@ -100,14 +101,7 @@ def _pct(st: dict[str, Any]) -> str:
 
 
 def _size(n: Any) -> str:
-    if not isinstance(n, int):
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(n)
+    return human_size(n, LONG, " ") if isinstance(n, int) else "-"
 
 
 def cmd_create(mount: Path, name: str, paths: list[str], by_execution: bool) -> int:

@@ -29,14 +29,13 @@ from flowfs.config import (
     MountConfig,
     config_dir,
     derive_files_url,
-    format_size,
     normalise_url,
     parse_addr,
-    parse_size,
     process_umask,
 )
 from flowfs.errors import ConfigError
 from flowfs.logs import BACKUPS, format_levels, parse_levels
+from flowfs.sizes import format_size, parse_size
 
 
 def _url(value: Any) -> str:

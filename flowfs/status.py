@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flowfs.config import STATS_DIR, STATS_FILE
+from flowfs.sizes import human_size
 
 FSTYPE = "fuse.flowfs"
 READ_TIMEOUT = 5.0
@@ -103,14 +104,6 @@ def read_status(mountpoint: Path, timeout: float = READ_TIMEOUT) -> MountStatus:
     return read_statuses([mountpoint], timeout)[0]
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(n) < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def human_duration(seconds: float) -> str:
     s = int(seconds)
     d, h, m = s // 86400, s // 3600 % 24, s // 60 % 60
@@ -133,9 +126,9 @@ def render(status: MountStatus, now: float | None = None) -> str:
         f"{status.mountpoint}: {who}{s.get('api_url')} "
         f"(pid {s.get('pid')}, up {human_duration(s.get('uptime', 0))})",
         f"  cache    {cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses; "
-        f"{human_bytes(cache.get('cached_bytes', 0))} cached of "
-        f"{human_bytes(s.get('cache_size', 0))}",
-        f"  network  {human_bytes(api.get('bytes_fetched', 0))} fetched in "
+        f"{human_size(cache.get('cached_bytes', 0))} cached of "
+        f"{human_size(s.get('cache_size', 0))}",
+        f"  network  {human_size(api.get('bytes_fetched', 0))} fetched in "
         f"{api.get('requests', 0)} requests",
         f"  inodes   {s.get('inodes', 0)}",
         f"  bulk     {jobs.get('active', 0)} active of {jobs.get('jobs', 0)} jobs",
