@@ -1,15 +1,14 @@
 """`flowfs status`: every flowfs mount of this machine and what it is doing.
 
-Mounts come from ``/proc/self/mountinfo`` (filesystem type ``fuse.flowfs``);
-each one's numbers from its own ``.flowfs/stats``, read in a helper thread
-with a deadline, because a hung daemon would block a plain ``open`` forever.
+Mounts come from :mod:`flowfs.mounts`; each one's numbers from its own
+``.flowfs/stats`` (written by :mod:`flowfs.stats`), read in a helper thread with a
+deadline, because a hung daemon would block a plain ``open`` forever.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -17,26 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from flowfs.config import STATS_DIR, STATS_FILE
+from flowfs.mounts import flowfs_mounts
 from flowfs.sizes import human_size
 
-FSTYPE = "fuse.flowfs"
 READ_TIMEOUT = 5.0
-_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-def parse_mountinfo(text: str) -> list[Path]:
-    """The mount points of flowfs mounts in a mountinfo text."""
-    found = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        fields = left.split()
-        if sep and len(fields) > 4 and right.split(" ", 1)[0] == FSTYPE:
-            found.append(Path(_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])))
-    return found
-
-
-def flowfs_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Path]:
-    return parse_mountinfo(mountinfo.read_text(errors="replace"))
 
 
 @dataclass(frozen=True)
@@ -91,7 +74,8 @@ def _finish(mountpoint: Path, result: list[bytes | OSError], timeout: float) -> 
     return MountStatus(mountpoint, stats if isinstance(stats, dict) else None)
 
 
-def read_statuses(mountpoints: list[Path], timeout: float = READ_TIMEOUT) -> list[MountStatus]:
+def read_mount_statuses(mountpoints: list[Path],
+                        timeout: float = READ_TIMEOUT) -> list[MountStatus]:
     """Read every mount's ``.flowfs/stats`` at once, giving up on each after ``timeout`` s."""
     reads = [(m, *_start_read(m)) for m in mountpoints]
     deadline = time.monotonic() + timeout
@@ -100,8 +84,8 @@ def read_statuses(mountpoints: list[Path], timeout: float = READ_TIMEOUT) -> lis
     return [_finish(m, result, timeout) for m, _, result in reads]
 
 
-def read_status(mountpoint: Path, timeout: float = READ_TIMEOUT) -> MountStatus:
-    return read_statuses([mountpoint], timeout)[0]
+def read_mount_status(mountpoint: Path, timeout: float = READ_TIMEOUT) -> MountStatus:
+    return read_mount_statuses([mountpoint], timeout)[0]
 
 
 def human_duration(seconds: float) -> str:
@@ -181,4 +165,4 @@ def statuses(only: Path | None = None) -> list[MountStatus]:
     mounts = flowfs_mounts()
     if only is not None:
         mounts = [m for m in mounts if m == only]
-    return read_statuses(mounts)
+    return read_mount_statuses(mounts)
