@@ -130,7 +130,7 @@ def run_profile(args: argparse.Namespace, scale: Scale, ws: Workspace, bench: da
                 link: Link, api: str, certs: tls.Certificates | None,
                 selected: tuple[str, ...]) -> tuple[dict[str, Result], dict[str, float], Ctx]:
     """Every workload over one link: nginx for it in front of the files and the API."""
-    from flowfs.config import parse_size
+    from flowfs.sizes import parse_size
 
     results: dict[str, Result] = {}
     elapsed: dict[str, float] = {}

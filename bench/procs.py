@@ -13,10 +13,16 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+# The one harness the tests and the demo use too: polls with a deadline (TimeoutError),
+# and a mount check that never calls into the mount.
+from flowfs.processes import is_mounted, wait_for
+
+__all__ = ["BenchError", "Child", "Workspace", "is_mounted", "wait_for"]
 
 log = logging.getLogger(__name__)
 
@@ -26,27 +32,6 @@ _READ_CHUNK = 8 << 20
 
 class BenchError(Exception):
     """A benchmark step failed in a way worth reporting (a tool exited non-zero, a timeout)."""
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; raise BenchError after ``timeout``."""
-    end = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
-def is_mounted(path: Path) -> bool:
-    """Whether a filesystem is mounted exactly at ``path``."""
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as fh:
-        return any(line.split()[4] == target for line in fh)
 
 
 def free_port() -> int:

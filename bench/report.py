@@ -1,6 +1,6 @@
 """Medians, ratios and the design's targets; the machine and versions; results.json.
 
-The targets are design.md's "Performance targets", checked against the medians of each
+The targets are docs/design.md's "Performance targets", checked against the medians of each
 profile. Where the design says "rclone", the best of the rclone variants measured (per
 workload, named) is the one compared against. results.json holds one self-contained section
 per profile; a run replaces the profiles it measured and keeps the others.

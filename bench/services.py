@@ -31,6 +31,7 @@ from bench.procs import (
     wait_for,
 )
 from bench.tls import Certificates
+from flowfs.processes import server_command, wait_ready
 
 __all__ = ["Contender", "RefServer", "View", "Workspace", "flowfs_mount", "reference_server"]
 
@@ -49,18 +50,16 @@ def reference_server(ws: Workspace, name: str, catalog: Path, *, files_url: str 
     ready = home / "ready.json"
     ready.unlink(missing_ok=True)
     access_log = home / "access.log"
-    argv = [sys.executable, "-m", "flowfs.server", "--catalog", str(catalog), "--port", "0",
-            "--state-dir", str(home / "state"), "--ready-file", str(ready),
-            "--access-log", str(access_log)]
+    args: list[str] = []
     if files_url:
-        argv += ["--files-url", files_url]
+        args += ["--files-url", files_url]
     if export_dir is not None:
-        argv += ["--export-dir", str(export_dir)]
+        args += ["--export-dir", str(export_dir)]
+    argv = server_command(catalog, ready, home / "state", *args, access_log=access_log)
     child = Child(f"server-{name}", argv, ws.log(f"server-{name}"), pidfile=ws.pidfile).start()
     try:
-        wait_for(lambda: child.check_alive() and ready.exists(), DEADLINE * 2,
-                 f"the reference server ({name})")
-        info = json.loads(ready.read_text())
+        info = wait_ready(ready, child.check_alive, DEADLINE * 2,
+                          f"the reference server ({name})")
         yield RefServer(api=info["api"], files=info["files"], access_log=access_log)
     finally:
         child.stop()

@@ -1,4 +1,4 @@
-"""The Flow HTTP API: the only module that talks to the network.
+"""The Flow HTTP API: every request goes through here (sockets: transport, tls).
 
 One ``httpx.AsyncClient``; retries with jittered exponential backoff for
 connect errors, timeouts, truncated bodies, 429 and 5xx; one shared token
@@ -35,6 +35,7 @@ from flowfs.errors import (
 from flowfs.link import LinkEstimate
 from flowfs.proxy import tunnels
 from flowfs.retry import Failure, Retry
+from flowfs.tasks import gather
 from flowfs.tls import client_context, untrusted
 from flowfs.transport import (
     BODY_EXTENSION,
@@ -58,7 +59,7 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
 def error_for_status(status: int, body: bytes, what: str) -> Exception:
-    """The domain error for a refusal (flow-api.md 'Refusals')."""
+    """The domain error for a refusal (docs/flow-api.md, Downloads: 'Refusals')."""
     message = _error_message(body) or f"HTTP {status}"
     if status == 401:
         return AuthExpired(f"{what}: {message}")
@@ -129,36 +130,6 @@ def transport_failure(url: str, exc: httpx.TransportError) -> Transient:
             "if your site uses its own certificate authority, set SSL_CERT_FILE to its "
             "PEM file (see docs/troubleshooting.md)")
     return Transient(f"{_short(url)}: {type(exc).__name__}")
-
-
-def first_error(group: BaseExceptionGroup) -> BaseException:
-    """The first leaf of an exception group, preferring domain errors (for the errno)."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    flow = [e for e in leaves if isinstance(e, FlowError)]
-    return (flow or leaves)[0]
-
-
-async def gather(*jobs: Callable[[], Awaitable[None]]) -> None:
-    """Run ``jobs`` concurrently; on failure raise one plain error, not a group.
-
-    trio wraps errors from a nursery in an ExceptionGroup; callers here catch
-    domain errors (``except Transient``), which a group would slip past.
-    """
-    try:
-        async with trio.open_nursery() as nursery:
-            for job in jobs:
-                nursery.start_soon(job)
-    except BaseExceptionGroup as group:
-        raise first_error(group) from None
 
 
 def lean_route(url: str) -> bool:

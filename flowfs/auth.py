@@ -47,7 +47,7 @@ class Credentials:
 
 
 def discover(api_url: str, env: dict[str, str] | None = None) -> Credentials | None:
-    """The first credentials source found, in design.md's order; None = anonymous."""
+    """The first credentials source found, in docs/design.md's order; None = anonymous."""
     env = dict(os.environ) if env is None else env
     if env.get("FLOW_API_TOKEN"):
         return Credentials("token", "FLOW_API_TOKEN", token=env["FLOW_API_TOKEN"].strip())

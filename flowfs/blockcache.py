@@ -13,6 +13,8 @@ block (another reader on the same file) promotes it back to an ordinary entry.
 
 An evicted block that nothing else refers to any more (no reader, no view) is handed
 to ``recycle`` (see :mod:`flowfs.buffers`), so its memory takes the next body.
+"Nothing else refers to it" is read from ``sys.getrefcount``, which only CPython
+reports exactly; elsewhere nothing is recycled (evicted blocks are simply dropped).
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from typing import Any
 
 from cachetools import LRUCache
 
+#: Whether ``sys.getrefcount`` counts every holder of a block (CPython's reference
+#: counting). On other interpreters (PyPy's is an estimate) a block still held by a
+#: reader could be reported free and overwritten under it, so recycling is off.
+EXACT_REFCOUNTS = sys.implementation.name == "cpython"
+
 
 class BlockCache(LRUCache):
     """``LRUCache`` sized by ``len`` of its values, with :meth:`demote`."""
@@ -31,7 +38,8 @@ class BlockCache(LRUCache):
     def __init__(self, maxsize: int, recycle: Callable[[Any], None] | None = None) -> None:
         super().__init__(maxsize, getsizeof=len)
         self._demoted: OrderedDict[Hashable, None] = OrderedDict()
-        self._recycle = recycle
+        # Checked once: without exact reference counts, recycling is never safe.
+        self._recycle = recycle if EXACT_REFCOUNTS else None
 
     def demote(self, key: Hashable) -> None:
         """Make ``key`` (if cached) the first to go when room is needed."""
@@ -55,8 +63,9 @@ class BlockCache(LRUCache):
         is empty when the block's memory went to ``recycle``.
         """
         key, value = self._victim()
-        # Two references: `value` and getrefcount's argument. More means a reader, a
-        # pending fetch or a view still holds the block: then it is simply dropped.
+        # CPython only (EXACT_REFCOUNTS; otherwise _recycle is None): two references,
+        # `value` and getrefcount's argument. More means a reader, a pending fetch or
+        # a view still holds the block: then it is simply dropped.
         if self._recycle is not None and sys.getrefcount(value) == 2:
             self._recycle(value)
             return key, b""

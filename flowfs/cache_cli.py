@@ -12,7 +12,8 @@ from typing import Any
 
 from flowfs.diskcache import Store, Usage, filesystem_type, is_network_fs
 from flowfs.errors import FlowError
-from flowfs.status import MountStatus, human_bytes, statuses
+from flowfs.sizes import human_size
+from flowfs.status_cli import MountStatus, statuses
 
 
 def _store(root: Path) -> Store:
@@ -22,7 +23,7 @@ def _store(root: Path) -> Store:
 
 
 def describe(usage: Usage) -> str:
-    return (f"{human_bytes(usage.bytes)} in {usage.blocks} blocks of {usage.entries} "
+    return (f"{human_size(usage.bytes)} in {usage.blocks} blocks of {usage.entries} "
             f"file{'s' if usage.entries != 1 else ''}")
 
 
@@ -55,9 +56,9 @@ def cmd_status(root: Path, bound: int, as_json: bool) -> int:
                          indent=2))
         return 0
     network = " (a network filesystem)" if is_network_fs(fstype) else ""
-    print(f"{root}{network}: {describe(usage)}; bound {human_bytes(bound)}")
+    print(f"{root}{network}: {describe(usage)}; bound {human_size(bound)}")
     for mountpoint, disk in users:
-        print(f"  {mountpoint}: {hit_rate(disk)}; {human_bytes(disk.get('bytes_read', 0))} "
+        print(f"  {mountpoint}: {hit_rate(disk)}; {human_size(disk.get('bytes_read', 0))} "
               f"read from disk, {disk.get('damaged', 0)} damaged blocks, "
               f"{disk.get('errors', 0)} errors")
     if not users:

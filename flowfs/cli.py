@@ -196,7 +196,7 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 def _umount_hint(path: Path, configured: bool) -> str:
     """What to do when ``path`` could not be unmounted: the flowfs mounts there are."""
-    from flowfs.status import flowfs_mounts
+    from flowfs.mounts import flowfs_mounts
 
     mounts = flowfs_mounts()
     hint = " (the configured mount point; name another: flowfs umount DIR)" if configured \
@@ -243,7 +243,7 @@ def cmd_whoami(args: argparse.Namespace) -> int:
 # -- the daily helpers -----------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from flowfs.status import render, statuses
+    from flowfs.status_cli import render, statuses
 
     only = Path(os.path.realpath(args.mountpoint)) if args.mountpoint else None
     found = statuses(only)
@@ -260,8 +260,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
+    from flowfs.mounts import flowfs_mounts
     from flowfs.refresh import mount_of, request
-    from flowfs.status import flowfs_mounts
 
     # abspath, not realpath: resolving would make FUSE calls without a deadline
     path = Path(os.path.abspath(args.path or "."))
@@ -367,7 +367,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from flowfs import cache_cli
-    from flowfs.config import parse_size
+    from flowfs.sizes import parse_size
 
     values = settings(args)
     root = values["cache_dir"].value

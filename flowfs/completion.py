@@ -56,7 +56,7 @@ def _takes_files(parser: argparse.ArgumentParser) -> bool:
 def words(kind: str, mount: str | None = None) -> list[str]:
     """Mount points of flowfs mounts, or the bulk jobs of the mount one is in (or ``mount``)."""
     from flowfs.errors import FlowError
-    from flowfs.status import flowfs_mounts
+    from flowfs.mounts import flowfs_mounts
 
     if kind == "mounts":
         return [str(m) for m in flowfs_mounts()]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from flowfs.errors import ConfigError
+from flowfs.sizes import format_size
 
 # The mount's own hidden directory and its stats file (written by stats, read by status).
 STATS_DIR = ".flowfs"
@@ -20,17 +20,15 @@ DEFAULT_API_URL = "https://app.flow.bio/api"
 MiB = 2**20
 DISK_CACHE_MODES = ("private", "group")
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """Parse '512M', '2GiB', '1048576' into bytes (binary units)."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise ConfigError(f"not a size: {text!r} (try 512M or 2G)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
+# Every mount option's built-in default, held here only: MountConfig's fields and the
+# rows of settings.OPTIONS (their values and the help text that names them) read these.
+DEFAULT_CACHE_SIZE = 512 * MiB
+MIN_CACHE_SIZE = 16 * MiB
+DEFAULT_IO_TIMEOUT = 60.0
+DEFAULT_DIR_TTL = 60.0
+DEFAULT_LOG_LEVEL = "warning"  # a spec of flowfs.logs.parse_levels
+DEFAULT_LOG_MAX_SIZE = 10 * MiB
+MIN_LOG_SIZE = 64 * 1024
 
 def derive_files_url(api_url: str) -> str:
     """The files server of an API URL: host app./api. -> files., path dropped."""
@@ -80,13 +78,13 @@ class MountConfig:
     mountpoint: Path
     api_url: str = DEFAULT_API_URL
     files_url: str = ""
-    cache_size: int = 512 * MiB
-    io_timeout: float = 60.0
-    dir_ttl: float = 60.0
+    cache_size: int = DEFAULT_CACHE_SIZE
+    io_timeout: float = DEFAULT_IO_TIMEOUT
+    dir_ttl: float = DEFAULT_DIR_TTL
     allow_other: bool = False
-    log_level: str = "warning"  # a spec of flowfs.logs.parse_levels
+    log_level: str = DEFAULT_LOG_LEVEL
     log_file: Path | None = None  # None: stderr
-    log_max_size: int = 10 * MiB
+    log_max_size: int = DEFAULT_LOG_MAX_SIZE
     metrics_addr: str = ""  # HOST:PORT to serve /metrics on; "" = not served
     foreground: bool = False
     disk_cache: bool = True
@@ -102,8 +100,8 @@ class MountConfig:
         object.__setattr__(self, "api_url", normalise_url(self.api_url))
         files = self.files_url or derive_files_url(self.api_url)
         object.__setattr__(self, "files_url", normalise_url(files))
-        if self.cache_size < 16 * MiB:
-            raise ConfigError("--cache-size must be at least 16M")
+        if self.cache_size < MIN_CACHE_SIZE:
+            raise ConfigError(f"--cache-size must be at least {format_size(MIN_CACHE_SIZE)}")
         if self.disk_cache_mode not in DISK_CACHE_MODES:
             raise ConfigError(f"disk_cache_mode must be one of {', '.join(DISK_CACHE_MODES)}")
         if self.io_timeout <= 0 or self.dir_ttl < 0:

@@ -9,7 +9,6 @@ everything it started.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -17,10 +16,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from flowfs import processes
 from flowfs.errors import FlowError
 
 DEMO_USER, DEMO_PASSWORD = "alice", "alice-pw"
@@ -35,19 +34,11 @@ def _start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str
 
     _say("Generating demo data (FASTQ, BAM+BAI, VCF+TBI, counts, reports)...")
     catalog = generate(workdir / "data")
-    ready = workdir / "ready.json"
-    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flowfs.server", "--catalog", str(catalog), "--port", "0",
-         "--state-dir", str(workdir / "state"), "--ready-file", str(ready)],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    log.close()
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise FlowError(f"the reference server did not start; see {workdir / 'server.log'}")
-        time.sleep(0.05)
-    return proc, json.loads(ready.read_text())
+    log = workdir / "server.log"
+    try:
+        return processes.start_server(catalog, workdir, stdout=log)
+    except (processes.ChildExited, TimeoutError):
+        raise FlowError(f"the reference server did not start; see {log}") from None
 
 
 def _mount(mountpoint: Path, urls: dict[str, str], config_home: Path) -> None:
@@ -130,7 +121,7 @@ def run_demo(mountpoint: Path | None, wait: bool) -> int:
         mp = mountpoint or workdir / "flow"
         mp.mkdir(parents=True, exist_ok=True)
         server, urls = _start_server(workdir)
-        stack.callback(_stop, server)
+        stack.callback(processes.stop, server)
         config_home = workdir / "config"
         _mount(mp, urls, config_home)
         stack.callback(lambda: _say(f"\n{mp}: {unmount(mp)}; server stopped."))
@@ -155,12 +146,3 @@ def _wait_for_interrupt() -> None:
         signal.sigwait(signals)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()

@@ -1,4 +1,4 @@
-"""`.downloads/`: bulk ZIP jobs through the filesystem (design.md).
+"""`.downloads/`: bulk ZIP jobs through the filesystem (docs/design.md).
 
 A manifest written here becomes, on its close, a server-side bulk job;
 ``<name>.status`` shows the job (fresh on every read) and ``<name>.zip`` the

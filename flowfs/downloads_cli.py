@@ -18,7 +18,8 @@ from typing import Any
 
 from flowfs.errors import FlowError
 from flowfs.manifest import valid_name
-from flowfs.status import flowfs_mounts
+from flowfs.mounts import flowfs_mounts
+from flowfs.sizes import LONG, human_size
 
 POLL = 1.0
 READ_TIMEOUT = 30.0  # one read of a .status file
@@ -51,7 +52,7 @@ class TimedOut(FlowError):
     """The mount did not answer a read in time."""
 
 
-def read_status(path: Path, timeout: float = READ_TIMEOUT) -> dict[str, Any] | None:
+def read_job_status(path: Path, timeout: float = READ_TIMEOUT) -> dict[str, Any] | None:
     """A job's ``.status`` (None: no such job), read in a thread given up after ``timeout``:
     a hung mount must not hang the command. Raises ``TimedOut`` then."""
     result: list[bytes | OSError] = []
@@ -82,7 +83,7 @@ def read_status(path: Path, timeout: float = READ_TIMEOUT) -> dict[str, Any] | N
 def cmd_list(mount: Path) -> int:
     rows = []
     for status_file in sorted((mount / ".downloads").glob("*.status")):
-        st = read_status(status_file) or {}
+        st = read_job_status(status_file) or {}
         rows.append((status_file.stem, str(st.get("status")), _pct(st), _size(st.get("size"))))
     if not rows:
         print("no bulk downloads")
@@ -100,14 +101,7 @@ def _pct(st: dict[str, Any]) -> str:
 
 
 def _size(n: Any) -> str:
-    if not isinstance(n, int):
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(n)
+    return human_size(n, LONG, " ") if isinstance(n, int) else "-"
 
 
 def cmd_create(mount: Path, name: str, paths: list[str], by_execution: bool) -> int:
@@ -147,7 +141,7 @@ def cmd_wait(mount: Path, name: str, timeout: float | None) -> int:
         while True:
             left = READ_TIMEOUT if deadline is None else deadline - time.monotonic()
             try:
-                st = read_status(status_file, max(0.1, min(READ_TIMEOUT, left)))
+                st = read_job_status(status_file, max(0.1, min(READ_TIMEOUT, left)))
             except TimedOut as exc:
                 bar.close(None)
                 print(f"{name}: {exc}", file=sys.stderr)

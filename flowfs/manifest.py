@@ -51,7 +51,7 @@ class Manifest:
 
 
 def valid_name(name: str) -> bool:
-    """A job name as design.md allows: [A-Za-z0-9._-], 1-100 characters, no leading dot."""
+    """A job name as docs/design.md allows: [A-Za-z0-9._-], 1-100 characters, no leading dot."""
     return bool(NAME_RE.fullmatch(name))
 
 

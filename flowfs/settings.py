@@ -19,21 +19,25 @@ from typing import Any
 from flowfs import sessions
 from flowfs.config import (
     DEFAULT_API_URL,
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_DIR_TTL,
+    DEFAULT_IO_TIMEOUT,
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_LOG_MAX_SIZE,
     DISK_CACHE_MODES,
-    MiB,
+    MIN_CACHE_SIZE,
+    MIN_LOG_SIZE,
     MountConfig,
     cache_dir,
     config_dir,
     derive_files_url,
     normalise_url,
     parse_addr,
-    parse_size,
     process_umask,
 )
 from flowfs.errors import ConfigError
 from flowfs.logs import BACKUPS, format_levels, parse_levels
-
-MIN_CACHE = 16 * MiB
+from flowfs.sizes import format_size, parse_size
 
 
 def _url(value: Any) -> str:
@@ -50,8 +54,8 @@ def _size(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("must be a size such as 512M")
     size = value if isinstance(value, int) else parse_size(str(value))
-    if size < MIN_CACHE:
-        raise ValueError(f"{value!r} is too small: at least 16M")
+    if size < MIN_CACHE_SIZE:
+        raise ValueError(f"{value!r} is too small: at least {format_size(MIN_CACHE_SIZE)}")
     return size
 
 
@@ -112,15 +116,12 @@ def _levels(value: Any) -> str:
     return format_levels(parse_levels(value))
 
 
-MIN_LOG_SIZE = 64 * 1024
-
-
 def _log_size(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("must be a size such as 10M")
     size = value if isinstance(value, int) else parse_size(str(value))
     if size < MIN_LOG_SIZE:
-        raise ValueError(f"{value!r} is too small: at least 64K")
+        raise ValueError(f"{value!r} is too small: at least {format_size(MIN_LOG_SIZE)}")
     return size
 
 
@@ -186,8 +187,8 @@ OPTIONS: tuple[Option, ...] = (
            "the Flow API URL (default: that of the last 'flowfs login')"),
     Option("files_url", "FLOW_FILES_URL", _optional_url, lambda: "",
            "the files server (default: derived from api_url)"),
-    Option("cache_size", "FLOWFS_CACHE_SIZE", _size, lambda: 512 * MiB,
-           "memory for cached blocks and read-ahead (512M)"),
+    Option("cache_size", "FLOWFS_CACHE_SIZE", _size, lambda: DEFAULT_CACHE_SIZE,
+           f"memory for cached blocks and read-ahead ({format_size(DEFAULT_CACHE_SIZE)})"),
     # Off by default until a first read with it costs no more than a tenth of the
     # throughput (measured: 63-80% of the same read without it; docs/performance.md).
     Option("disk_cache", "FLOWFS_DISK_CACHE", _bool, lambda: False,
@@ -200,10 +201,10 @@ OPTIONS: tuple[Option, ...] = (
            "always stays free"),
     Option("disk_cache_mode", "FLOWFS_DISK_CACHE_MODE", _mode, lambda: "private",
            "private (0700/0600) or group (a directory shared with a group, see the docs)"),
-    Option("dir_ttl", "FLOWFS_DIR_TTL", _not_negative, lambda: 60.0,
-           "seconds a listing is reused (60)"),
-    Option("io_timeout", "FLOWFS_IO_TIMEOUT", _positive, lambda: 60.0,
-           "seconds one read may take before EIO (60)"),
+    Option("dir_ttl", "FLOWFS_DIR_TTL", _not_negative, lambda: DEFAULT_DIR_TTL,
+           f"seconds a listing is reused ({DEFAULT_DIR_TTL:g})"),
+    Option("io_timeout", "FLOWFS_IO_TIMEOUT", _positive, lambda: DEFAULT_IO_TIMEOUT,
+           f"seconds one read may take before EIO ({DEFAULT_IO_TIMEOUT:g})"),
     Option("mountpoint", "FLOWFS_MOUNTPOINT", _path, lambda: Path.home() / "flow",
            "the default mount point (~/flow)"),
     Option("allow_other", "FLOWFS_ALLOW_OTHER", _bool, lambda: False,
@@ -217,14 +218,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("umask", "FLOWFS_UMASK", _umask, process_umask,
            "bits taken from 0666 (files) and 0777 (directories), as rclone's --umask "
            "(default: the process umask, usually 022: 0644 and 0755)"),
-    Option("log_level", "FLOWFS_LOG_LEVEL", _levels, lambda: "warning",
+    Option("log_level", "FLOWFS_LOG_LEVEL", _levels, lambda: DEFAULT_LOG_LEVEL,
            "what the mount logs: debug, info, warning or error, for flowfs itself; "
            "NAME=LEVEL for another library (httpx=debug), fuse=debug for libfuse's dump"),
     Option("log_file", "FLOWFS_LOG_FILE", _optional_path, lambda: None,
            "the mount's log file (default: ~/.local/state/flowfs/mount-<dir>.log for a "
            "daemon, stderr with --foreground)"),
-    Option("log_max_size", "FLOWFS_LOG_MAX_SIZE", _log_size, lambda: 10 * MiB,
-           f"rotate the log file at this size, keeping {BACKUPS} old ones (10M)"),
+    Option("log_max_size", "FLOWFS_LOG_MAX_SIZE", _log_size, lambda: DEFAULT_LOG_MAX_SIZE,
+           f"rotate the log file at this size, keeping {BACKUPS} old ones "
+           f"({format_size(DEFAULT_LOG_MAX_SIZE)})"),
     Option("metrics_addr", "FLOWFS_METRICS_ADDR", _addr, lambda: "",
            "serve Prometheus metrics at http://HOST:PORT/metrics (PORT alone: on "
            "127.0.0.1; default: not served)"),
@@ -322,13 +324,6 @@ def mount_config(values: Mapping[str, Value], *, foreground: bool = False) -> Mo
         disk_cache_size=values["disk_cache_size"].value,
         disk_cache_mode=values["disk_cache_mode"].value,
     )
-
-
-def format_size(size: int) -> str:
-    for unit, factor in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
-        if size % factor == 0:
-            return f"{size // factor}{unit}"
-    return str(size)
 
 
 def as_toml(key: str, value: Any) -> str:

@@ -1,4 +1,4 @@
-"""The directory tree of design.md: remote listings, names and their TTLs.
+"""The directory tree of docs/design.md: remote listings, names and their TTLs.
 
 Nodes are plain objects; ``ops`` turns them into FUSE answers. Directories
 fetch their listing on first use and again once it is older than the TTL; a
@@ -26,13 +26,14 @@ from typing import Any
 
 import trio
 
-from flowfs.api import FlowAPI, gather
+from flowfs.api import FlowAPI
 from flowfs.errors import FlowError, NotFound, Transient
 from flowfs.inodes import InodeTable
 from flowfs.memory import give_back
 from flowfs.model import DataFile, Execution, Project, Sample, is_id
 from flowfs.namebook import NameBook
 from flowfs.names import sanitize
+from flowfs.tasks import gather
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +432,7 @@ async def file_children(
     ]
 
 
-# -- the directories of design.md --------------------------------------------
+# -- the directories of docs/design.md --------------------------------------------
 
 class ProjectsDir(ListingDir):
     """projects/: owned ∪ shared."""

@@ -1,4 +1,4 @@
-"""Who may read what: the one place the visibility rules of flow-api.md live.
+"""Who may read what: the one place the visibility rules of docs/flow-api.md live.
 
 A reader sees an object if it owns it, if it is shared with them (its own
 ``shared_with``, or the ``shared_with`` or ownership of a container: a project

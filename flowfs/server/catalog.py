@@ -1,6 +1,6 @@
 """The catalog: users and content the reference server serves, loaded from JSON.
 
-The format is in ``flow-api.md`` ("Reference server catalog") and docs/server.md.
+The format is in ``docs/flow-api.md`` ("Reference server catalog") and docs/server.md.
 Loading validates everything up front and raises :class:`CatalogError` with a
 one-line message naming the first problem, so a bad catalog never half-serves.
 The result is immutable: lists and permissions can be cached freely.

@@ -39,7 +39,7 @@ def _stamp(value: float | None) -> int | None:
 
 
 def job_view(job: Job, files_base: str) -> dict[str, Any]:
-    """The job object of flow-api.md."""
+    """The job object of docs/flow-api.md ("Bulk download jobs")."""
     done = job.status == COMPLETED
     return {
         "id": job.id, "name": job.name, "status": job.status, "progress": job.progress,

@@ -1,7 +1,7 @@
 """The JSON shapes of users, projects, samples, executions, data and outputs.
 
 Built once per object at start (the catalog never changes), so a list page is
-a slice of ready dicts.  Field sets are exactly those of flow-api.md.
+a slice of ready dicts.  Field sets are exactly those of docs/flow-api.md.
 """
 
 from __future__ import annotations

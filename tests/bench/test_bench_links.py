@@ -9,22 +9,19 @@ from __future__ import annotations
 import contextlib
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # the harness lives in bench/, beside tests/
-    sys.path.insert(0, str(REPO))
+from bench import links, report, tls
+from bench.links import LINKS, Link
+from bench.nginx import echo_module, gateway, nginx_binary, render
+from bench.procs import Workspace
+from bench.services import reference_server
 
-from bench import links, report, tls  # noqa: E402
-from bench.links import LINKS, Link  # noqa: E402
-from bench.nginx import echo_module, gateway, nginx_binary, render  # noqa: E402
-from bench.procs import Workspace  # noqa: E402
-from bench.services import reference_server  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 MiB = 1 << 20
 

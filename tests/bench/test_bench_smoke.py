@@ -23,21 +23,18 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # the harness lives in bench/, beside tests/
-    sys.path.insert(0, str(REPO))
+from bench import tls
+from bench.data import Item, MiB, catalog_json, write_random
+from bench.links import LINKS
+from bench.nginx import echo_module, gateway, nginx_binary
+from bench.procs import Workspace, run_timed, warm
+from bench.services import Contender, reference_server
 
-from bench import tls  # noqa: E402
-from bench.data import Item, MiB, catalog_json, write_random  # noqa: E402
-from bench.links import LINKS  # noqa: E402
-from bench.nginx import echo_module, gateway, nginx_binary  # noqa: E402
-from bench.procs import Workspace, run_timed, warm  # noqa: E402
-from bench.services import Contender, reference_server  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 # The install may take minutes on a fresh machine; the measurement itself takes ~20-40 s.
 pytestmark = [pytest.mark.mount, pytest.mark.timeout(480)]

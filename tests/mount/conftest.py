@@ -11,15 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import FaultProxy, Mount, Processes, Server, user_env
+from harness import FaultProxy, Mount, MountFactory, Processes, Server, ServerFactory, user_env
+
+HERE = Path(__file__).parent
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: `-m "not mount"` leaves these out
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is a ``mount`` test; ``mount`` tests need /dev/fuse and fusermount3."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.mount)
     if os.path.exists("/dev/fuse") and shutil.which("fusermount3"):
         return
     skip = pytest.mark.skip(reason="needs /dev/fuse and fusermount3")
     for item in items:
-        if "mount" in str(item.fspath):
+        if item.get_closest_marker("mount") is not None:
             item.add_marker(skip)
 
 
@@ -57,9 +64,6 @@ def server(demo: Path, module_processes: Processes) -> Server:
     return module_processes.server(demo)
 
 
-MountFactory = Callable[..., Mount]
-
-
 @pytest.fixture(scope="module")
 def mounts(tmp_path_factory: pytest.TempPathFactory,
            module_processes: Processes) -> MountFactory:
@@ -82,9 +86,6 @@ def alice(server: Server, mounts: MountFactory) -> Mount:
 @pytest.fixture(scope="module")
 def bob(server: Server, mounts: MountFactory) -> Mount:
     return mounts(server, "bob")
-
-
-ServerFactory = Callable[..., Server]
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """What a user should see through the mount, computed from the catalog alone.
 
-Independent of the server's code: the visibility rules of flow-api.md and the
-tree of design.md, applied to the catalog JSON.
+Independent of the server's code: the visibility rules of docs/flow-api.md and the
+tree of docs/design.md, applied to the catalog JSON.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def shown_data_ids(catalog: dict[str, Any], user: str) -> set[str]:
 
 
 def readable_data_ids(catalog: dict[str, Any], user: str) -> set[str]:
-    """Ids `user` may read at all (flow-api.md's visibility rule)."""
+    """Ids `user` may read at all (docs/flow-api.md's visibility rule)."""
     projects = {p["id"]: p for p in catalog["projects"]}
     samples = {s["id"]: s for s in catalog["samples"]}
     executions = {e["id"]: e for e in catalog["executions"]}

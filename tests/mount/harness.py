@@ -21,21 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEADLINE = 30.0
+from flowfs import processes
+from flowfs.processes import DEADLINE, is_mounted, stop, wait_for
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
-    end = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+__all__ = ["DEADLINE", "MountFactory", "ServerFactory", "is_mounted", "stop", "wait_for"]
 
 
 def sh(*cmd: str, timeout: float = DEADLINE, check: bool = True,
@@ -47,17 +36,6 @@ def sh(*cmd: str, timeout: float = DEADLINE, check: bool = True,
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}: "
                              f"{proc.stderr.decode(errors='replace')[-2000:]}")
     return proc
-
-
-def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @dataclass
@@ -77,22 +55,9 @@ class Server:
         return self.workdir / "access.log"
 
     def start(self) -> Server:
-        ready = self.workdir / "ready.json"
-        ready.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "flowfs.server", "--catalog", str(self.catalog),
-               "--port", str(self.port), "--state-dir", str(self.workdir / "state"),
-               "--ready-file", str(ready), "--access-log", str(self.access_log), *self.args]
-        log = open(self.workdir / "server.out", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        log.close()
-
-        def up() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {(self.workdir / 'server.out').read_text()}")
-            return ready.exists()
-
-        wait_for(up, what="the reference server")
-        info = json.loads(ready.read_text())
+        # On a restart, the same port and state dir: the mounts reading from it stay valid.
+        self.proc, info = processes.start_server(
+            self.catalog, self.workdir, *self.args, port=self.port, access_log=self.access_log)
         self.api, self.files = info["api"], info["files"]
         self.port = int(self.files.rsplit(":", 1)[1].rstrip("/"))
         return self
@@ -130,12 +95,9 @@ class Mount:
                                      env=self.env)
         out.close()
 
-        def mounted() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"flowfs exited {self.proc.returncode}: {self.read_log()}")
-            return is_mounted(self.path)
-
-        wait_for(mounted, timeout, what=f"the mount at {self.path}")
+        proc = self.proc
+        processes.wait_mounted(
+            self.path, lambda: processes.alive(proc, "flowfs", self.log), timeout)
         return self
 
     def read_log(self) -> str:
@@ -149,14 +111,6 @@ class Mount:
                        timeout=DEADLINE, check=False)
         stop(self.proc)
         self.proc = None
-
-
-def is_mounted(path: Path) -> bool:
-    # Resolve the parent only: realpath(path) would lstat the mount root, a FUSE call
-    # made from this process without a deadline.
-    target = os.path.join(os.path.realpath(path.parent), path.name)
-    with open("/proc/self/mountinfo") as fh:
-        return any(line.split()[4] == target for line in fh)
 
 
 def _inherited() -> dict[str, str]:
@@ -405,3 +359,9 @@ class Processes:
         m = Mount(server, path or self._mktemp("mnt") / "flow", env, args)
         self._stack.callback(m.close)
         return m.start()
+
+
+#: ``make(server, ...)`` -> a started mount (the ``mounts`` and ``own_mounts`` fixtures).
+MountFactory = Callable[..., Mount]
+#: ``make(catalog, *flags)`` -> a started reference server (the ``servers`` fixture).
+ServerFactory = Callable[..., Server]

@@ -15,7 +15,7 @@ from harness import Mount, Server, sh, user_env, wait_for
 GiB = 2**30
 ARCHIVE_BYTES = int(2.2 * GiB)  # over 2 GiB, so ZIP64 and 64-bit offsets are exercised
 CACHE = "64M"
-BUDGET = 64 * 2**20 + 100 * 2**20  # design.md: RSS <= cache budget + 100 MiB
+BUDGET = 64 * 2**20 + 100 * 2**20  # docs/design.md: RSS <= cache budget + 100 MiB
 
 
 def big_catalog(tmp_path: Path) -> Path:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MountFactory
 from expect import shown_data_ids
 from harness import (
     Mount,
+    MountFactory,
     Processes,
     Server,
     daemon_pids,

@@ -20,8 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ServerFactory
-from harness import DEADLINE, Server, is_mounted, sh, stop, wait_for
+from harness import DEADLINE, Server, ServerFactory, is_mounted, sh, stop, wait_for
 
 pytestmark = pytest.mark.mount
 

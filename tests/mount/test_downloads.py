@@ -19,9 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import MountFactory
 from expect import source_md5s
-from harness import Mount, Processes, Server, login_token, sh, user_env, wait_for
+from harness import Mount, MountFactory, Processes, Server, login_token, sh, user_env, wait_for
 
 BIG_ID = "9007199254740993"
 ACTIVE = ("pending", "processing")

@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import MountFactory
-from harness import Mount, Processes, Server, login_token, sh, user_env, wait_for
+from harness import Mount, MountFactory, Processes, Server, login_token, sh, user_env, wait_for
 
 LIVER = ["100", "101", "102", "103", "110", "140", "141"]
 

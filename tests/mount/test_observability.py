@@ -8,8 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MountFactory
-from harness import Processes, Server, closed_port, flowfs, md5s, sh, user_env
+from harness import MountFactory, Processes, Server, closed_port, flowfs, md5s, sh, user_env
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.mount

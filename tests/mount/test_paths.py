@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import MountFactory, ServerFactory
-from harness import Mount, sh, user_env, wait_for
+from harness import Mount, MountFactory, ServerFactory, sh, user_env, wait_for
 
 from flowfs.namebook import store_path
 

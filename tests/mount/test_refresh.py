@@ -7,8 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import MountFactory, ServerFactory
-from harness import DEADLINE, FLOWFS, Mount, sh, user_env, wait_for
+from harness import DEADLINE, FLOWFS, Mount, MountFactory, ServerFactory, sh, user_env, wait_for
 
 pytestmark = pytest.mark.mount
 

@@ -13,8 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import MountFactory
-from harness import Processes, Server, md5s, sh, user_env, wait_for
+from harness import MountFactory, Processes, Server, md5s, sh, user_env, wait_for
 
 PASSWORD = "alice-pw"  # the demo catalog's
 JWT = re.compile(r"eyJ[\w-]+\.[\w-]+")

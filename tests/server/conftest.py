@@ -12,8 +12,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from flowfs import processes
 
 STARTUP_DEADLINE = 20.0
 STOP_DEADLINE = 15.0
@@ -163,14 +163,9 @@ class Server:
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Stop the process (SIGKILL past the deadline); its exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_DEADLINE)
-        return self.proc.returncode
+        code = processes.stop(self.proc, sig, STOP_DEADLINE)
+        assert code is not None
+        return code
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -184,46 +179,16 @@ class Server:
 ServerFactory = Callable[..., Server]
 
 
-def wait_until(predicate: Callable[[], Any], deadline: float, what: str,
-               interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``deadline`` s."""
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
-        time.sleep(interval)
-
-
 def start_server(catalog_path: Path, workdir: Path, *extra: str,
                  state_dir: Path | None = None) -> Server:
     """Start ``python -m flowfs.server`` on a free port and wait until it is ready."""
-    workdir.mkdir(parents=True, exist_ok=True)
     state = state_dir or workdir / "state"
-    ready = workdir / "ready.json"
-    ready.unlink(missing_ok=True)
     out, err = workdir / "stdout.txt", workdir / "stderr.txt"
-    args = [sys.executable, "-m", "flowfs.server", "--catalog", str(catalog_path),
-            "--port", "0", "--state-dir", str(state), "--ready-file", str(ready),
-            "--access-log", str(workdir / "access.log"), *extra]
-    with open(out, "ab") as stdout, open(err, "ab") as stderr:
-        proc = subprocess.Popen(args, stdout=stdout, stderr=stderr)
-
-    def is_ready() -> dict[str, Any] | None:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}: {err.read_text()}")
-        return json.loads(ready.read_text()) if ready.exists() else None
-
-    try:
-        info = wait_until(is_ready, STARTUP_DEADLINE, "the server's ready file")
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+    proc, info = processes.start_server(
+        catalog_path, workdir, *extra, state_dir=state, access_log=workdir / "access.log",
+        stdout=out, stderr=err, timeout=STARTUP_DEADLINE)
     return Server(proc, info["api"], info["files"], state, workdir / "access.log", out, err,
-                  args)
+                  [str(arg) for arg in proc.args])
 
 
 @pytest.fixture
@@ -285,8 +250,8 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def poll() -> Callable[..., Any]:
-    """``poll(predicate, deadline, what)``: wait_until as a fixture."""
-    return wait_until
+    """``poll(predicate, deadline, what)``: ``flowfs.processes.wait_for`` as a fixture."""
+    return processes.wait_for
 
 
 @pytest.fixture(scope="session")

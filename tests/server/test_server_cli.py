@@ -8,10 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from flowfs import processes
 from flowfs.server.cli import main
 
 USERS = [{"username": "alice", "password": "pw"}, {"username": "bob", "password": "pw"}]
@@ -242,3 +244,10 @@ def test_flowfs_serve_refuses_a_bad_flag_value_in_one_line(tmp_path, catalog):
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
         "flowfs serve: error: argument --port: must be 0-65535")
+
+
+def test_a_server_that_cannot_start_is_reported_at_once_with_its_message(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(processes.ChildExited, match="catalog"):
+        processes.start_server(tmp_path / "missing.json", tmp_path / "srv", timeout=60)
+    assert time.monotonic() - start < 30  # not the deadline: the exit ends the wait

@@ -15,8 +15,9 @@ import pytest
 from flowfs import __version__
 from flowfs.cli import build_parser, main
 from flowfs.completion import bash_script
+from flowfs.mounts import parse_mountinfo
 from flowfs.notify import Notifier
-from flowfs.status import MountStatus, parse_mountinfo, read_status, render
+from flowfs.status_cli import MountStatus, read_mount_status, render
 
 
 @pytest.fixture
@@ -174,7 +175,7 @@ def test_flowfs_mounts_are_found_in_mountinfo() -> None:
 
 
 def test_status_of_a_directory_without_stats_says_so(tmp_path: Path) -> None:
-    status = read_status(tmp_path)
+    status = read_mount_status(tmp_path)
     assert status.stats is None and status.problem and ".flowfs/stats" in status.problem
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flowfs import downloads_cli, status
+from flowfs import downloads_cli, mounts
 from flowfs.cli import build_parser, main
 from flowfs.errors import ConfigError, FlowError
 from flowfs.mount import check_mountpoint
@@ -27,7 +27,7 @@ def not_mounted(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_umount_of_an_unmounted_dir_names_the_mounts_there_are(
         not_mounted: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(status, "flowfs_mounts", lambda: [Path("/home/a/flow")])
+    monkeypatch.setattr(mounts, "flowfs_mounts", lambda: [Path("/home/a/flow")])
     assert main(["umount", str(tmp_path)]) == 1
     assert capsys.readouterr().err == (
         f"flowfs umount: {tmp_path} is not mounted; flowfs mounts: /home/a/flow\n")
@@ -36,7 +36,7 @@ def test_umount_of_an_unmounted_dir_names_the_mounts_there_are(
 def test_umount_of_the_configured_dir_says_so_when_there_are_no_mounts(
         not_mounted: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(status, "flowfs_mounts", lambda: [])
+    monkeypatch.setattr(mounts, "flowfs_mounts", lambda: [])
     monkeypatch.setenv("FLOWFS_MOUNTPOINT", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     assert main(["umount"]) == 1

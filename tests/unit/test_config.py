@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flowfs.config import MiB
+from flowfs.config import MiB, MountConfig
 from flowfs.errors import ConfigError
 from flowfs.settings import BY_KEY, config_file, mount_config, read_file, render, resolve
 
@@ -227,3 +227,11 @@ def test_bad_disk_cache_settings_name_the_key(tmp_path: Path, line: str, message
     path = write(tmp_path / "c.toml", line + "\n")
     with pytest.raises(ConfigError, match=message):
         resolve(NO_FLAGS, env={}, path=path)
+
+
+def test_a_mount_options_default_is_the_one_mountconfig_has() -> None:
+    # One place holds each default: the settings rows and MountConfig must never drift.
+    built = MountConfig(Path("/mnt/flow"))
+    for key in ("cache_size", "io_timeout", "dir_ttl", "allow_other", "log_level",
+                "log_file", "log_max_size", "metrics_addr", "token_file"):
+        assert BY_KEY[key].default() == getattr(built, key), key

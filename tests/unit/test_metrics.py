@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flowfs.config import parse_addr
 from flowfs.failures import Failures
 from flowfs.metrics import METRICS, answer, exposition
-from flowfs.status import MountStatus, render
+from flowfs.status_cli import MountStatus, render
 
 STATS: dict[str, Any] = {
     "version": "1.2.3", "mountpoint": '/home/al"ice\\flow', "uptime": 12.5,

@@ -1,6 +1,7 @@
 """Soak: 16 concurrent readers for minutes under faults; memory and fds must stay flat.
 
-Off by default (it runs for 10 minutes): ``FLOWFS_SOAK=1 pytest tests/soak -m slow``.
+Off by default (it runs for 10 minutes):
+``FLOWFS_SOAK=1 pytest tests/mount/test_soak.py -m slow``.
 ``FLOWFS_SOAK_SECONDS`` sets the duration (default 600), ``FLOWFS_SOAK_OUT`` where the
 numbers go (default: the test's tmp dir), as JSON: the samples of the daemon's RSS and
 open fds, the readers' counts (reads, bytes, errors, wrong bytes, slowest read) and the
@@ -15,6 +16,7 @@ cache churns all along.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -25,11 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mount"))
-import contextlib
-
-from harness import Mount, Processes, user_env  # noqa: E402
+from harness import Mount, Processes, user_env
 
 pytestmark = [
     pytest.mark.slow,

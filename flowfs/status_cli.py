@@ -1,15 +1,14 @@
 """`flowfs status`: every flowfs mount of this machine and what it is doing.
 
-Mounts come from ``/proc/self/mountinfo`` (filesystem type ``fuse.flowfs``);
-each one's numbers from its own ``.flowfs/stats``, read in a helper thread
-with a deadline, because a hung daemon would block a plain ``open`` forever.
+Mounts come from :mod:`flowfs.mounts`; each one's numbers from its own
+``.flowfs/stats`` (written by :mod:`flowfs.stats`), read in a helper thread with a
+deadline, because a hung daemon would block a plain ``open`` forever.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -17,25 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from flowfs.config import STATS_DIR, STATS_FILE
+from flowfs.mounts import flowfs_mounts
+from flowfs.sizes import human_size
 
-FSTYPE = "fuse.flowfs"
 READ_TIMEOUT = 5.0
-_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-def parse_mountinfo(text: str) -> list[Path]:
-    """The mount points of flowfs mounts in a mountinfo text."""
-    found = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        fields = left.split()
-        if sep and len(fields) > 4 and right.split(" ", 1)[0] == FSTYPE:
-            found.append(Path(_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])))
-    return found
-
-
-def flowfs_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Path]:
-    return parse_mountinfo(mountinfo.read_text(errors="replace"))
 
 
 @dataclass(frozen=True)
@@ -90,7 +74,8 @@ def _finish(mountpoint: Path, result: list[bytes | OSError], timeout: float) -> 
     return MountStatus(mountpoint, stats if isinstance(stats, dict) else None)
 
 
-def read_statuses(mountpoints: list[Path], timeout: float = READ_TIMEOUT) -> list[MountStatus]:
+def read_mount_statuses(mountpoints: list[Path],
+                        timeout: float = READ_TIMEOUT) -> list[MountStatus]:
     """Read every mount's ``.flowfs/stats`` at once, giving up on each after ``timeout`` s."""
     reads = [(m, *_start_read(m)) for m in mountpoints]
     deadline = time.monotonic() + timeout
@@ -99,16 +84,8 @@ def read_statuses(mountpoints: list[Path], timeout: float = READ_TIMEOUT) -> lis
     return [_finish(m, result, timeout) for m, _, result in reads]
 
 
-def read_status(mountpoint: Path, timeout: float = READ_TIMEOUT) -> MountStatus:
-    return read_statuses([mountpoint], timeout)[0]
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(n) < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+def read_mount_status(mountpoint: Path, timeout: float = READ_TIMEOUT) -> MountStatus:
+    return read_mount_statuses([mountpoint], timeout)[0]
 
 
 def human_duration(seconds: float) -> str:
@@ -133,10 +110,10 @@ def render(status: MountStatus, now: float | None = None) -> str:
         f"{status.mountpoint}: {who}{s.get('api_url')} "
         f"(pid {s.get('pid')}, up {human_duration(s.get('uptime', 0))})",
         f"  cache    {cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses; "
-        f"{human_bytes(cache.get('cached_bytes', 0))} cached of "
-        f"{human_bytes(s.get('cache_size', 0))}",
+        f"{human_size(cache.get('cached_bytes', 0))} cached of "
+        f"{human_size(s.get('cache_size', 0))}",
         f"  disk     {_disk_line(s.get('disk_cache'))}",
-        f"  network  {human_bytes(api.get('bytes_fetched', 0))} fetched in "
+        f"  network  {human_size(api.get('bytes_fetched', 0))} fetched in "
         f"{api.get('requests', 0)} requests",
         f"  read     {_bytes_line(s.get('bytes_from'))}",
         f"  inodes   {s.get('inodes', 0)}",
@@ -176,8 +153,8 @@ def _disk_line(disk: Any) -> str:
     if not isinstance(disk, dict):
         return "cache off"
     hits, misses = disk.get("hits", 0), disk.get("misses", 0)
-    line = (f"{hits} hits, {misses} misses; {human_bytes(disk.get('used_bytes', 0))} cached "
-            f"of {human_bytes(disk.get('limit_bytes', 0))} in {disk.get('dir')}")
+    line = (f"{hits} hits, {misses} misses; {human_size(disk.get('used_bytes', 0))} cached "
+            f"of {human_size(disk.get('limit_bytes', 0))} in {disk.get('dir')}")
     trouble = [f"{disk[key]} {label}" for key, label in (
         ("damaged", "damaged blocks refetched"), ("errors", "errors"))
         if disk.get(key)]
@@ -189,9 +166,9 @@ def _disk_line(disk: Any) -> str:
 def _bytes_line(origin: Any) -> str:
     if not isinstance(origin, dict):
         return "origin unknown (a mount of an older flowfs)"
-    return (f"{human_bytes(origin.get('memory', 0))} from memory, "
-            f"{human_bytes(origin.get('disk', 0))} from disk, "
-            f"{human_bytes(origin.get('network', 0))} from the network")
+    return (f"{human_size(origin.get('memory', 0))} from memory, "
+            f"{human_size(origin.get('disk', 0))} from disk, "
+            f"{human_size(origin.get('network', 0))} from the network")
 
 
 def _kernel_line(kernel: Any) -> str:
@@ -213,4 +190,4 @@ def statuses(only: Path | None = None) -> list[MountStatus]:
     mounts = flowfs_mounts()
     if only is not None:
         mounts = [m for m in mounts if m == only]
-    return read_statuses(mounts)
+    return read_mount_statuses(mounts)

@@ -1,6 +1,6 @@
 """Disk cache damage soak: damage random blocks in random ways, remount, read, compare.
 
-Off by default: ``FLOWFS_SOAK=1 pytest tests/soak/test_disk_cache_damage.py -s``.
+Off by default: ``FLOWFS_SOAK=1 pytest tests/mount/test_disk_cache_damage.py -m slow -s``.
 ``FLOWFS_SOAK_SECONDS`` sets the duration (default 120). Each round damages 1-8 block files
 of a shared cache directory (bit flips anywhere, header included; truncation; extension;
 zeroed bytes; deletion; another block copied over it; two blocks swapped), then a fresh
@@ -24,12 +24,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from harness import MD5S, Processes, md5s, sh, user_env
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mount"))
-
-from harness import MD5S, Processes, md5s, sh, user_env  # noqa: E402
-
-from flowfs.diskcache import HEADER_SIZE  # noqa: E402
+from flowfs.diskcache import HEADER_SIZE
 
 pytestmark = [
     pytest.mark.slow,
