@@ -11,7 +11,9 @@ Fault spec: ``;``-separated groups ``SCOPE:KIND=P[,KIND=P...]``. SCOPE is ``file
 (paths under ``/downloads/``), ``api`` (paths under ``/api/``) or ``all``, optionally for
 one method only: ``api@POST:cut=1;max:1`` cuts the reply to the first API ``POST``. ``off`` or an
 empty spec injects nothing. A group ``max:N`` stops injecting after N faults (until the spec
-is replaced), e.g. ``api:stall=1;max:1`` stalls exactly one API request. KINDs (P is
+is replaced), e.g. ``api:stall=1;max:1`` stalls exactly one API request; ``first:N`` makes
+the first N requests of each faulted scope faulty for sure (a seeded draw over a handful of
+requests can otherwise come up empty). KINDs (P is
 the probability per request, the first KIND
 drawn wins):
 
@@ -91,8 +93,8 @@ def parse_spec(spec: str) -> dict[str, list[tuple[str, float]]]:
         return out
     for group in filter(None, (g.strip() for g in spec.split(";"))):
         scope, sep, body = group.partition(":")
-        if scope == "max" and body.strip().isdigit():
-            out["max"] = [("max", float(body))]
+        if scope in ("max", "first") and body.strip().isdigit():
+            out[scope] = [(scope, float(body))]
             continue
         where, _, method = scope.partition("@")
         if not sep or where not in SCOPES or not (method.isalpha() or not method):
@@ -174,10 +176,12 @@ class Faults:
     stats: Counter[str] = field(default_factory=Counter)
     _file_mtime: float | None = None
     drawn: int = 0  # faults chosen since the spec was set
+    faulted: Counter[str] = field(default_factory=Counter)  # per scope, since the spec was set
 
     def replace(self, spec: str, seed: int | None = None) -> None:
         self.spec = parse_spec(spec)
         self.drawn = 0
+        self.faulted.clear()
         if seed is not None:
             self.seed = seed
         self.rngs.clear()
@@ -212,13 +216,18 @@ class Faults:
         limit = self.spec.get("max")
         if scope is None or (limit and self.drawn >= limit[0][1]):
             return None
+        kinds = [(kind, p) for group in ("all", scope, f"all@{method}", f"{scope}@{method}")
+                 for kind, p in self.spec.get(group, [])]
+        first = self.spec.get("first")
+        if kinds and first and self.faulted[scope] < first[0][1]:
+            draw = 0.0  # `first:N`: the first N requests of each faulted scope, for sure
         acc = 0.0
-        for group in ("all", scope, f"all@{method}", f"{scope}@{method}"):
-            for kind, p in self.spec.get(group, []):
-                acc += p
-                if draw < acc:
-                    self.drawn += 1
-                    return kind
+        for kind, p in kinds:
+            acc += p
+            if draw < acc:
+                self.drawn += 1
+                self.faulted[scope] += 1
+                return kind
         return None
 
 
