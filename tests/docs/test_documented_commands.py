@@ -14,6 +14,7 @@ The runs use the reference server on a free loopback port, with its demo data
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -369,8 +370,11 @@ def test_the_demo_runs_as_documented(tmp_path: Path) -> None:
     when pasted into another shell, and Ctrl-C stops everything."""
     home = _home(tmp_path)
     env = _env(home, TMPDIR=str(tmp_path))
+    # A session of its own: if the test fails, the demo and everything it started (its
+    # server, its mount's daemon) are killed together, not left behind.
     proc = subprocess.Popen([str(BIN / "flowfs"), "demo"], env=env, cwd=home, bufsize=0,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     try:
         out = _read_until(proc, "Press Ctrl-C", 240)
         assert re.search(r"The demo Flow server: http://127\.0\.0\.1:\d+/api", out)
@@ -390,10 +394,10 @@ def test_the_demo_runs_as_documented(tmp_path: Path) -> None:
         assert "unmounted; server stopped." in rest
         assert not (home / ".config" / "flowfs" / "session.json").exists()  # untouched
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=DEADLINE)
         _unmount_all_below(tmp_path)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the demo's server too, if it is still up
+        proc.wait(timeout=DEADLINE)
 
 
 # -- links ----------------------------------------------------------------------------------------
