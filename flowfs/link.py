@@ -56,18 +56,18 @@ class LinkEstimate:
         """An estimate that has seen ``latency`` and ``rate`` (for tests and tools)."""
         est = cls(rate=rate, samples=samples)
         est._first_bytes.append(latency)
+        est.latency = latency
         return est
 
-    @property
-    def latency(self) -> float:
-        """Seconds from sending a request to its reply's first byte, at the least."""
-        return min(self._first_bytes, default=0.0)
+    # The least of the window, kept as replies come: it is read on every FUSE read.
+    latency: float = 0.0
 
     def observe(self, nbytes: int, first_byte: float, total: float) -> None:
         """One reply: ``nbytes`` of body, head after ``first_byte`` s, done after ``total`` s."""
         if first_byte < 0 or total < first_byte:
             return
         self._first_bytes.append(first_byte)
+        self.latency = min(self._first_bytes)
         body = total - first_byte
         # Small bodies say little about the rate (they fit in what is already in flight).
         # The rate is one reply's bytes over its time after the head: with a request's

@@ -191,8 +191,6 @@ class Stream:
 
     def recent_timeout(self, blocks: Iterable[int], now: float) -> FlowError | None:
         """The error of a block of ``blocks`` whose read timed out within RETRY_GRACE."""
-        if not self._timeouts:
-            return None
         self._timeouts = {b: t for b, t in self._timeouts.items() if now - t[0] < RETRY_GRACE}
         for index in blocks:
             if index in self._timeouts:
@@ -212,6 +210,8 @@ class Reader:
         self._fetch = fetch
         # What the fetch path measured of the link (fed by the fetch function's owner).
         self._link = link or LinkEstimate()
+        # The last limits computed, with the (link sample count, sharing) they are for.
+        self._limits_memo: tuple[tuple[int, int], StreamLimits] | None = None
         self._nursery = nursery
         self._config = config
         self._bs = config.block_size
@@ -249,10 +249,11 @@ class Reader:
             return b""
         plan = self._plan(stream, start, end)
         key = target.cache_key
-        recent = stream.recent_timeout(self._missing(key, plan.need), trio.current_time())
-        if recent is not None:
-            self._counts["timeouts_repeated"] += 1
-            raise _copy_error(recent) from recent
+        if stream._timeouts:  # rule 7; empty on every read of a healthy link
+            recent = stream.recent_timeout(self._missing(key, plan.need), trio.current_time())
+            if recent is not None:
+                self._counts["timeouts_repeated"] += 1
+                raise _copy_error(recent) from recent
         self._start_demand(target, plan.demand)
         have, waits = self._lookup(key, plan.need)
         if not stream._closed:
@@ -319,11 +320,15 @@ class Reader:
     # -- planning and starting fetches (all synchronous) ------------------------------
 
     def _limits(self, sharing: int) -> StreamLimits:
-        config = self._config
-        return stream_limits(self._link, block_size=self._bs, max_request=config.max_request,
-                             near_cap=config.readahead_max,
-                             share=config.readahead_share // max(1, sharing),
-                             near_parallel=config.max_parallel)
+        """A stream's limits; they change only with the link's estimate and the sharing."""
+        key = (self._link.samples, sharing)
+        if self._limits_memo is None or self._limits_memo[0] != key:
+            config = self._config
+            self._limits_memo = key, stream_limits(
+                self._link, block_size=self._bs, max_request=config.max_request,
+                near_cap=config.readahead_max, share=config.readahead_share // max(1, sharing),
+                near_parallel=config.max_parallel)
+        return self._limits_memo[1]
 
     def _plan(self, stream: Stream, start: int, end: int) -> Plan:
         pattern = stream._pattern
