@@ -34,9 +34,9 @@ class BufferPool:
 
     def take(self, size: int) -> bytearray:
         """A buffer of ``size`` bytes whose content is undefined (recycled when possible)."""
-        if size == self.size and self._free:
-            self.reused += 1
-            return self._free.pop()
+        spare = self.take_spare(size)
+        if spare is not None:
+            return spare
         self.allocated += 1
         return bytearray(size)
 
