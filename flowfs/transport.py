@@ -94,6 +94,9 @@ class RangeTransport(httpx.AsyncBaseTransport):
         # Over TLS a thread holds its connection for the whole exchange: one per connection.
         self._tls = None if tls_context is None else tls.TlsConnections(
             tls_context, max_threads=tls_threads or max_connections)
+        # Per origin: whether the lean path reaches it, and its TLS pool key. A daemon's
+        # proxy variables never change, so the environment is read once per origin.
+        self._routes: dict[tuple[str, str, int | None], tuple[bool, tls.Key]] = {}
         self._idle: dict[tuple[str, int], list[trio.socket.SocketType]] = {}
         # Bounds open sockets (and so file descriptors) however many fetches run at once.
         self._slots = trio.Semaphore(max_connections)
@@ -119,12 +122,21 @@ class RangeTransport(httpx.AsyncBaseTransport):
         tls_waiting = 0 if self._tls is None else self._tls.waiting_for_threads
         return int(self._threads.statistics().tasks_waiting) + tls_waiting
 
+    def _route(self, url: httpx.URL) -> tuple[bool, tls.Key]:
+        origin = _origin(url)
+        route = self._routes.get(origin)
+        if route is None:
+            proxy = proxy_for(url)
+            key = (url.host, url.port or 443, str(proxy) if proxy else "")
+            route = self._routes[origin] = (tunnels(url), key)
+        return route
+
     async def warm(self, url: str, count: int) -> int:
         """Open ``count`` keep-alive connections to ``url``'s host ahead of need (HTTPS)."""
         parsed = httpx.URL(url)
         if self._tls is None or parsed.scheme != "https":
             return 0  # a plain connection costs one round trip, like the request it spares
-        return await self._tls.warm(_tls_key(parsed), count)
+        return await self._tls.warm(self._route(parsed)[1], count)
 
     async def aclose(self) -> None:
         for socks in self._idle.values():
@@ -139,7 +151,7 @@ class RangeTransport(httpx.AsyncBaseTransport):
         scheme = request.url.scheme
         lean = (request.method == "GET" and "range" in request.headers
                 and (scheme == "http" or (scheme == "https" and self._tls is not None))
-                and tunnels(request.url))
+                and self._route(request.url)[0])
         if not lean:
             return await self._inner.handle_async_request(request)
         try:
@@ -158,7 +170,7 @@ class RangeTransport(httpx.AsyncBaseTransport):
             raise _Unsupported
         chunk = request.extensions.get(CHUNK_EXTENSION) or want
         body = split_body(want, chunk, self._allocate)
-        reply = await self._tls.exchange(_tls_key(request.url), request_bytes(request), want,
+        reply = await self._tls.exchange(self._route(request.url)[1], request_bytes(request), want,
                                          body, request.extensions.get("timeout", {}))
         if reply.status != 206:
             body = [bytearray(reply.body)]
@@ -239,9 +251,8 @@ class RangeTransport(httpx.AsyncBaseTransport):
         return _response(request, status, headers, body, timing), keep
 
 
-def _tls_key(url: httpx.URL) -> tls.Key:
-    proxy = proxy_for(url)
-    return (url.host, url.port or 443, str(proxy) if proxy else "")
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
 
 
 def _response(request: httpx.Request, status: int, headers: list[tuple[bytes, bytes]],
@@ -405,17 +416,23 @@ class ProxyRoutes(httpx.AsyncBaseTransport):
 
     def __init__(self, make: Callable[[httpx.URL | None], httpx.AsyncBaseTransport]) -> None:
         self._make = make
-        self._routes: dict[str, httpx.AsyncBaseTransport] = {}
+        self._routes: dict[str, httpx.AsyncBaseTransport] = {}  # by proxy ('' for none)
+        self._by_origin: dict[tuple[str, str, int | None], httpx.AsyncBaseTransport] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        proxy = proxy_for(request.url)
-        name = str(proxy) if proxy else ""
-        route = self._routes.get(name)
+        origin = _origin(request.url)
+        route = self._by_origin.get(origin)
         if route is None:
-            route = self._routes[name] = self._make(proxy)
+            proxy = proxy_for(request.url)
+            name = str(proxy) if proxy else ""
+            route = self._routes.get(name)
+            if route is None:
+                route = self._routes[name] = self._make(proxy)
+            self._by_origin[origin] = route
         return await route.handle_async_request(request)
 
     async def aclose(self) -> None:
         for route in self._routes.values():
             await route.aclose()
         self._routes.clear()
+        self._by_origin.clear()
