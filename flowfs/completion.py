@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import threading
+
+from flowfs.mounts import Hung, within
 
 # (subcommand, action) -> the kind of words `flowfs completion --words KIND` prints
 DYNAMIC = {("umount", ""): "mounts", ("status", ""): "mounts", ("refresh", ""): "mounts",
@@ -66,16 +67,13 @@ def words(kind: str, mount: str | None = None) -> list[str]:
         where = find_mount(mount)
     except FlowError:
         return []
-    found: list[str] = []
+    def read() -> list[str]:
+        return sorted(p.name[:-len(".status")] for p in (where / ".downloads").glob("*.status"))
 
-    def read() -> None:
-        found.extend(sorted(p.name[:-len(".status")]
-                            for p in (where / ".downloads").glob("*.status")))
-
-    thread = threading.Thread(target=read, daemon=True, name="flowfs-complete")
-    thread.start()
-    thread.join(WORDS_TIMEOUT)
-    return list(found) if not thread.is_alive() else []
+    try:
+        return within(read, WORDS_TIMEOUT, "flowfs-complete")
+    except (Hung, OSError):
+        return []
 
 
 # -- bash (and zsh) -----------------------------------------------------------------------------

@@ -11,14 +11,13 @@ import errno
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from flowfs.errors import FlowError
 from flowfs.manifest import valid_name
-from flowfs.mounts import flowfs_mounts
+from flowfs.mounts import Hung, flowfs_mounts, within
 from flowfs.sizes import LONG, human_size
 
 POLL = 1.0
@@ -55,25 +54,15 @@ class TimedOut(FlowError):
 def read_job_status(path: Path, timeout: float = READ_TIMEOUT) -> dict[str, Any] | None:
     """A job's ``.status`` (None: no such job), read in a thread given up after ``timeout``:
     a hung mount must not hang the command. Raises ``TimedOut`` then."""
-    result: list[bytes | OSError] = []
-
-    def read() -> None:
-        try:
-            result.append(path.read_bytes())
-        except OSError as exc:
-            result.append(exc)
-
-    thread = threading.Thread(target=read, daemon=True, name="flowfs-read-status")
-    thread.start()
-    thread.join(timeout)
-    if not result:
+    try:
+        data = within(path.read_bytes, timeout, "flowfs-read-status")
+    except Hung:
         raise TimedOut(f"{path} was not readable within {timeout:g} s: is the mount hung? "
-                       f"('flowfs status' says)")
-    data = result[0]
-    if isinstance(data, FileNotFoundError):
+                       f"('flowfs status' says)") from None
+    except FileNotFoundError:
         return None
-    if isinstance(data, OSError):
-        raise FlowError(f"{path}: {data.strerror}")
+    except OSError as exc:
+        raise FlowError(f"{path}: {exc.strerror}") from None
     try:
         return json.loads(data)
     except ValueError:

@@ -14,7 +14,6 @@ import os
 import signal
 import stat
 import subprocess
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
 from flowfs.kernel import Tuning, tune
 from flowfs.logs import parse_levels
+from flowfs.mounts import Hung, within
 from flowfs.namebook import NameBook, open_store
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
@@ -81,22 +81,15 @@ PROBE_TIMEOUT = 2.0
 def _probe(path: Path) -> int | None:
     """The errno of a ``statvfs`` of ``path`` (None: it answered, or not within 2 s).
 
-    In a daemon thread: a hung daemon would block the call, and the thread is then
-    abandoned rather than waited for.
+    A hung daemon would block the call: it runs in a thread that is then abandoned.
     """
-    result: list[int | None] = []
-
-    def probe() -> None:
-        try:
-            os.statvfs(path)
-            result.append(None)
-        except OSError as exc:
-            result.append(exc.errno)
-
-    thread = threading.Thread(target=probe, daemon=True, name="flowfs-probe")
-    thread.start()
-    thread.join(PROBE_TIMEOUT)
-    return result[0] if result else None
+    try:
+        within(lambda: os.statvfs(path), PROBE_TIMEOUT, "flowfs-probe")
+    except OSError as exc:
+        return exc.errno
+    except Hung:
+        pass
+    return None
 
 
 async def preflight(api: FlowAPI, creds: Credentials | None) -> str | None:

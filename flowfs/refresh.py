@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import trio
 
 from flowfs.config import REFRESH_FILE, STATS_DIR
 from flowfs.errors import FlowError, NotFound
+from flowfs.mounts import Hung, within
 from flowfs.tree import ControlFile, DirNode, ListingDir, Node, StaticDir, Tree
 
 log = logging.getLogger(__name__)
@@ -141,29 +141,22 @@ def request(mount: Path, relative: str, timeout: float = TIMEOUT) -> None:
     The write happens in a daemon thread given up after ``timeout`` s: a hung mount
     would otherwise hang the command.
     """
-    result: list[OSError | None] = []
-
     def write() -> None:
+        fd = os.open(mount / STATS_DIR / REFRESH_FILE, os.O_WRONLY)
         try:
-            fd = os.open(mount / STATS_DIR / REFRESH_FILE, os.O_WRONLY)
-            try:
-                os.write(fd, os.fsencode(relative or ".") + b"\n")
-            finally:
-                os.close(fd)
-            result.append(None)
-        except OSError as exc:
-            result.append(exc)
+            os.write(fd, os.fsencode(relative or ".") + b"\n")
+        finally:
+            os.close(fd)
 
-    thread = threading.Thread(target=write, daemon=True, name="flowfs-refresh")
     started = time.monotonic()
-    thread.start()
-    thread.join(timeout)
-    if not result:
-        raise FlowError(f"{mount} did not answer within {time.monotonic() - started:.0f} s; "
-                        f"'flowfs status {mount}' shows whether it is stuck")
-    exc = result[0]
-    if exc is None:
+    try:
+        within(write, timeout, "flowfs-refresh")
         return
+    except Hung:
+        raise FlowError(f"{mount} did not answer within {time.monotonic() - started:.0f} s; "
+                        f"'flowfs status {mount}' shows whether it is stuck") from None
+    except OSError as error:
+        exc = error
     where = mount / relative if relative else mount
     if exc.errno == errno.ENOENT and exc.filename is not None:  # from open(), not write()
         raise FlowError(f"{mount} is served by a flowfs without refresh: unmount "

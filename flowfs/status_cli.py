@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import errno
 import json
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flowfs.config import STATS_DIR, STATS_FILE
-from flowfs.mounts import flowfs_mounts
+from flowfs.mounts import Hung, InThread, flowfs_mounts
 from flowfs.sizes import human_size
 
 READ_TIMEOUT = 5.0
@@ -45,28 +44,19 @@ def _problem(mountpoint: Path, exc: OSError) -> str:
     return f"cannot read its stats: {exc.strerror}"
 
 
-def _start_read(mountpoint: Path) -> tuple[threading.Thread, list[bytes | OSError]]:
-    result: list[bytes | OSError] = []
-
-    def read() -> None:
-        try:
-            result.append((mountpoint / STATS_DIR / STATS_FILE).read_bytes())
-        except OSError as exc:
-            result.append(exc)
-
-    # A daemon thread: if the mount hangs, the thread is abandoned, not waited for.
-    thread = threading.Thread(target=read, daemon=True, name="flowfs-status")
-    thread.start()
-    return thread, result
+def _stats_of(mountpoint: Path) -> InThread[bytes]:
+    return InThread((mountpoint / STATS_DIR / STATS_FILE).read_bytes, "flowfs-status")
 
 
-def _finish(mountpoint: Path, result: list[bytes | OSError], timeout: float) -> MountStatus:
-    if not result:
+def _finish(mountpoint: Path, read: InThread[bytes], timeout: float,
+            deadline: float) -> MountStatus:
+    try:
+        data = read.result(deadline - time.monotonic())
+    except Hung:
         return MountStatus(mountpoint, None, f"not answering within {timeout:g} s; if it "
                            f"stays so, 'flowfs umount {mountpoint}' and mount again")
-    data = result[0]
-    if isinstance(data, OSError):
-        return MountStatus(mountpoint, None, _problem(mountpoint, data))
+    except OSError as exc:
+        return MountStatus(mountpoint, None, _problem(mountpoint, exc))
     try:
         stats = json.loads(data)
     except ValueError:
@@ -77,11 +67,9 @@ def _finish(mountpoint: Path, result: list[bytes | OSError], timeout: float) -> 
 def read_mount_statuses(mountpoints: list[Path],
                         timeout: float = READ_TIMEOUT) -> list[MountStatus]:
     """Read every mount's ``.flowfs/stats`` at once, giving up on each after ``timeout`` s."""
-    reads = [(m, *_start_read(m)) for m in mountpoints]
+    reads = [(m, _stats_of(m)) for m in mountpoints]
     deadline = time.monotonic() + timeout
-    for _, thread, _ in reads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    return [_finish(m, result, timeout) for m, _, result in reads]
+    return [_finish(m, read, timeout, deadline) for m, read in reads]
 
 
 def read_mount_status(mountpoint: Path, timeout: float = READ_TIMEOUT) -> MountStatus:

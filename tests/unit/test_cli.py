@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -216,3 +218,19 @@ def test_status_says_whether_the_kernel_limits_were_raised_and_why_not() -> None
                "skipped": {"max_background": "only root may mount fusectl"}}
     text = render(MountStatus(Path("/m"), {**base, "kernel": missing}))
     assert "limits NOT raised, reads are slower (max_background: only root may mount" in text
+
+
+def test_a_call_into_a_mount_gives_its_value_its_error_or_hung_by_its_deadline() -> None:
+    from flowfs.mounts import Hung, InThread, within
+
+    assert within(lambda: 42, 5, "t") == 42
+    with pytest.raises(FileNotFoundError):
+        within(lambda: Path("/nonexistent-flowfs/x").read_bytes(), 5, "t")
+    blocked = threading.Event()
+    stuck = InThread(blocked.wait, "t")  # a hung daemon: the call never returns by itself
+    began = time.monotonic()
+    with pytest.raises(Hung):
+        stuck.result(0.2)
+    assert time.monotonic() - began < 2
+    blocked.set()
+    assert stuck.result(5) is True  # and a late answer is still delivered
