@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import select
@@ -33,6 +32,7 @@ from doccommands import REPO, block_with, blocks, documented
 
 from flowfs.cli import build_parser
 from flowfs.config import derive_files_url
+from flowfs.processes import start_server, stop
 
 BIN = Path(sys.executable).parent
 DEADLINE = 60.0
@@ -281,20 +281,11 @@ def demo_server(tmp_path: Path) -> Iterator[str]:
     """The reference server with the demo data; its API URL."""
     from flowfs.server.demodata import generate
 
-    catalog = generate(tmp_path / "demo")
-    ready = tmp_path / "ready.json"
-    proc = subprocess.Popen([sys.executable, "-m", "flowfs.server", "--catalog", str(catalog),
-                             "--port", "0", "--ready-file", str(ready)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, info = start_server(generate(tmp_path / "demo"), tmp_path / "server")
     try:
-        end = time.monotonic() + DEADLINE
-        while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < end, "the server did not start"
-            time.sleep(0.05)
-        yield str(json.loads(ready.read_text())["api"])
+        yield info["api"]
     finally:
-        proc.terminate()
-        proc.wait(timeout=DEADLINE)
+        stop(proc)
 
 
 def _unmount_all_below(root: Path) -> None:
