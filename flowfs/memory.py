@@ -16,6 +16,13 @@ Freeing objects is not enough for the daemon's RSS to fall:
 runs a full collection (which frees what cycles held and the interpreter's free
 lists) and then trims. It costs tens of milliseconds on a small heap: it is called
 only after a large release (``InodeTable.shrunk``).
+
+A release comes in many FORGET batches, and the largest part of it often comes last:
+a directory's listing, which holds its files, goes only when the kernel forgets the
+directory itself, after its files. A trim at the first large batch misses all that;
+``Release`` gives back at once and once more when the batches have stopped
+(``SETTLE`` seconds without one): the memory of a forgotten ``find`` comes back
+whole, not by the luck of where the last trim fell.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ import os
 import re
 import sys
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
 
 ALLOCATOR_ENV = "PYTHONMALLOC"
+SETTLE = 1.0  # seconds without a release after which the last one is given back too
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -58,6 +68,40 @@ def give_back() -> None:
     gc.collect()
     if _TRIM is not None:
         _TRIM(0)
+
+
+class Release:
+    """Gives memory back after large releases: at once, and again once they settle.
+
+    ``spawn`` starts the task that waits for the releases to stop (a nursery's
+    ``start_soon``); without one, only the immediate give-back happens.
+    """
+
+    def __init__(self, spawn: Callable[[Callable[[], Awaitable[None]]], object] | None,
+                 settle: float = SETTLE, give: Callable[[], None] = give_back) -> None:
+        self._spawn, self._settle, self._give = spawn, settle, give
+        self._last = 0.0  # when something was last freed (trio's clock)
+        self._waiting = False  # a give-back for when the releases stop is planned
+
+    def freed(self, much: bool) -> None:
+        """Something was freed; ``much``: so much that it is worth giving back now."""
+        if not much and not self._waiting:
+            return
+        self._last = trio.current_time()
+        if not much:
+            return
+        self._give()
+        if self._spawn is not None and not self._waiting:
+            self._waiting = True
+            self._spawn(self._when_settled)
+
+    async def _when_settled(self) -> None:
+        try:
+            while (wait := self._last + self._settle - trio.current_time()) > 0:
+                await trio.sleep(wait)
+        finally:
+            self._waiting = False
+        self._give()
 
 
 def system_allocator(argv: Sequence[str]) -> None:

@@ -208,8 +208,8 @@ class Operations(pyfuse3.Operations):
             node = self.inodes.forget(inode, count)
             if node is not None:  # the kernel's last reference: what it alone needed goes
                 node.forgotten()
-        if self.inodes.shrunk():  # much of what was browsed is gone: give the memory back
-            self.tree.compact()
+        # Much of what was browsed gone: its memory goes back to the system.
+        self.tree.forgotten(much=self.inodes.shrunk())
 
     @fuse_errors
     async def getattr(self, inode: InodeT, ctx: Any = None) -> EntryAttributes:

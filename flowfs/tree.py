@@ -29,7 +29,7 @@ import trio
 from flowfs.api import FlowAPI
 from flowfs.errors import FlowError, NotFound, Transient
 from flowfs.inodes import InodeTable
-from flowfs.memory import give_back
+from flowfs.memory import Release
 from flowfs.model import DataFile, Execution, Project, Sample, is_id
 from flowfs.namebook import NameBook
 from flowfs.names import sanitize
@@ -336,6 +336,7 @@ class Tree:
         self.generation = 0  # bumped to make every listing stale at once
         # Weak: a file's node lives while a listing shows it or the kernel holds it.
         self._files: weakref.WeakValueDictionary[str, FileNode] = weakref.WeakValueDictionary()
+        self._release = Release(spawn)
         self.root = self._build_root()
         if extra is not None:
             self.root.children.update(extra(self))
@@ -368,17 +369,17 @@ class Tree:
             self._files[data.id] = node
         return node
 
-    def compact(self) -> None:
-        """Much of the tree was just freed (``InodeTable.shrunk``): give its memory back.
+    def forgotten(self, much: bool) -> None:
+        """The kernel forgot nodes; ``much``: much of the tree (``InodeTable.shrunk``).
 
-        The index of files is copied into a table of its present size, then ``memory``
-        returns what is free to the system.
+        Then the index of files is copied into a table of its present size, and
+        ``memory.Release`` returns what is free to the system, now and once the
+        kernel's forgetting has settled.
         """
-        self._files = weakref.WeakValueDictionary(self._files)
-        started = time.monotonic()
-        give_back()
-        log.debug("compacted after the kernel forgot: %.0f ms",
-                  (time.monotonic() - started) * 1e3)
+        if much:
+            self._files = weakref.WeakValueDictionary(self._files)
+            log.debug("compacting: the kernel forgot much of the tree")
+        self._release.freed(much)
 
     def expire(self) -> None:
         """Something we showed is gone on the server: refresh listings on next use."""
