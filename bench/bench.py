@@ -24,15 +24,18 @@ from types import FrameType
 from typing import Any
 
 from bench import data, links, plots, report, tls
+from bench.disk import disk_cache
 from bench.links import Link
 from bench.nginx import gateway
 from bench.procs import Workspace
 from bench.services import KINDS, Contender, reference_server, tool_available
-from bench.workloads import WORKLOADS, Ctx, Result
+from bench.workloads import WORKLOADS as _TIMED
+from bench.workloads import Ctx, Result
 
 log = logging.getLogger("bench")
 
 REPO = Path(__file__).resolve().parent.parent
+WORKLOADS = {**_TIMED, "disk": disk_cache}
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ error_log {home}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+    log_format files '$request_method $uri $status $body_bytes_sent';
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
@@ -73,6 +74,7 @@ _FILES = """\
             root {export};
             autoindex on;
             disable_symlinks off;
+            access_log {home}/files.log files;
 """
 _API = """\
             proxy_pass http://flow_api;
@@ -85,10 +87,22 @@ _API = """\
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where a contender finds the files and the API, as it would name them."""
+    """Where a contender finds the files and the API, as it would name them.
+
+    ``files_log``: nginx's log of the file requests it answered, one line each (method,
+    path, status, bytes): what a contender asked of the "server", counted by the server.
+    """
 
     files: str
     api: str
+    files_log: Path | None = None
+
+    def file_requests(self) -> int:
+        """How many file requests nginx has logged so far (0 before the first)."""
+        if self.files_log is None or not self.files_log.exists():
+            return 0
+        with open(self.files_log, "rb") as fh:
+            return sum(1 for _ in fh)
 
 
 def nginx_binary() -> str:
@@ -138,7 +152,8 @@ def render(home: Path, port: int, link: Link, *, export: Path | None = None,
         raise BenchError(f"profile {link.name} needs certificates")
     locations = ""
     if export is not None:
-        locations += _location("/downloads/", "files", _FILES.format(export=export), link)
+        locations += _location("/downloads/", "files", _FILES.format(export=export, home=home),
+                               link)
     if api_hostport:
         locations += _location("/api/", "api", _API, link)
     return _CONF.format(
@@ -169,6 +184,7 @@ def gateway(ws: Workspace, name: str, link: Link, *, export: Path | None = None,
     try:
         wait_for(lambda: child.check_alive() and port_open(port), DEADLINE, f"nginx ({name})")
         base = f"{link.scheme}://127.0.0.1:{port}"
-        yield Endpoints(files=base, api=f"{base}{urlsplit(api).path}" if via_nginx else api)
+        yield Endpoints(files=base, api=f"{base}{urlsplit(api).path}" if via_nginx else api,
+                        files_log=home / "files.log" if export is not None else None)
     finally:
         child.stop()

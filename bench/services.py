@@ -96,19 +96,24 @@ def flowfs_env(root: Path, trust: Mapping[str, str]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def flowfs_mount(ws: Workspace, mountpoint: Path, urls: Endpoints, cache_size: str,
-                 trust: Mapping[str, str]) -> Iterator[Child]:
+                 trust: Mapping[str, str], *, disk_cache: bool | None = None,
+                 keep: Path | None = None) -> Iterator[Child]:
     """``flowfs mount --foreground``; yields the daemon (its pid is the daemon's).
 
-    Its disk cache directory (should a run turn the cache on) is empty on every mount: a
-    cold read finds nothing in it, as rclone's emptied cache does.
+    The disk cache as flowfs's default has it, or on or off (``disk_cache``). Its
+    directory is empty on every mount (a cold read finds nothing in it, as rclone's
+    emptied cache does), unless ``keep`` names one that lives on between mounts.
     """
     mountpoint.mkdir(parents=True, exist_ok=True)
     unmount(mountpoint)
-    disk = ws.dir("flowfs-cache") / mountpoint.name
-    shutil.rmtree(disk, ignore_errors=True)
+    disk = keep or ws.dir("flowfs-cache") / mountpoint.name
+    if keep is None:
+        shutil.rmtree(disk, ignore_errors=True)
     argv = [sys.executable, "-m", "flowfs", "mount", str(mountpoint), "--foreground",
             "--api-url", urls.api, "--files-url", urls.files, "--cache-size", cache_size,
             "--cache-dir", str(disk)]
+    if disk_cache is not None:
+        argv.append("--disk-cache" if disk_cache else "--no-disk-cache")
     env = flowfs_env(ws.dir("flowfs-home"), trust)
     child = Child("flowfs", argv, ws.log("flowfs"), env=env, pidfile=ws.pidfile).start()
     try:
@@ -118,7 +123,8 @@ def flowfs_mount(ws: Workspace, mountpoint: Path, urls: Endpoints, cache_size: s
     finally:
         unmount(mountpoint, "fusermount3")
         child.stop()
-        shutil.rmtree(disk, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(disk, ignore_errors=True)
 
 
 def _rclone_path(ws: Workspace) -> str:
@@ -138,7 +144,7 @@ class Rclone:
 
     binary: str
     flags: tuple[str, ...] = ()
-    full_cache: bool = False
+    full_cache: bool = False  # --vfs-cache-mode full, in a cache emptied on each mount
 
 
 # The installed rclone of the distribution (Debian 12: 1.60), and the current one that
@@ -156,8 +162,11 @@ RCLONES = {
 
 @contextlib.contextmanager
 def rclone_mount(ws: Workspace, name: str, mountpoint: Path, url: str, rclone: Rclone,
-                 certs: Certificates | None) -> Iterator[Child]:
-    """``rclone mount :http:`` of nginx's ``/downloads/``; fresh (empty) VFS cache when full."""
+                 certs: Certificates | None, keep: Path | None = None) -> Iterator[Child]:
+    """``rclone mount :http:`` of nginx's ``/downloads/``; fresh (empty) VFS cache when full.
+
+    ``keep``: full cache mode in that directory, which lives on between mounts.
+    """
     if not shutil.which(rclone.binary):
         raise BenchError(f"{name}: {rclone.binary} is not installed (bench/run installs it)")
     mountpoint.mkdir(parents=True, exist_ok=True)
@@ -168,7 +177,9 @@ def rclone_mount(ws: Workspace, name: str, mountpoint: Path, url: str, rclone: R
             f"{url}/downloads/", "--config", str(conf), *rclone.flags]
     if certs is not None:
         argv += ["--ca-cert", str(certs.ca)]
-    if rclone.full_cache:
+    if keep is not None:
+        argv += ["--vfs-cache-mode", "full", "--cache-dir", str(keep)]
+    elif rclone.full_cache:
         cache = ws.root / "rclone" / "cache"
         shutil.rmtree(cache, ignore_errors=True)
         argv += ["--vfs-cache-mode", "full", "--cache-dir", str(cache)]

@@ -28,8 +28,8 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 import trio
 from cachetools import LRUCache
@@ -48,6 +48,7 @@ from flowfs.diskcache import (
 from flowfs.errors import BadReply
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MiB = 2**20
 QUEUE_BYTES = 64 * MiB  # bytes waiting to be written; beyond it writes are skipped
@@ -191,15 +192,16 @@ class DiskFetch:
         self._queued += size
         self._send.send_nowait((item, index, blocks))
 
-    async def _writer(self) -> None:
+    async def _writer(self, pool: ThreadPoolExecutor) -> None:
         async for item, index, blocks in self._receive:
             size = sum(len(block) for block in blocks)
             try:
-                await self._write_run(item, index, blocks, size)
+                await self._write_run(pool, item, index, blocks, size)
             finally:
                 self._queued -= size
 
-    async def _write_run(self, item: Entry, index: int, blocks: list[Any], size: int) -> None:
+    async def _write_run(self, pool: ThreadPoolExecutor, item: Entry, index: int,
+                         blocks: list[Any], size: int) -> None:
         if not self._writable or trio.current_time() < self._paused_until:
             self.counts["write_skipped"] += len(blocks)
             return
@@ -208,7 +210,7 @@ class DiskFetch:
             if self._limit < size:  # no room at all (the free-space floor is reached)
                 self.counts["write_skipped"] += len(blocks)
                 return
-        written, error = await trio.to_thread.run_sync(self._write, item, index, blocks)
+        written, error = await _in_pool(pool, self._write, item, index, blocks)
         self.counts["blocks_written"] += len(written)
         nbytes = sum(len(blocks[i - index]) for i in written)
         self.counts["bytes_written"] += nbytes
@@ -331,12 +333,26 @@ class DiskFetch:
         self._limit = limit
 
     async def run(self) -> None:
-        """Write, prune and verify until cancelled (with the mount's nursery)."""
-        async with trio.open_nursery() as nursery:
-            for _ in range(WRITERS):
-                nursery.start_soon(self._writer)
-            nursery.start_soon(self._verifier)
-            nursery.start_soon(self._pruner)
+        """Write, prune and verify until cancelled (with the mount's nursery).
+
+        Blocks are written by threads of the lowest CPU priority: copying a block into
+        the page cache costs about as much CPU as receiving it over TLS, and on a machine
+        whose cores the reads keep busy (a fast link) that would slow the read the cache
+        is meant to speed up. So the writes use only idle CPU: where there is none, the
+        queue fills and blocks beyond it are not written (``write_skipped``; a later
+        read fills them in). Over a slow link the CPU is mostly idle and every block
+        is written as it arrives. Unmounting does not wait for queued writes.
+        """
+        pool = ThreadPoolExecutor(WRITERS, "flowfs-disk-write",
+                                  initializer=_background_priority)
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(WRITERS):
+                    nursery.start_soon(self._writer, pool)
+                nursery.start_soon(self._verifier)
+                nursery.start_soon(self._pruner)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # -- stats -------------------------------------------------------------------------------
 
@@ -353,6 +369,25 @@ class DiskFetch:
                 "write_skipped", "damaged", "errors", "md5_verified", "md5_mismatches",
                 "pruned_bytes")},
         }
+
+
+async def _in_pool(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in one of ``pool``'s threads; its result, once done.
+
+    Cancelled, the call goes on in its thread (a write is not cut in half) and its
+    result is dropped.
+    """
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+
+    def finished(_: Future[T]) -> None:
+        with contextlib.suppress(trio.RunFinishedError):  # the mount ended meanwhile
+            token.run_sync_soon(done.set)
+
+    future = pool.submit(fn, *args)
+    future.add_done_callback(finished)
+    await done.wait()
+    return future.result()
 
 
 def _background_priority() -> None:

@@ -128,6 +128,23 @@ def test_emulated_link_delays_each_request_and_keeps_range_semantics(
         assert whole.content == body
 
 
+def test_nginx_counts_each_file_request_it_answers_over_a_delayed_link(
+        served: tuple[Workspace, Path, bytes]) -> None:
+    """The disk workload's proof of "no request for cached bytes" is nginx's own count."""
+    ws, export, _ = served
+    certs = tls.make(ws.dir("tls"))
+    link = Link("counted", tls=True, delay_s=0.01)
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    with gateway(ws, "counted", link, export=export, certs=certs) as urls, httpx.Client(
+            verify=context) as client:
+        assert urls.file_requests() == 0
+        for n in range(1, 4):
+            reply = client.get(f"{urls.files}/downloads/7/f.bin",
+                               headers={"Range": f"bytes=0-{n}"})
+            assert reply.status_code == 206
+            assert urls.file_requests() == n  # logged before the next request
+
+
 def test_the_api_is_reached_through_the_same_delay_over_https(
         served: tuple[Workspace, Path, bytes], tmp_path: Path) -> None:
     ws, _, _ = served
@@ -198,3 +215,37 @@ def test_results_from_before_the_profiles_read_as_the_plain_http_profile(
     assert plain["date"] == old["date"] and plain["link"]["tls"] is False
     assert plain["comparison"]["cold_seq"]["best_rclone"] == "rclone"
     assert round(plain["comparison"]["cold_seq"]["vs_best_rclone"], 2) == 1.74
+
+
+def _disk(on: float, off: float, reread: float, local: float, full: float,
+          asked: list[int], bam_asked: list[int]) -> list[report.Target]:
+    workloads = {
+        "disk_first_read": {"unit": "MiB/s", "higher_is_better": True,
+                            "runs": {"flowfs": [off], "flowfs_disk": [on]}},
+        "disk_reread": {"unit": "MiB/s", "higher_is_better": True,
+                        "runs": {"flowfs_disk": [reread], "local": [local],
+                                 "rclone_current_full": [full]},
+                        "file_requests": {"flowfs_disk": asked, "rclone_current_full": [3]}},
+        "disk_bam": {"unit": "s", "higher_is_better": False,
+                     "runs": {"first": [4.0], "after_remount": [1.0]},
+                     "file_requests": {"first": [90], "after_remount": bam_asked}}}
+    report.summarise(workloads)
+    return [t for t in report.targets(workloads, 612) if t.workload.startswith(
+        ("first read with the disk", "re-read after a remount", "BAM region queries again"))]
+
+
+def test_disk_targets_hold_only_when_every_bound_holds() -> None:
+    met = _disk(on=950, off=1000, reread=900, local=1000, full=500, asked=[0, 0],
+                bam_asked=[0])
+    assert [t.met for t in met] == [True, True, True, True, True]
+    missed = _disk(on=800, off=1000, reread=700, local=1000, full=500, asked=[0, 2],
+                   bam_asked=[1])
+    assert [t.met for t in missed] == [False, False, False, False, False]
+    assert "2 file requests" in missed[1].measured and "70%" in missed[2].measured
+
+
+def test_disk_targets_are_not_measured_without_the_disk_workload() -> None:
+    workloads: dict[str, report.Result] = {}
+    rows = [t for t in report.targets(workloads, 612) if "disk" in t.workload
+            or "remount" in t.workload]
+    assert rows and all(t.met is None and t.measured == "not measured" for t in rows)
