@@ -15,6 +15,7 @@ import grp
 import os
 import pwd
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,11 +99,25 @@ class Endpoints:
     files_log: Path | None = None
 
     def file_requests(self) -> int:
-        """How many file requests nginx has logged so far (0 before the first)."""
+        """How many file requests nginx has logged so far (0 before the first).
+
+        nginx logs a request once it has sent the reply: a client may see the reply a
+        moment before the line is written (``settled_file_requests`` waits for it).
+        """
         if self.files_log is None or not self.files_log.exists():
             return 0
         with open(self.files_log, "rb") as fh:
             return sum(1 for _ in fh)
+
+    def settled_file_requests(self, quiet: float = 0.5) -> int:
+        """``file_requests()`` once it has not changed for ``quiet`` seconds."""
+        count, since = self.file_requests(), time.monotonic()
+        while time.monotonic() - since < quiet:
+            time.sleep(0.05)
+            now = self.file_requests()
+            if now != count:
+                count, since = now, time.monotonic()
+        return count
 
 
 def nginx_binary() -> str:
