@@ -152,6 +152,8 @@ class DiskFetch:
         """In a worker thread: the blocks the disk gives back intact (None for the rest)."""
         blocks: list[Any] = []
         damaged, errors = 0, []
+        if len(indices) > 1:
+            self.store.prefetch(item, indices)
         for index, buffer in zip(indices, into, strict=True):
             try:
                 blocks.append(self.store.get(item, index, buffer))

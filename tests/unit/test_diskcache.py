@@ -69,6 +69,17 @@ def test_blocks_come_back_as_written_and_absent_ones_as_none(store: Store) -> No
     assert b"".join(bytes(store.get(item, i) or b"") for i in range(item.blocks)) == data
 
 
+def test_announcing_a_run_changes_nothing_it_reads_even_with_gaps(store: Store) -> None:
+    """prefetch only hints the kernel: absent blocks stay absent, present ones intact."""
+    item = entry("d1", 5 * BS, None, BS)
+    for index in (0, 2, 4):
+        store.put(item, index, bytes([index]) * BS)
+    store.prefetch(item, range(5))
+    store.prefetch(entry("never", 3 * BS, None, BS), range(3))  # an entry with no directory
+    assert [store.get(item, i) for i in range(5)] == [
+        bytes([0]) * BS, None, bytes([2]) * BS, None, bytes([4]) * BS]
+
+
 def test_a_block_of_the_wrong_length_is_refused(store: Store) -> None:
     item = entry("1", 2 * BS, None, BS)
     with pytest.raises(ValueError):
