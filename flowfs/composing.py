@@ -78,6 +78,8 @@ class ManifestFile(TextFile):
 
     mode = 0o644
     volatile = True
+    direct_io = True  # every read and write comes to us: its bytes change as it is written
+    live = True
 
     def __init__(self, tree: Tree, name: str, stem: str | None, space: ManifestSpace) -> None:
         super().__init__(tree, b"", time.time())

@@ -125,6 +125,10 @@ class OpenFile:
     writer: bool = False
 
 
+Handle = Listing | OpenFile  # what a file handle number stands for
+H = TypeVar("H", Listing, OpenFile)
+
+
 class Operations(pyfuse3.Operations):
     """pyfuse3 handlers over a :class:`Tree` and a :class:`Reader`."""
 
@@ -144,22 +148,15 @@ class Operations(pyfuse3.Operations):
         self.gid = gid
         self.ttl = ttl
         self.umask = umask
-        self._handles: dict[int, Any] = {}
+        self._handles: dict[int, Handle] = {}
         self._next_fh = 1
 
     # -- helpers ---------------------------------------------------------------
     def attributes(self, node: Node) -> EntryAttributes:
         attr = EntryAttributes()
         attr.st_ino = cast(InodeT, node.inode)
-        # rclone's convention: 0777/0666 less the umask. Write bits on read-only things
-        # cost nothing (writes fail with EROFS) and make `cp -r` copies deletable.
-        if node.is_dir:
-            attr.st_mode = stat.S_IFDIR | (0o777 & ~self.umask)
-        elif isinstance(node, ControlFile):
-            # Anyone who may enter .flowfs/ (its mode follows the umask) may ask a refresh.
-            attr.st_mode = stat.S_IFREG | node.mode
-        else:
-            attr.st_mode = stat.S_IFREG | (0o666 & ~self.umask)
+        kind = stat.S_IFDIR if node.is_dir else stat.S_IFREG
+        attr.st_mode = kind | node.permissions(self.umask)
         # A data file has two names at least, its place and by-id/<id>, and often more
         # (samples/ and projects/): one inode shown with a link count of 2 is what du,
         # rsync -H, cp -a and tar need to take it once (they ignore inodes of count 1).
@@ -177,17 +174,18 @@ class Operations(pyfuse3.Operations):
             attr.entry_timeout = node.entry_ttl
         return attr
 
-    def _new_handle(self, obj: Any) -> FileHandleT:
+    def _new_handle(self, handle: Handle) -> FileHandleT:
         fh = self._next_fh
         self._next_fh += 1
-        self._handles[fh] = obj
+        self._handles[fh] = handle
         return cast(FileHandleT, fh)
 
-    def _handle(self, fh: int) -> Any:
-        try:
-            return self._handles[fh]
-        except KeyError:
-            raise FUSEError(errno.EBADF) from None
+    def _handle(self, fh: int, kind: type[H]) -> H:
+        """The open directory or file ``fh`` stands for (EBADF if none, or another kind)."""
+        handle = self._handles.get(fh)
+        if not isinstance(handle, kind):
+            raise FUSEError(errno.EBADF)
+        return handle
 
     def _dir(self, inode: int) -> DirNode:
         node = self.tree.node(inode)
@@ -223,7 +221,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def readdir(self, fh: FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        listing: Listing = self._handle(fh)
+        listing = self._handle(fh, Listing)
         for index in range(start_id, len(listing.entries)):
             name, node = listing.entries[index]
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attributes(node),
@@ -250,26 +248,24 @@ class Operations(pyfuse3.Operations):
     def _open_handle(self, node: Node, writer: bool, flags: int) -> FileInfo:
         stream = self.reader.open(node) if isinstance(node, FileNode) else None
         handle = OpenFile(node, stream, writer=writer)
-        if isinstance(node, TextFile) and not isinstance(node, ManifestFile):
+        if isinstance(node, TextFile) and not node.live:
             handle.snapshot = node.content
         if isinstance(node, ManifestFile) and writer:
             node.acquire(handle)  # EBUSY while another open file writes it
             if flags & os.O_TRUNC:
                 node.truncate(0)
         info = FileInfo(fh=self._new_handle(handle))
-        info.keep_cache = getattr(node, "keep_cache", False) and not node.volatile
-        info.direct_io = node.direct_io or isinstance(node, ManifestFile)
+        info.keep_cache = node.keep_cache and not node.volatile
+        info.direct_io = node.direct_io
         return info
 
     @fuse_errors
     async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
-        handle: OpenFile = self._handle(fh)
+        handle = self._handle(fh, OpenFile)
         if handle.snapshot is not None:
             return handle.snapshot[off:off + size]
-        if isinstance(handle.node, ManifestFile):
-            return handle.node.read(off, size)
         if isinstance(handle.node, TextFile):
-            return handle.node.content[off:off + size]
+            return handle.node.read(off, size)
         if handle.stream is None:
             raise NotFound("not a readable file")
         try:
@@ -310,7 +306,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:
-        handle: OpenFile = self._handle(fh)
+        handle = self._handle(fh, OpenFile)
         if handle.writer and isinstance(handle.node, ControlFile):
             await handle.node.command(buf)
             return len(buf)
@@ -330,7 +326,7 @@ class Operations(pyfuse3.Operations):
         Only one open file writes a manifest at a time, so its close is the last one and
         what it reports is the fate of its own bytes.
         """
-        handle: OpenFile = self._handle(fh)
+        handle = self._handle(fh, OpenFile)
         node = handle.node
         if isinstance(node, ManifestFile) and node.release(handle):
             await self._downloads().submit(node)

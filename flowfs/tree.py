@@ -52,11 +52,20 @@ class Node:
     volatile = False  # True: the kernel must not cache its entry or attributes
     entry_ttl: float | None = None  # overrides the TTL of its name in the kernel's cache
     direct_io = False  # True: every read comes to us (content that changes)
+    keep_cache = False  # True: bytes that never change: the page cache may keep them
 
     def __init__(self, tree: Tree, mtime: float, *, root: bool = False) -> None:
         self.tree = tree
         self.mtime = mtime
         self.inode = tree.inodes.add_root(self) if root else tree.inodes.add(self)
+
+    def permissions(self, umask: int) -> int:
+        """The permission bits shown: rclone's convention, 0777/0666 less the umask.
+
+        Write bits on read-only things cost nothing (writes fail with EROFS) and make
+        `cp -r` copies deletable. ``mode`` is what may really be done.
+        """
+        return (0o777 if self.is_dir else 0o666) & ~umask
 
     @property
     def size(self) -> int:
@@ -117,6 +126,7 @@ class TextFile(Node):
 
     keep_cache = True
     kind = "text"
+    live = False  # True: reads see the content as it is now, not as of open (being written)
 
     def __init__(self, tree: Tree, content: str | bytes, mtime: float | None = None) -> None:
         super().__init__(tree, tree.started if mtime is None else mtime)
@@ -130,6 +140,9 @@ class TextFile(Node):
     def size(self) -> int:
         return len(self.content)
 
+    def read(self, offset: int, size: int) -> bytes:
+        return self.content[offset:offset + size]
+
 
 class ControlFile(TextFile):
     """A file written to ask the daemon for something (``.flowfs/refresh``).
@@ -142,6 +155,10 @@ class ControlFile(TextFile):
     mode = 0o666
     volatile = True
     direct_io = True
+
+    def permissions(self, umask: int) -> int:
+        # Anyone who may enter its directory (whose mode follows the umask) may ask.
+        return self.mode
 
     async def command(self, data: bytes) -> None:
         raise NotImplementedError

@@ -21,7 +21,7 @@ from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
 from flowfs.downloads import EXPIRED_KEPT, DownloadsDir
 from flowfs.inodes import ROOT_INODE, InodeTable
-from flowfs.ops import Operations
+from flowfs.ops import Listing, Operations
 from flowfs.reader import Reader, ReaderConfig
 from flowfs.tree import Node, Tree, index_names
 
@@ -247,7 +247,7 @@ async def test_paths_come_from_listings_too(ops: Any, monkeypatch: pytest.Monkey
     samples = await walk(o, "projects", "P", "samples")
     fh = await o.opendir(samples.st_ino, None)
     await o.readdir(fh, 0, None)  # type: ignore[arg-type]
-    [(name, node)] = o._handle(fh).entries
+    [(name, node)] = o._handle(fh, Listing).entries
     assert o.inodes.path(node.inode) == "projects/P/samples/s_1"
 
 
