@@ -396,7 +396,7 @@ class DownloadsDir(DirNode):
             if old in await self.entries():
                 raise NotPermitted(f"{old}: only a draft (*.part, *.tmp) can be renamed")
             raise NotFound(old)
-        if draft.writer is not None or draft.submitting:
+        if draft.writer is not None or draft.being_submitted:
             raise Busy(f"{old} is still open for writing: close it first")
         if draft_name(new):
             if new != old:
@@ -406,10 +406,10 @@ class DownloadsDir(DirNode):
         current = self.manifests.get(stem)
         if current is not None and not replace:
             raise Exists(f"{new} exists")
-        if current is not None and (current.writer is not None or current.submitting):
+        if current is not None and (current.writer is not None or current.being_submitted):
             raise Busy(f"{new} is being written: close it first")
         await self._submit_once(draft, stem)
-        if draft.submitted:
+        if draft.job_made:
             self.drafts.pop(old, None)
             self.tree.invalidate(self.inode, old)
             if current is not None and self.manifests.get(stem) is current:
@@ -444,9 +444,9 @@ class DownloadsDir(DirNode):
     async def _submit_once(self, manifest: ManifestFile, stem: str) -> None:
         """Check ``manifest`` and create the job ``stem``; claimed before the first await,
         so two closes racing (dup'd descriptors) cannot create two jobs."""
-        if manifest.submitting:
+        if manifest.being_submitted:
             return
-        manifest.submitting = True
+        manifest.being_submitted = True
         try:
             await self._submit(manifest, stem)
         except Refused as exc:
@@ -455,7 +455,7 @@ class DownloadsDir(DirNode):
                 manifest.empty()
             raise
         finally:
-            manifest.submitting = False
+            manifest.being_submitted = False
 
     async def _submit(self, manifest: ManifestFile, stem: str) -> None:
         if manifest.problems:
@@ -544,7 +544,7 @@ class DownloadsDir(DirNode):
         if self.manifests.get(stem) is manifest:
             del self.manifests[stem]
             self.tree.invalidate(self.inode, f"{stem}.manifest")
-        manifest.submitted, manifest.posted = True, None
+        manifest.job_made, manifest.posted = True, None
         manifest.empty()
         if self.errors.pop(stem, None) is not None:
             self.tree.invalidate(self.inode, f"{stem}.error")
@@ -558,7 +558,7 @@ class DownloadsDir(DirNode):
         at once, so that even a shell redirection (whose close() errors nobody reports)
         sees its write fail. A refused write stores nothing and the manifest cannot be
         submitted as is."""
-        if manifest.submitted or (manifest.submitting and manifest.stem is not None):
+        if manifest.job_made or (manifest.being_submitted and manifest.stem is not None):
             # Another descriptor closed first and the job went out without these bytes:
             # say so rather than drop them silently.
             raise Transient(f"{manifest.name} was already submitted; these lines "
