@@ -27,7 +27,7 @@ from flowfs.auth import Credentials
 from flowfs.buffers import BufferPool
 from flowfs.config import STATS_DIR, MountConfig
 from flowfs.diskfetch import open_cache
-from flowfs.downloads import DownloadsDir
+from flowfs.downloads import Downloads
 from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient, Untrusted
 from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
@@ -178,25 +178,28 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
             reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
                             recycle=None if buffers is None else buffers.offer, link=api.link)
 
+            wings: list[Downloads] = []
+
             def extra(tree: Tree) -> dict[str, Node]:
-                downloads = DownloadsDir(tree, str(config.mountpoint))
+                downloads = Downloads(tree, str(config.mountpoint))
+                wings.append(downloads)
                 state = MountState(config, api, reader, inodes, downloads, user,
                                    creds.source if creds else None, buffers, tuning,
                                    failures=failures, disk=disk)
                 snapshots.append(state.snapshot)
-                return {".downloads": downloads, STATS_DIR: stats_dir(tree, state.snapshot)}
+                return {".downloads": downloads.directory,
+                        STATS_DIR: stats_dir(tree, state.snapshot)}
 
             tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate, extra=extra,
                         io_timeout=config.io_timeout, names=names, spawn=nursery.start_soon)
-            downloads = tree.root.children[".downloads"]
-            assert isinstance(downloads, DownloadsDir)
-            ops = Operations(tree, inodes, reader, uid=config.uid, gid=config.gid,
+            downloads = wings[0]
+            ops = Operations(tree, inodes, reader, downloads, uid=config.uid, gid=config.gid,
                              ttl=config.dir_ttl, umask=config.umask, failures=failures)
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
             try:
                 nursery.start_soon(_watch_signals)
                 nursery.start_soon(names.run)
-                nursery.start_soon(downloads.poll_forever)
+                nursery.start_soon(downloads.run)
                 nursery.start_soon(_announce_ready, config.mountpoint, ready, tuning)
                 nursery.start_soon(api.warm_files, WARM_CONNECTIONS)
                 if scrape is not None:

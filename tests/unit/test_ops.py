@@ -19,7 +19,7 @@ import trio
 
 from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
-from flowfs.downloads import EXPIRED_KEPT, DownloadsDir
+from flowfs.downloads import EXPIRED_KEPT, Downloads, DownloadsDir
 from flowfs.inodes import ROOT_INODE, InodeTable
 from flowfs.ops import Listing, Operations
 from flowfs.reader import Reader, ReaderConfig
@@ -93,11 +93,13 @@ async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
     client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
     api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
     inodes: InodeTable[Node] = InodeTable()
-    tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None,
-                extra=lambda t: {".downloads": DownloadsDir(t, "/mnt")})
+    tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None)
+    downloads = Downloads(tree, "/mnt")
+    tree.root.children[".downloads"] = downloads.directory
     async with client, trio.open_nursery() as nursery:
         reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
-        yield Operations(tree, inodes, reader, uid=os.getuid(), gid=os.getgid(), ttl=60), flow
+        yield Operations(tree, inodes, reader, downloads, uid=os.getuid(), gid=os.getgid(),
+                         ttl=60), flow
         nursery.cancel_scope.cancel()
 
 
@@ -366,7 +368,7 @@ async def test_a_refresh_keeps_inodes_and_invalidates_changed_names() -> None:
     tree = Tree(api, inodes, ttl=0, invalidate=lambda ino, name: invalidated.append(name))
     async with client, trio.open_nursery() as nursery:
         reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
-        o = Operations(tree, inodes, reader, uid=0, gid=0, ttl=0)
+        o = Operations(tree, inodes, reader, Downloads(tree, "/mnt"), uid=0, gid=0, ttl=0)
         kept = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
         gone = await walk(o, "projects", "P", "samples", "s_1", "reads~101.fastq.gz")
         DATA.append({"id": "102", "filename": "new.bam", "size": 1, "created": 1})
@@ -468,7 +470,7 @@ async def test_expired_jobs_say_so_then_vanish_after_an_hour(ops: Any) -> None:
     assert err.value.errno == errno.ENOENT
     # An hour after its expiry the recent one vanishes too, and its name is free again.
     flow.jobs[0]["expires"] = iso(now - EXPIRED_KEPT - 1)
-    node._listed_at = 0.0
+    o.downloads.jobs._listed_at = 0.0
     assert "recent.status" not in await node.entries()
     await o.create(dl.st_ino, b"recent.manifest", 0o644, os.O_WRONLY, None)  # no EEXIST
 
@@ -484,7 +486,7 @@ async def test_a_long_expired_job_costs_no_inode_however_often_listed(ops: Any) 
     assert "old.status" not in await node.entries()
     known = len(o.inodes)
     for _ in range(5):
-        node._listed_at = 0.0  # the next listing asks the server again
+        o.downloads.jobs._listed_at = 0.0  # the next listing asks the server again
         assert "old.status" not in await node.entries()
     assert len(o.inodes) == known
 

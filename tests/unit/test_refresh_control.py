@@ -16,6 +16,7 @@ from test_ops import FakeFlow, api_fetch, walk
 from flowfs import refresh
 from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
+from flowfs.downloads import Downloads
 from flowfs.inodes import InodeTable
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
@@ -38,7 +39,8 @@ async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
     tree = Tree(api, inodes, ttl=3600, invalidate=lambda ino, name: None, extra=extra)
     async with client, trio.open_nursery() as nursery:
         reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
-        yield Operations(tree, inodes, reader, uid=os.getuid(), gid=os.getgid(), ttl=3600), flow
+        yield Operations(tree, inodes, reader, Downloads(tree, "/mnt"), uid=os.getuid(),
+                         gid=os.getgid(), ttl=3600), flow
         nursery.cancel_scope.cancel()
 
 
