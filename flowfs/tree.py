@@ -335,7 +335,6 @@ class Tree:
         *,
         ttl: float,
         invalidate: Callable[[int, str], None],
-        extra: Callable[[Tree], dict[str, Node]] | None = None,
         io_timeout: float = 60.0,
         names: NameBook | None = None,
         spawn: Callable[..., object] | None = None,
@@ -355,8 +354,6 @@ class Tree:
         self._files: weakref.WeakValueDictionary[str, FileNode] = weakref.WeakValueDictionary()
         self._release = Release(spawn)
         self.root = self._build_root()
-        if extra is not None:
-            self.root.children.update(extra(self))
 
     def _build_root(self) -> StaticDir:
         from flowfs.readme import ROOT_README
@@ -371,6 +368,14 @@ class Tree:
             "by-id": ByIdDir(self, self.started),
         }
         return root
+
+    def add_root_entries(self, entries: dict[str, Node]) -> None:
+        """Root entries other parts of the mount made (``.downloads``, ``.flowfs``):
+        made once the tree exists, since every node needs it."""
+        taken = sorted(entries.keys() & self.root.children.keys())
+        if taken:
+            raise ValueError(f"the root already has {', '.join(taken)}")
+        self.root.children.update(entries)
 
     def node(self, ino: int) -> Node:
         node = self.inodes.get(ino)

@@ -78,7 +78,7 @@ async def mounted(flow: Flow, nursery: trio.Nursery, *, space: int = MANIFEST_SP
     inodes: InodeTable[Node] = InodeTable()
     tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None, io_timeout=10)
     downloads = Downloads(tree, "/mnt", space=space)
-    tree.root.children[".downloads"] = downloads.directory
+    tree.add_root_entries({".downloads": downloads.directory})
     reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
     return Operations(tree, inodes, reader, downloads, uid=os.getuid(), gid=os.getgid(), ttl=60)
 

@@ -74,7 +74,7 @@ async def mount() -> AsyncIterator[tuple[Operations, Flow]]:
     inodes: InodeTable[Node] = InodeTable()
     tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None)
     downloads = Downloads(tree, "/mnt")
-    tree.root.children[".downloads"] = downloads.directory
+    tree.add_root_entries({".downloads": downloads.directory})
     async with client, trio.open_nursery() as nursery:
         reader = Reader(fetch(api), nursery, ReaderConfig(cache_bytes=2**20))
         yield Operations(tree, inodes, reader, downloads, uid=0, gid=0, ttl=60), flow

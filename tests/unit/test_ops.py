@@ -23,6 +23,7 @@ from flowfs.downloads import EXPIRED_KEPT, Downloads, DownloadsDir
 from flowfs.inodes import ROOT_INODE, InodeTable
 from flowfs.ops import Listing, Operations
 from flowfs.reader import Reader, ReaderConfig
+from flowfs.readme import ROOT_README
 from flowfs.tree import Node, Tree, index_names
 
 BYTES = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: crosses blocks, ends part-way
@@ -95,7 +96,7 @@ async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
     inodes: InodeTable[Node] = InodeTable()
     tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None)
     downloads = Downloads(tree, "/mnt")
-    tree.root.children[".downloads"] = downloads.directory
+    tree.add_root_entries({".downloads": downloads.directory})
     async with client, trio.open_nursery() as nursery:
         reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
         yield Operations(tree, inodes, reader, downloads, uid=os.getuid(), gid=os.getgid(),
@@ -503,3 +504,53 @@ async def test_a_manifest_refused_at_close_is_not_sent_again_on_release(ops: Any
     await o.release(info.fh)
     assert flow.requests.count("POST /api/downloads") == 1
     assert flow.jobs == []
+
+
+async def test_a_directory_handle_is_no_file_handle_and_the_reverse(ops: Any) -> None:
+    o, _ = ops
+    folder = await walk(o, "projects")
+    listing = await o.opendir(folder.st_ino, None)
+    readme = await o.open((await walk(o, "README.txt")).st_ino, os.O_RDONLY, None)
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.read(listing, 0, 10)
+    assert err.value.errno == errno.EBADF
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.flush(listing)
+    assert err.value.errno == errno.EBADF
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.readdir(readme.fh, 0, None)  # type: ignore[arg-type]
+    assert err.value.errno == errno.EBADF
+    assert await o.read(readme.fh, 0, 10) == ROOT_README.encode()[:10]  # still its own
+
+
+async def test_no_part_of_the_mount_takes_a_root_name_another_has(ops: Any) -> None:
+    o, _ = ops
+    projects = await walk(o, "projects")
+    with pytest.raises(ValueError, match="projects"):
+        o.tree.add_root_entries({"projects": o.downloads.directory, "new": o.tree.root})
+    assert (await walk(o, "projects")).st_ino == projects.st_ino
+    with pytest.raises(pyfuse3.FUSEError):
+        await walk(o, "new")  # nothing of a refused batch is added
+
+
+@pytest.mark.parametrize(("where", "flags", "code"), [
+    ("out of .downloads", 0, errno.EROFS),
+    ("into .downloads", 0, errno.EROFS),
+    ("elsewhere, exchanging", 2, errno.EROFS),  # RENAME_EXCHANGE: read-only first
+    ("in .downloads, exchanging", 2, errno.EPERM),
+    ("in .downloads, whiteout", 4, errno.EPERM),
+])
+async def test_only_plain_renames_within_downloads_are_accepted(
+        ops: Any, where: str, flags: int, code: int) -> None:
+    o, _ = ops
+    dl = (await walk(o, ".downloads")).st_ino
+    root = ROOT_INODE
+    info, _ = await o.create(dl, b"a.part", 0o644, os.O_WRONLY, None)
+    await o.release(info.fh)
+    old, new = {"out of .downloads": (dl, root), "into .downloads": (root, dl),
+                "elsewhere, exchanging": (root, root)}.get(where, (dl, dl))
+    name = b"a.part" if old == dl else b"README.txt"
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.rename(old, name, new, b"b.part", flags, None)
+    assert err.value.errno == code
+    assert "a.part" in await o.downloads.directory.entries()  # nothing moved

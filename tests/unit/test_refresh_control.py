@@ -30,13 +30,10 @@ async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
     client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
     api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
     inodes: InodeTable[Node] = InodeTable()
-
-    def extra(tree: Tree) -> dict[str, Node]:
-        control = StaticDir(tree, tree.started)
-        control.children = {"refresh": RefreshFile(tree)}
-        return {".flowfs": control}
-
-    tree = Tree(api, inodes, ttl=3600, invalidate=lambda ino, name: None, extra=extra)
+    tree = Tree(api, inodes, ttl=3600, invalidate=lambda ino, name: None)
+    control = StaticDir(tree, tree.started)
+    control.children = {"refresh": RefreshFile(tree)}
+    tree.add_root_entries({".flowfs": control})
     async with client, trio.open_nursery() as nursery:
         reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
         yield Operations(tree, inodes, reader, Downloads(tree, "/mnt"), uid=os.getuid(),
