@@ -26,10 +26,9 @@ from flowfs.api import FlowAPI, lean_route, new_client
 from flowfs.auth import Credentials
 from flowfs.buffers import BufferPool
 from flowfs.config import STATS_DIR, MountConfig
-from flowfs.diskfetch import open_cache
-from flowfs.downloads import DownloadsDir
+from flowfs.diskfetch import DiskFetch, open_cache
+from flowfs.downloads import Downloads
 from flowfs.errors import AuthExpired, ConfigError, FlowError, Forbidden, Transient, Untrusted
-from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
 from flowfs.kernel import Tuning, tune
 from flowfs.logs import parse_levels
@@ -155,63 +154,75 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
     async with new_client(allocate=bytearray if buffers is None else buffers.take) as client:
         api = FlowAPI(config.api_url, config.files_url, creds, client)
         user = await preflight(api, creds)
-        inodes: InodeTable[Node] = InodeTable()
-        tuning = Tuning()  # filled in once the mount answers
         names = NameBook(await trio.to_thread.run_sync(open_store, config.api_url, user))
-
-        async def network(target: FileNode, start: int, end: int) -> Any:
-            # Block-sized pieces go straight into the cache without another copy.
-            return await api.fetch_range(target.url, start, end, chunk=reader_config.block_size,
-                                         size=target.size)
-
-        failures = Failures()
         scrape = await metrics.listen(config.metrics_addr) if config.metrics_addr else None
-        snapshots: list[Callable[[], dict[str, Any]]] = []  # filled in as the tree is built
-
-        # The disk cache sits under the reader's memory cache, inside its fetch: the
-        # reader's single-flight and read-ahead rules apply unchanged.
-        disk = open_cache(config, network, reader_config.block_size, buffers)
-        fetch = network if disk is None else disk
         async with trio.open_nursery() as nursery:
-            if disk is not None:
-                nursery.start_soon(disk.run)
-            reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
-                            recycle=None if buffers is None else buffers.offer, link=api.link)
-
-            def extra(tree: Tree) -> dict[str, Node]:
-                downloads = DownloadsDir(tree, str(config.mountpoint))
-                state = MountState(config, api, reader, inodes, downloads, user,
-                                   creds.source if creds else None, buffers, tuning,
-                                   failures=failures, disk=disk)
-                snapshots.append(state.snapshot)
-                return {".downloads": downloads, STATS_DIR: stats_dir(tree, state.snapshot)}
-
-            tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate, extra=extra,
+            reader, disk = _open_reader(config, reader_config, api, buffers, nursery)
+            inodes: InodeTable[Node] = InodeTable()
+            tree = Tree(api, inodes, ttl=config.dir_ttl, invalidate=_invalidate,
                         io_timeout=config.io_timeout, names=names, spawn=nursery.start_soon)
-            downloads = tree.root.children[".downloads"]
-            assert isinstance(downloads, DownloadsDir)
-            ops = Operations(tree, inodes, reader, uid=config.uid, gid=config.gid,
-                             ttl=config.dir_ttl, umask=config.umask, failures=failures)
+            downloads = Downloads(tree, str(config.mountpoint))
+            # Its kernel tuning is filled in once the mount answers; failures, as they come.
+            state = MountState(config, api, reader, inodes, downloads, user,
+                               creds.source if creds else None, buffers, disk=disk)
+            tree.add_root_entries({".downloads": downloads.directory,
+                                   STATS_DIR: stats_dir(tree, state.snapshot)})
+            ops = Operations(tree, inodes, reader, downloads, uid=config.uid, gid=config.gid,
+                             ttl=config.dir_ttl, umask=config.umask, failures=state.failures)
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
             try:
-                nursery.start_soon(_watch_signals)
-                nursery.start_soon(names.run)
-                nursery.start_soon(downloads.poll_forever)
-                nursery.start_soon(_announce_ready, config.mountpoint, ready, tuning)
-                nursery.start_soon(api.warm_files, WARM_CONNECTIONS)
-                if scrape is not None:
-                    nursery.start_soon(metrics.serve, scrape,
-                                       lambda: metrics.exposition(snapshots[0]()))
+                _start_tasks(nursery, state, names, ready, scrape)
                 await pyfuse3.main(min_tasks=4, max_tasks=MAX_REQUESTS)
             finally:
-                log.info("unmounting %s", config.mountpoint)
-                if stopping is not None:
-                    stopping()
-                pyfuse3.close(unmount=True)
-                with trio.move_on_after(10) as last_write:
-                    last_write.shield = True  # the names given since the last write
-                    await names.close()
-                nursery.cancel_scope.cancel()
+                await _unmount(config, names, stopping, nursery)
+
+
+def _open_reader(config: MountConfig, reader_config: ReaderConfig, api: FlowAPI,
+                 buffers: BufferPool | None, nursery: trio.Nursery
+                 ) -> tuple[Reader, DiskFetch | None]:
+    """The reader, over the disk cache (if any, its tasks started) over the network.
+
+    The disk cache sits under the reader's memory cache, inside its fetch: the
+    reader's single-flight and read-ahead rules apply unchanged.
+    """
+    async def network(target: FileNode, start: int, end: int) -> Any:
+        # Block-sized pieces go straight into the cache without another copy.
+        return await api.fetch_range(target.url, start, end, chunk=reader_config.block_size,
+                                     size=target.size)
+
+    disk = open_cache(config, network, reader_config.block_size, buffers)
+    if disk is not None:
+        nursery.start_soon(disk.run)
+    fetch = network if disk is None else disk
+    reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
+                    recycle=None if buffers is None else buffers.offer, link=api.link)
+    return reader, disk
+
+
+def _start_tasks(nursery: trio.Nursery, state: MountState, names: NameBook, ready: Ready,
+                 scrape: list[trio.SocketListener] | None) -> None:
+    """What runs beside the FUSE loop while mounted."""
+    nursery.start_soon(_watch_signals)
+    nursery.start_soon(names.run)
+    nursery.start_soon(state.downloads.run)
+    nursery.start_soon(_announce_ready, state.config.mountpoint, ready, state.kernel)
+    nursery.start_soon(state.api.warm_files, WARM_CONNECTIONS)
+    if scrape is not None:
+        nursery.start_soon(metrics.serve, scrape,
+                           lambda: metrics.exposition(state.snapshot()))
+
+
+async def _unmount(config: MountConfig, names: NameBook, stopping: Callable[[], None] | None,
+                   nursery: trio.Nursery) -> None:
+    """Unmount, store the names given since the last write, and stop every task."""
+    log.info("unmounting %s", config.mountpoint)
+    if stopping is not None:
+        stopping()
+    pyfuse3.close(unmount=True)
+    with trio.move_on_after(10) as last_write:
+        last_write.shield = True  # the names given since the last write
+        await names.close()
+    nursery.cancel_scope.cancel()
 
 
 async def _watch_signals() -> None:

@@ -8,7 +8,6 @@ than ``FUSEError`` escaping a handler would take the whole mount down).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import errno
 import functools
@@ -23,9 +22,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 import pyfuse3
 from pyfuse3 import EntryAttributes, FileHandleT, FileInfo, FUSEError, InodeT
 
-from flowfs.composing import ManifestFile
-from flowfs.downloads import DownloadsDir
-from flowfs.errors import Busy, FlowError, NotFound, NotPermitted, ReadOnly, errno_for
+from flowfs.downloads import Downloads
+from flowfs.errors import FlowError, NotFound, ReadOnly, errno_for
 from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
 from flowfs.reader import Reader, Stream
@@ -125,41 +123,45 @@ class OpenFile:
     writer: bool = False
 
 
+Handle = Listing | OpenFile  # what a file handle number stands for
+H = TypeVar("H", Listing, OpenFile)
+
+
+def _downloads_writer(handle: OpenFile) -> bool:
+    """Whether ``handle`` writes in `.downloads/` (the only other writable files,
+    `.flowfs/`'s control files, answer each write at once and keep no writer)."""
+    return handle.writer and not isinstance(handle.node, ControlFile)
+
+
 class Operations(pyfuse3.Operations):
-    """pyfuse3 handlers over a :class:`Tree` and a :class:`Reader`."""
+    """pyfuse3 handlers over a :class:`Tree`, a :class:`Reader` and :class:`Downloads`."""
 
     supports_dot_lookup = False
     enable_writeback_cache = False
     enable_acl = False
 
     def __init__(self, tree: Tree, inodes: InodeTable[Node], reader: Reader,
-                 *, uid: int, gid: int, ttl: float, umask: int = 0o022,
+                 downloads: Downloads, *, uid: int, gid: int, ttl: float, umask: int = 0o022,
                  failures: Failures | None = None) -> None:
         super().__init__()
         self.failures = failures or Failures()  # what `flowfs status` shows of errors
         self.tree = tree
         self.inodes = inodes
         self.reader = reader
+        self.downloads = downloads  # everything written outside .flowfs/'s control files
         self.uid = uid
         self.gid = gid
         self.ttl = ttl
         self.umask = umask
-        self._handles: dict[int, Any] = {}
+        self._handles: dict[int, Handle] = {}
         self._next_fh = 1
 
     # -- helpers ---------------------------------------------------------------
     def attributes(self, node: Node) -> EntryAttributes:
         attr = EntryAttributes()
         attr.st_ino = cast(InodeT, node.inode)
-        # rclone's convention: 0777/0666 less the umask. Write bits on read-only things
-        # cost nothing (writes fail with EROFS) and make `cp -r` copies deletable.
-        if node.is_dir:
-            attr.st_mode = stat.S_IFDIR | (0o777 & ~self.umask)
-        elif isinstance(node, ControlFile):
-            # Anyone who may enter .flowfs/ (its mode follows the umask) may ask a refresh.
-            attr.st_mode = stat.S_IFREG | node.mode
-        else:
-            attr.st_mode = stat.S_IFREG | (0o666 & ~self.umask)
+        kind = stat.S_IFDIR if node.is_dir else stat.S_IFREG
+        attr.st_mode = kind | node.permissions(self.umask)
         # A data file has two names at least, its place and by-id/<id>, and often more
         # (samples/ and projects/): one inode shown with a link count of 2 is what du,
         # rsync -H, cp -a and tar need to take it once (they ignore inodes of count 1).
@@ -177,17 +179,18 @@ class Operations(pyfuse3.Operations):
             attr.entry_timeout = node.entry_ttl
         return attr
 
-    def _new_handle(self, obj: Any) -> FileHandleT:
+    def _new_handle(self, handle: Handle) -> FileHandleT:
         fh = self._next_fh
         self._next_fh += 1
-        self._handles[fh] = obj
+        self._handles[fh] = handle
         return cast(FileHandleT, fh)
 
-    def _handle(self, fh: int) -> Any:
-        try:
-            return self._handles[fh]
-        except KeyError:
-            raise FUSEError(errno.EBADF) from None
+    def _handle(self, fh: int, kind: type[H]) -> H:
+        """The open directory or file ``fh`` stands for (EBADF if none, or another kind)."""
+        handle = self._handles.get(fh)
+        if not isinstance(handle, kind):
+            raise FUSEError(errno.EBADF)
+        return handle
 
     def _dir(self, inode: int) -> DirNode:
         node = self.tree.node(inode)
@@ -223,7 +226,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def readdir(self, fh: FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        listing: Listing = self._handle(fh)
+        listing = self._handle(fh, Listing)
         for index in range(start_id, len(listing.entries)):
             name, node = listing.entries[index]
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attributes(node),
@@ -243,33 +246,29 @@ class Operations(pyfuse3.Operations):
         if node.is_dir:
             raise FUSEError(errno.EISDIR)
         writer = bool(flags & WRITE_FLAGS)
-        if writer and not isinstance(node, ManifestFile | ControlFile):
+        if writer and not node.mode & 0o200:
             raise ReadOnly("read-only file system")
         return self._open_handle(node, writer, flags)
 
     def _open_handle(self, node: Node, writer: bool, flags: int) -> FileInfo:
         stream = self.reader.open(node) if isinstance(node, FileNode) else None
         handle = OpenFile(node, stream, writer=writer)
-        if isinstance(node, TextFile) and not isinstance(node, ManifestFile):
+        if isinstance(node, TextFile) and not node.live:
             handle.snapshot = node.content
-        if isinstance(node, ManifestFile) and writer:
-            node.acquire(handle)  # EBUSY while another open file writes it
-            if flags & os.O_TRUNC:
-                node.truncate(0)
+        if _downloads_writer(handle):  # EBUSY while another open file writes it
+            self.downloads.open(node, handle, truncate=bool(flags & os.O_TRUNC))
         info = FileInfo(fh=self._new_handle(handle))
-        info.keep_cache = getattr(node, "keep_cache", False) and not node.volatile
-        info.direct_io = node.direct_io or isinstance(node, ManifestFile)
+        info.keep_cache = node.keep_cache and not node.volatile
+        info.direct_io = node.direct_io
         return info
 
     @fuse_errors
     async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
-        handle: OpenFile = self._handle(fh)
+        handle = self._handle(fh, OpenFile)
         if handle.snapshot is not None:
             return handle.snapshot[off:off + size]
-        if isinstance(handle.node, ManifestFile):
-            return handle.node.read(off, size)
         if isinstance(handle.node, TextFile):
-            return handle.node.content[off:off + size]
+            return handle.node.read(off, size)
         if handle.stream is None:
             raise NotFound("not a readable file")
         try:
@@ -283,57 +282,32 @@ class Operations(pyfuse3.Operations):
             raise _located(exc, where) from None
 
     @fuse_errors
+    async def flush(self, fh: FileHandleT) -> None:
+        """close(2): what the writer of a manifest wrote is submitted; errors reach close."""
+        handle = self._handle(fh, OpenFile)
+        if _downloads_writer(handle):
+            await self.downloads.flush(handle.node, handle)
+
+    @fuse_errors
     async def release(self, fh: FileHandleT) -> None:
         handle = self._handles.pop(fh, None)
-        if isinstance(handle, OpenFile) and handle.stream is not None:
+        if not isinstance(handle, OpenFile):
+            return
+        if handle.stream is not None:
             self.reader.close(handle.stream)
-        if (isinstance(handle, OpenFile) and isinstance(handle.node, ManifestFile)
-                and handle.node.release(handle)):
-            # Written since its last close(2) (or the kernel sent no flush): submit now;
-            # an error can only go to <name>.error. After a close(2) that submitted,
-            # once is enough: a refused manifest is not sent again, and one that
-            # failed with EIO does not become a job later.
-            with contextlib.suppress(FlowError):
-                await self._downloads().submit(handle.node)
+        if _downloads_writer(handle):
+            await self.downloads.release(handle.node, handle)
 
-    # -- .downloads/: the only writable place -------------------------------------
-    @fuse_errors
-    async def create(self, parent_inode: InodeT, name: bytes, mode: int, flags: int,
-                     ctx: Any) -> tuple[FileInfo, EntryAttributes]:
-        parent = self._dir(parent_inode)
-        if not isinstance(parent, DownloadsDir):
-            raise ReadOnly("read-only file system")
-        node = parent.create(os.fsdecode(name))
-        info = self._open_handle(node, True, flags)
-        self.inodes.remember(node.inode, under=(parent_inode, os.fsdecode(name)))
-        return info, self.attributes(node)
-
+    # -- writing: .flowfs/'s control files, and .downloads/ --------------------------
     @fuse_errors
     async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:
-        handle: OpenFile = self._handle(fh)
-        if handle.writer and isinstance(handle.node, ControlFile):
+        handle = self._handle(fh, OpenFile)
+        if not handle.writer:
+            raise ReadOnly("read-only file system")
+        if isinstance(handle.node, ControlFile):
             await handle.node.command(buf)
             return len(buf)
-        if not (handle.writer and isinstance(handle.node, ManifestFile)):
-            raise ReadOnly("read-only file system")
-        return await self._downloads().write(handle.node, handle, off, buf)
-
-    def _downloads(self) -> DownloadsDir:
-        node = self.tree.root.children[".downloads"]
-        assert isinstance(node, DownloadsDir)
-        return node
-
-    @fuse_errors
-    async def flush(self, fh: FileHandleT) -> None:
-        """close(2): the open file writing a manifest submits it (errors reach close).
-
-        Only one open file writes a manifest at a time, so its close is the last one and
-        what it reports is the fate of its own bytes.
-        """
-        handle: OpenFile = self._handle(fh)
-        node = handle.node
-        if isinstance(node, ManifestFile) and node.release(handle):
-            await self._downloads().submit(node)
+        return await self.downloads.write(handle.node, handle, off, buf)
 
     @fuse_errors
     async def setattr(self, inode: InodeT, attr: EntryAttributes, fields: pyfuse3.SetattrFields,
@@ -341,40 +315,35 @@ class Operations(pyfuse3.Operations):
         node = self.tree.node(inode)
         if isinstance(node, ControlFile):  # `echo PATH > .flowfs/refresh` truncates first
             return self.attributes(node)
-        if not isinstance(node, ManifestFile):
-            raise ReadOnly("read-only file system")
-        if fields.update_size:
-            holder = self._handles.get(fh) if fh is not None else None
-            if node.writer is not None and node.writer is not holder:
-                raise Busy(f"{node.name} is being written by another open file")
-            node.truncate(attr.st_size)
-        return self.attributes(node)  # times and modes of a manifest are ours to keep
+        holder = self._handles.get(fh) if fh is not None else None
+        self.downloads.setattr(node, holder, attr.st_size if fields.update_size else None)
+        return self.attributes(node)
+
+    @fuse_errors
+    async def create(self, parent_inode: InodeT, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[FileInfo, EntryAttributes]:
+        node = self.downloads.create(self._dir(parent_inode), os.fsdecode(name))
+        info = self._open_handle(node, True, flags)
+        self.inodes.remember(node.inode, under=(parent_inode, os.fsdecode(name)))
+        return info, self.attributes(node)
 
     @fuse_errors
     async def unlink(self, parent_inode: InodeT, name: bytes, ctx: Any) -> None:
-        parent = self._dir(parent_inode)
-        if not isinstance(parent, DownloadsDir):
-            raise ReadOnly("read-only file system")
-        await parent.unlink(os.fsdecode(name))
+        await self.downloads.unlink(self._dir(parent_inode), os.fsdecode(name))
 
     @fuse_errors
     async def rename(self, parent_inode_old: InodeT, name_old: bytes, parent_inode_new: InodeT,
                      name_new: bytes, flags: int, ctx: Any) -> None:
         """Only in `.downloads/`: a draft renamed to ``<name>.manifest`` is submitted."""
-        old, new = self._dir(parent_inode_old), self._dir(parent_inode_new)
-        if not (isinstance(old, DownloadsDir) and new is old):
-            raise ReadOnly("read-only file system")
-        if flags & ~RENAME_NOREPLACE:
-            raise NotPermitted("only plain renames in .downloads")
-        await old.rename(os.fsdecode(name_old), os.fsdecode(name_new),
-                         replace=not flags & RENAME_NOREPLACE)
+        await self.downloads.rename(
+            self._dir(parent_inode_old), os.fsdecode(name_old),
+            self._dir(parent_inode_new), os.fsdecode(name_new),
+            replace=not flags & RENAME_NOREPLACE, plain=not flags & ~RENAME_NOREPLACE)
 
     @fuse_errors
     async def mkdir(self, parent_inode: InodeT, name: bytes, mode: int,
                     ctx: Any) -> EntryAttributes:
-        if isinstance(self._dir(parent_inode), DownloadsDir):
-            raise NotPermitted("no subdirectories in .downloads")
-        raise ReadOnly("read-only file system")
+        self.downloads.mkdir(self._dir(parent_inode))
 
     # -- attributes --------------------------------------------------------------
     @fuse_errors

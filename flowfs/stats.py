@@ -20,7 +20,7 @@ from flowfs.api import FlowAPI
 from flowfs.buffers import BufferPool
 from flowfs.config import METRICS_FILE, REFRESH_FILE, STATS_FILE, MountConfig
 from flowfs.diskfetch import DiskFetch
-from flowfs.downloads import ACTIVE, DownloadsDir
+from flowfs.downloads import Downloads
 from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
 from flowfs.kernel import Tuning
@@ -74,7 +74,7 @@ class MountState:
     api: FlowAPI
     reader: Reader
     inodes: InodeTable[Node]
-    downloads: DownloadsDir
+    downloads: Downloads
     user: str | None = None
     credentials: str | None = None  # where they came from, e.g. "FLOW_API_TOKEN"
     buffers: BufferPool | None = None  # None: bodies are not received into recycled buffers
@@ -86,7 +86,6 @@ class MountState:
 
     def snapshot(self) -> dict[str, Any]:
         """The stats document (documented in docs/usage.md)."""
-        jobs = list(self.downloads.jobs.values())
         cache = self.reader.stats()
         return {
             "version": __version__,
@@ -110,10 +109,7 @@ class MountState:
             "inodes": len(self.inodes),
             "failures": self.failures.as_json(),
             "kernel": self.kernel.as_json(),
-            "downloads": {"jobs": len(jobs),
-                          "active": sum(1 for job in jobs if job.status in ACTIVE),
-                          "manifest_bytes": self.downloads.space.used,
-                          "manifest_limit": self.downloads.space.limit},
+            "downloads": self.downloads.stats(),
         }
 
     def _origins(self, cache: dict[str, int]) -> dict[str, int]:

@@ -52,11 +52,20 @@ class Node:
     volatile = False  # True: the kernel must not cache its entry or attributes
     entry_ttl: float | None = None  # overrides the TTL of its name in the kernel's cache
     direct_io = False  # True: every read comes to us (content that changes)
+    keep_cache = False  # True: bytes that never change: the page cache may keep them
 
     def __init__(self, tree: Tree, mtime: float, *, root: bool = False) -> None:
         self.tree = tree
         self.mtime = mtime
         self.inode = tree.inodes.add_root(self) if root else tree.inodes.add(self)
+
+    def permissions(self, umask: int) -> int:
+        """The permission bits shown: rclone's convention, 0777/0666 less the umask.
+
+        Write bits on read-only things cost nothing (writes fail with EROFS) and make
+        `cp -r` copies deletable. ``mode`` is what may really be done.
+        """
+        return (0o777 if self.is_dir else 0o666) & ~umask
 
     @property
     def size(self) -> int:
@@ -117,6 +126,7 @@ class TextFile(Node):
 
     keep_cache = True
     kind = "text"
+    live = False  # True: reads see the content as it is now, not as of open (being written)
 
     def __init__(self, tree: Tree, content: str | bytes, mtime: float | None = None) -> None:
         super().__init__(tree, tree.started if mtime is None else mtime)
@@ -130,6 +140,9 @@ class TextFile(Node):
     def size(self) -> int:
         return len(self.content)
 
+    def read(self, offset: int, size: int) -> bytes:
+        return self.content[offset:offset + size]
+
 
 class ControlFile(TextFile):
     """A file written to ask the daemon for something (``.flowfs/refresh``).
@@ -142,6 +155,10 @@ class ControlFile(TextFile):
     mode = 0o666
     volatile = True
     direct_io = True
+
+    def permissions(self, umask: int) -> int:
+        # Anyone who may enter its directory (whose mode follows the umask) may ask.
+        return self.mode
 
     async def command(self, data: bytes) -> None:
         raise NotImplementedError
@@ -318,7 +335,6 @@ class Tree:
         *,
         ttl: float,
         invalidate: Callable[[int, str], None],
-        extra: Callable[[Tree], dict[str, Node]] | None = None,
         io_timeout: float = 60.0,
         names: NameBook | None = None,
         spawn: Callable[..., object] | None = None,
@@ -338,8 +354,6 @@ class Tree:
         self._files: weakref.WeakValueDictionary[str, FileNode] = weakref.WeakValueDictionary()
         self._release = Release(spawn)
         self.root = self._build_root()
-        if extra is not None:
-            self.root.children.update(extra(self))
 
     def _build_root(self) -> StaticDir:
         from flowfs.readme import ROOT_README
@@ -354,6 +368,14 @@ class Tree:
             "by-id": ByIdDir(self, self.started),
         }
         return root
+
+    def add_root_entries(self, entries: dict[str, Node]) -> None:
+        """Root entries other parts of the mount made (``.downloads``, ``.flowfs``):
+        made once the tree exists, since every node needs it."""
+        taken = sorted(entries.keys() & self.root.children.keys())
+        if taken:
+            raise ValueError(f"the root already has {', '.join(taken)}")
+        self.root.children.update(entries)
 
     def node(self, ino: int) -> Node:
         node = self.inodes.get(ino)

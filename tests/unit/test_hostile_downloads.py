@@ -21,7 +21,7 @@ from test_ops import FakeFlow, api_fetch, walk
 
 from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
-from flowfs.downloads import MANIFEST_SPACE, MAX_JOB_FILES, DownloadsDir
+from flowfs.downloads import MANIFEST_SPACE, MAX_JOB_FILES, Downloads
 from flowfs.inodes import InodeTable
 from flowfs.model import DataFile
 from flowfs.ops import Operations
@@ -76,10 +76,11 @@ async def mounted(flow: Flow, nursery: trio.Nursery, *, space: int = MANIFEST_SP
     client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
     api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
     inodes: InodeTable[Node] = InodeTable()
-    tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None, io_timeout=10,
-                extra=lambda t: {".downloads": DownloadsDir(t, "/mnt", space=space)})
+    tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None, io_timeout=10)
+    downloads = Downloads(tree, "/mnt", space=space)
+    tree.add_root_entries({".downloads": downloads.directory})
     reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
-    return Operations(tree, inodes, reader, uid=os.getuid(), gid=os.getgid(), ttl=60)
+    return Operations(tree, inodes, reader, downloads, uid=os.getuid(), gid=os.getgid(), ttl=60)
 
 
 @pytest.fixture
@@ -107,10 +108,8 @@ async def write_manifest(o: Operations, name: bytes, text: bytes) -> int:
 
 
 async def names(o: Operations) -> dict[str, Node]:
-    node = o.tree.root.children[".downloads"]
-    assert isinstance(node, DownloadsDir)
-    node._listed_at = 0.0  # list the server's jobs again
-    return await node.entries()
+    o.downloads.jobs._listed_at = 0.0  # list the server's jobs again
+    return await o.downloads.directory.entries()
 
 
 async def cat(o: Operations, name: str) -> bytes:
@@ -123,10 +122,8 @@ async def cat(o: Operations, name: str) -> bytes:
         await o.release(info.fh)
 
 
-def downloads(o: Operations) -> DownloadsDir:
-    node = o.tree.root.children[".downloads"]
-    assert isinstance(node, DownloadsDir)
-    return node
+def downloads(o: Operations) -> Downloads:
+    return o.downloads
 
 
 # -- item: a lost reply to the job request ----------------------------------------------------
@@ -165,7 +162,7 @@ async def test_when_every_reply_is_lost_close_fails_and_the_job_shows_up_later(
     assert await write_manifest(o, b"ghost.manifest", b"id:100\n") == errno.EIO
     assert len(flow.jobs) == 1  # Flow honoured the key on every request
     flow.listable = True
-    downloads(o)._can_list = True
+    downloads(o).jobs._can_list = True
     shown = await names(o)  # the next `ls` finds the job the lost replies made
     assert "ghost.status" in shown and "ghost.manifest" not in shown
     # Writing it again, as the docs say after an EIO, makes no second job.
@@ -192,7 +189,7 @@ async def test_retrying_after_an_eio_makes_no_second_job_however_it_is_done(
     await o.release(info.fh)
     assert len(flow.jobs) == 1  # one job, though its answer never arrived
     flow.lose, flow.down = 0, False  # the network is back
-    downloads(o)._listed_at = float("inf")  # no `ls` meanwhile: the retry must look itself
+    downloads(o).jobs._listed_at = float("inf")  # no `ls` meanwhile: the retry must look itself
     if retry == "close-again":  # e.g. `touch again.manifest`
         again = await o.open(attr.st_ino, os.O_WRONLY | os.O_APPEND, None)
         await o.flush(again.fh)
@@ -203,7 +200,7 @@ async def test_retrying_after_an_eio_makes_no_second_job_however_it_is_done(
         assert await write_manifest(o, b"again.part", b"id:100\n") == 0
         assert await rename(o, b"again.part", b"again.manifest") == 0
     assert len(flow.jobs) == 1
-    shown = await downloads(o).entries()
+    shown = await downloads(o).directory.entries()
     assert "again.status" in shown and "again.manifest" not in shown
 
 

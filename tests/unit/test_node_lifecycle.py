@@ -23,7 +23,7 @@ import trio
 
 from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
-from flowfs.downloads import DownloadsDir
+from flowfs.downloads import Downloads
 from flowfs.inodes import ROOT_INODE, InodeTable
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
@@ -72,11 +72,12 @@ async def mount() -> AsyncIterator[tuple[Operations, Flow]]:
     client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
     api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
     inodes: InodeTable[Node] = InodeTable()
-    tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None,
-                extra=lambda t: {".downloads": DownloadsDir(t, "/mnt")})
+    tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None)
+    downloads = Downloads(tree, "/mnt")
+    tree.add_root_entries({".downloads": downloads.directory})
     async with client, trio.open_nursery() as nursery:
         reader = Reader(fetch(api), nursery, ReaderConfig(cache_bytes=2**20))
-        yield Operations(tree, inodes, reader, uid=0, gid=0, ttl=60), flow
+        yield Operations(tree, inodes, reader, downloads, uid=0, gid=0, ttl=60), flow
         nursery.cancel_scope.cancel()
 
 

@@ -19,10 +19,11 @@ import trio
 
 from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
-from flowfs.downloads import EXPIRED_KEPT, DownloadsDir
+from flowfs.downloads import EXPIRED_KEPT, Downloads, DownloadsDir
 from flowfs.inodes import ROOT_INODE, InodeTable
-from flowfs.ops import Operations
+from flowfs.ops import Listing, Operations
 from flowfs.reader import Reader, ReaderConfig
+from flowfs.readme import ROOT_README
 from flowfs.tree import Node, Tree, index_names
 
 BYTES = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: crosses blocks, ends part-way
@@ -93,11 +94,13 @@ async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
     client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
     api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
     inodes: InodeTable[Node] = InodeTable()
-    tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None,
-                extra=lambda t: {".downloads": DownloadsDir(t, "/mnt")})
+    tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None)
+    downloads = Downloads(tree, "/mnt")
+    tree.add_root_entries({".downloads": downloads.directory})
     async with client, trio.open_nursery() as nursery:
         reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
-        yield Operations(tree, inodes, reader, uid=os.getuid(), gid=os.getgid(), ttl=60), flow
+        yield Operations(tree, inodes, reader, downloads, uid=os.getuid(), gid=os.getgid(),
+                         ttl=60), flow
         nursery.cancel_scope.cancel()
 
 
@@ -247,7 +250,7 @@ async def test_paths_come_from_listings_too(ops: Any, monkeypatch: pytest.Monkey
     samples = await walk(o, "projects", "P", "samples")
     fh = await o.opendir(samples.st_ino, None)
     await o.readdir(fh, 0, None)  # type: ignore[arg-type]
-    [(name, node)] = o._handle(fh).entries
+    [(name, node)] = o._handle(fh, Listing).entries
     assert o.inodes.path(node.inode) == "projects/P/samples/s_1"
 
 
@@ -366,7 +369,7 @@ async def test_a_refresh_keeps_inodes_and_invalidates_changed_names() -> None:
     tree = Tree(api, inodes, ttl=0, invalidate=lambda ino, name: invalidated.append(name))
     async with client, trio.open_nursery() as nursery:
         reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
-        o = Operations(tree, inodes, reader, uid=0, gid=0, ttl=0)
+        o = Operations(tree, inodes, reader, Downloads(tree, "/mnt"), uid=0, gid=0, ttl=0)
         kept = await walk(o, "projects", "P", "samples", "s_1", "reads.fastq.gz")
         gone = await walk(o, "projects", "P", "samples", "s_1", "reads~101.fastq.gz")
         DATA.append({"id": "102", "filename": "new.bam", "size": 1, "created": 1})
@@ -468,7 +471,7 @@ async def test_expired_jobs_say_so_then_vanish_after_an_hour(ops: Any) -> None:
     assert err.value.errno == errno.ENOENT
     # An hour after its expiry the recent one vanishes too, and its name is free again.
     flow.jobs[0]["expires"] = iso(now - EXPIRED_KEPT - 1)
-    node._listed_at = 0.0
+    o.downloads.jobs._listed_at = 0.0
     assert "recent.status" not in await node.entries()
     await o.create(dl.st_ino, b"recent.manifest", 0o644, os.O_WRONLY, None)  # no EEXIST
 
@@ -484,7 +487,7 @@ async def test_a_long_expired_job_costs_no_inode_however_often_listed(ops: Any) 
     assert "old.status" not in await node.entries()
     known = len(o.inodes)
     for _ in range(5):
-        node._listed_at = 0.0  # the next listing asks the server again
+        o.downloads.jobs._listed_at = 0.0  # the next listing asks the server again
         assert "old.status" not in await node.entries()
     assert len(o.inodes) == known
 
@@ -501,3 +504,53 @@ async def test_a_manifest_refused_at_close_is_not_sent_again_on_release(ops: Any
     await o.release(info.fh)
     assert flow.requests.count("POST /api/downloads") == 1
     assert flow.jobs == []
+
+
+async def test_a_directory_handle_is_no_file_handle_and_the_reverse(ops: Any) -> None:
+    o, _ = ops
+    folder = await walk(o, "projects")
+    listing = await o.opendir(folder.st_ino, None)
+    readme = await o.open((await walk(o, "README.txt")).st_ino, os.O_RDONLY, None)
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.read(listing, 0, 10)
+    assert err.value.errno == errno.EBADF
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.flush(listing)
+    assert err.value.errno == errno.EBADF
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.readdir(readme.fh, 0, None)  # type: ignore[arg-type]
+    assert err.value.errno == errno.EBADF
+    assert await o.read(readme.fh, 0, 10) == ROOT_README.encode()[:10]  # still its own
+
+
+async def test_no_part_of_the_mount_takes_a_root_name_another_has(ops: Any) -> None:
+    o, _ = ops
+    projects = await walk(o, "projects")
+    with pytest.raises(ValueError, match="projects"):
+        o.tree.add_root_entries({"projects": o.downloads.directory, "new": o.tree.root})
+    assert (await walk(o, "projects")).st_ino == projects.st_ino
+    with pytest.raises(pyfuse3.FUSEError):
+        await walk(o, "new")  # nothing of a refused batch is added
+
+
+@pytest.mark.parametrize(("where", "flags", "code"), [
+    ("out of .downloads", 0, errno.EROFS),
+    ("into .downloads", 0, errno.EROFS),
+    ("elsewhere, exchanging", 2, errno.EROFS),  # RENAME_EXCHANGE: read-only first
+    ("in .downloads, exchanging", 2, errno.EPERM),
+    ("in .downloads, whiteout", 4, errno.EPERM),
+])
+async def test_only_plain_renames_within_downloads_are_accepted(
+        ops: Any, where: str, flags: int, code: int) -> None:
+    o, _ = ops
+    dl = (await walk(o, ".downloads")).st_ino
+    root = ROOT_INODE
+    info, _ = await o.create(dl, b"a.part", 0o644, os.O_WRONLY, None)
+    await o.release(info.fh)
+    old, new = {"out of .downloads": (dl, root), "into .downloads": (root, dl),
+                "elsewhere, exchanging": (root, root)}.get(where, (dl, dl))
+    name = b"a.part" if old == dl else b"README.txt"
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await o.rename(old, name, new, b"b.part", flags, None)
+    assert err.value.errno == code
+    assert "a.part" in await o.downloads.directory.entries()  # nothing moved

@@ -16,6 +16,7 @@ from test_ops import FakeFlow, api_fetch, walk
 from flowfs import refresh
 from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
+from flowfs.downloads import Downloads
 from flowfs.inodes import InodeTable
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
@@ -29,16 +30,14 @@ async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
     client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
     api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
     inodes: InodeTable[Node] = InodeTable()
-
-    def extra(tree: Tree) -> dict[str, Node]:
-        control = StaticDir(tree, tree.started)
-        control.children = {"refresh": RefreshFile(tree)}
-        return {".flowfs": control}
-
-    tree = Tree(api, inodes, ttl=3600, invalidate=lambda ino, name: None, extra=extra)
+    tree = Tree(api, inodes, ttl=3600, invalidate=lambda ino, name: None)
+    control = StaticDir(tree, tree.started)
+    control.children = {"refresh": RefreshFile(tree)}
+    tree.add_root_entries({".flowfs": control})
     async with client, trio.open_nursery() as nursery:
         reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
-        yield Operations(tree, inodes, reader, uid=os.getuid(), gid=os.getgid(), ttl=3600), flow
+        yield Operations(tree, inodes, reader, Downloads(tree, "/mnt"), uid=os.getuid(),
+                         gid=os.getgid(), ttl=3600), flow
         nursery.cancel_scope.cancel()
 
 

@@ -17,6 +17,7 @@ import trio
 
 from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
+from flowfs.downloads import Downloads
 from flowfs.inodes import ROOT_INODE, InodeTable
 from flowfs.namebook import NameBook, NameStore, store_path
 from flowfs.ops import Operations
@@ -88,7 +89,8 @@ async def mount() -> AsyncIterator[Any]:
                 return await api.fetch_range(target.url, start, end)
 
             reader = Reader(fetch, nursery, ReaderConfig(cache_bytes=32 * 2**20))
-            return Operations(tree, inodes, reader, uid=os.getuid(), gid=os.getgid(), ttl=0)
+            return Operations(tree, inodes, reader, Downloads(tree, "/mnt"), uid=os.getuid(),
+                              gid=os.getgid(), ttl=0)
 
         yield make
         nursery.cancel_scope.cancel()

@@ -78,6 +78,8 @@ class ManifestFile(TextFile):
 
     mode = 0o644
     volatile = True
+    direct_io = True  # every read and write comes to us: its bytes change as it is written
+    live = True
 
     def __init__(self, tree: Tree, name: str, stem: str | None, space: ManifestSpace) -> None:
         super().__init__(tree, b"", time.time())
@@ -95,8 +97,10 @@ class ManifestFile(TextFile):
         self.problems: list[tuple[int, str]] = []
         self.dropped_lines = 0
         self.refused: tuple[int, bytes] | None = None  # the last refused write
-        self.submitting = False
-        self.submitted = False
+        # Two stages of submission: one under way (claimed before its first await, so no
+        # second starts), and done (Flow made the job; the manifest is gone for good).
+        self.being_submitted = False
+        self.job_made = False
         self.removed = False
         self.posted: dict[str, Any] | None = None  # asked for, unanswered, content unchanged
 
@@ -113,9 +117,9 @@ class ManifestFile(TextFile):
 
     def acquire(self, writer: object) -> None:
         """Make ``writer`` the one open file that writes this manifest (EBUSY if taken)."""
-        if self.removed or self.submitted:
+        if self.removed or self.job_made:
             raise NotFound(f"{self.name} is gone: it was removed or submitted")
-        if self.submitting or (self.writer is not None and self.writer is not writer):
+        if self.being_submitted or (self.writer is not None and self.writer is not writer):
             raise Busy(f"{self.name} is being written or submitted by another open file")
         self.writer = writer
 
@@ -145,7 +149,7 @@ class ManifestFile(TextFile):
         return len(data)
 
     def truncate(self, size: int) -> None:
-        if self.removed or self.submitted:  # its memory was given back for good
+        if self.removed or self.job_made:  # its memory was given back for good
             raise NotFound(f"{self.name} is gone: it was removed or submitted")
         if size > MAX_MANIFEST_BYTES:
             raise TooBig(f"larger than {MAX_MANIFEST_BYTES:,} bytes: split it")
