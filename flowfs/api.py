@@ -294,26 +294,24 @@ class FlowAPI:
 
     # -- the core exchange ----------------------------------------------------
     async def _exchange(self, method: str, url: str,
-                        consume: Callable[[httpx.Response], Awaitable[T]], *,
-                        retry: Retry = READS, auth: bool = True,
+                        consume: Callable[[httpx.Response], Awaitable[T]], *, retry: Retry = READS,
                         accept: Callable[[int], bool] = lambda status: 200 <= status < 300,
-                        **kw: Any) -> T:
+                        auth: bool = True, **kw: Any) -> T:
         """One request under one retry budget (flowfs.retry): ``consume`` reads the reply.
 
         ``consume`` gets a streamed response whose status ``accept`` took; it may raise
         ``_BodyFailure`` for a body that must be fetched again. Other statuses become
-        domain errors; with ``auth`` the request carries the token and a 401 (or a bare
-        refusal) is answered by one shared refresh and one more try.
+        domain errors; with ``auth`` the request carries the token, and a refusal a new
+        token may cure (``auth.refreshable``) gets one shared refresh and one more try.
         """
         refreshed = False
-        headers = dict(kw.pop("headers", None) or {})
+        headers = kw.pop("headers", None) or {}
         attempt = 0
         while True:
             attempt += 1
             token = await self.auth.current() if auth else None
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            req = self._client.build_request(method, url, headers=headers, **kw)
+            bearer = {"Authorization": f"Bearer {token}"} if token else {}
+            req = self._client.build_request(method, url, headers={**headers, **bearer}, **kw)
             self.requests += 1
             try:
                 resp = await self._client.send(req, stream=True)
@@ -322,8 +320,7 @@ class FlowAPI:
                 await self._again(retry, _kind(exc, failure), attempt, failure, url)
                 continue
             try:
-                status = resp.status_code
-                if accept(status):
+                if accept(status := resp.status_code):
                     try:
                         return await consume(resp)
                     except _BodyFailure as exc:
@@ -338,8 +335,7 @@ class FlowAPI:
             if body_failure is not None:
                 await self._again(retry, Failure.BODY, attempt, body_failure, url)
                 continue
-            refusal = status in (401, 403, 404) and (status == 401 or not body.strip())
-            if auth and refusal and not refreshed and self.auth.refreshable(status):
+            if auth and not refreshed and self.auth.refreshable(status, body):
                 refreshed = True
                 await self.auth.refresh(token)
                 continue

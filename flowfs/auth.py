@@ -124,16 +124,18 @@ class TokenState:
         self._lock = trio.Lock()
         self._warned = False
 
-    def refreshable(self, status: int) -> bool:
-        """Whether a refusal with ``status`` is worth one refresh and retry.
+    def refreshable(self, status: int, body: bytes) -> bool:
+        """Whether a reply with ``status`` and ``body`` is worth one refresh and retry.
 
         A 401 always is (for a static token the attempt says "log in again"); an
         empty 403/404, which real Flow sends for an expired token too, only when a
-        new token can actually be had.
+        new token can actually be had. Anything else is an answer.
         """
         if self._creds is None:
             return False
-        return status == 401 or self._creds.kind != "token"
+        if status == 401:
+            return True
+        return status in (403, 404) and not body.strip() and self._creds.kind != "token"
 
     async def current(self) -> str | None:
         if self._token is None and self._creds is not None:

@@ -5,7 +5,9 @@ blocks keyed by ``(cache_key, block index)``.  Missing blocks are fetched throug
 injected ``fetch(target, start, end)`` as Range requests covering runs of contiguous
 missing blocks; every fetch runs as a task in the injected nursery, never in the caller's
 cancel scope, so a reader that gives up cannot corrupt shared state.  Per-stream access
-patterns (:mod:`flowfs.readahead`) decide what to read ahead.
+patterns (:mod:`flowfs.readahead`) decide what to read ahead.  The records the reader
+keeps (streams, requests, pending blocks) are in :mod:`flowfs.streams`; the rules below
+say how the reader may change them.
 
 Concurrency rules.  trio is cooperative: code between two awaits runs without
 interleaving, and every rule below relies on it.
@@ -27,7 +29,7 @@ interleaving, and every rule below relies on it.
    fetches again (after a timeout, see rule 7).  Results of an entry that was detached
    (``close``) are delivered to its waiters but not cached.
 6. Read-ahead requests count their bytes in ``_ra_bytes`` from start until settled or
-   abandoned, exactly once (``_Request.released``); a request is only started if it fits
+   abandoned, exactly once (``Request.released``); a request is only started if it fits
    the global budget, so ``_ra_bytes <= readahead_budget`` always.  Demand fetches (the
    blocks a read needs) are never held back.
 7. A read that ran out of ``io_timeout`` (its own deadline, or the fetch's it waited on)
@@ -43,9 +45,9 @@ from __future__ import annotations
 import copy
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -53,26 +55,12 @@ from flowfs.blockcache import BlockCache
 from flowfs.blocks import block_count, clamp, iter_runs, pieces, run_span
 from flowfs.errors import BadReply, FlowError, Transient
 from flowfs.link import LinkEstimate, StreamLimits, stream_limits
-from flowfs.readahead import AccessPattern, Plan, Policy
+from flowfs.readahead import Plan, Policy
+from flowfs.streams import Pending, Request, Stream, Target
 
 log = logging.getLogger(__name__)
 
 _BlockKey = tuple[str, int]
-RETRY_GRACE = 1.0  # seconds a timed-out block fails at once (rule 7)
-
-
-class Target(Protocol):
-    """What is being read; callers pass their own objects."""
-
-    @property
-    def cache_key(self) -> str:
-        """Identity of the bytes (e.g. the data id): bytes under one key never change."""
-        ...
-
-    @property
-    def size(self) -> int:
-        """Exact file size in bytes."""
-        ...
 
 
 Fetch = Callable[[Target, int, int], Awaitable[Any]]  # bytes, bytearray or block pieces
@@ -145,62 +133,6 @@ class TimedOut(Transient):
     """A read or a fetch that ran out of ``io_timeout`` (rule 7)."""
 
 
-class _Pending:
-    """One block being fetched; resolved exactly once (data or error), then its event set."""
-
-    __slots__ = ("event", "data", "error", "waiters")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.data: bytes | None = None
-        self.error: FlowError | None = None
-        self.waiters = 0
-
-
-@dataclass(eq=False)
-class _Request:
-    """One Range request: a run of consecutive blocks of one target."""
-
-    target: Target
-    blocks: range
-    pendings: list[_Pending]
-    start: int  # the bytes [start, end) of the blocks
-    end: int
-    stream: Stream | None  # the owner for read-ahead; None for a demand fetch
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    released: bool = False
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.start
-
-    def has_waiters(self) -> bool:
-        return any(pending.waiters for pending in self.pendings)
-
-
-class Stream:
-    """Per-file-handle read state: its target and its access pattern."""
-
-    def __init__(self, target: Target, policy: Policy, limits: StreamLimits) -> None:
-        self.target = target
-        self._pattern = AccessPattern(policy)
-        self._readahead: set[_Request] = set()
-        self._closed = False
-        self._limits = limits  # as of the last read (the link and the sharing change)
-        self._timeouts: dict[int, tuple[float, FlowError]] = {}  # block -> when, what (rule 7)
-
-    def recent_timeout(self, blocks: Iterable[int], now: float) -> FlowError | None:
-        """The error of a block of ``blocks`` whose read timed out within RETRY_GRACE."""
-        self._timeouts = {b: t for b, t in self._timeouts.items() if now - t[0] < RETRY_GRACE}
-        for index in blocks:
-            if index in self._timeouts:
-                return self._timeouts[index][1]
-        return None
-
-    def __repr__(self) -> str:
-        return f"<Stream {self.target.cache_key} window={self._pattern.window}>"
-
-
 class Reader:
     """Block cache + single-flight fetch + read-ahead engine (see the module docstring)."""
 
@@ -224,7 +156,7 @@ class Reader:
         )
         # Evicted blocks nobody holds go to ``recycle`` (flowfs.buffers) for the next body.
         self._cache = BlockCache(config.cache_capacity, recycle)
-        self._pending: dict[_BlockKey, _Pending] = {}
+        self._pending: dict[_BlockKey, Pending] = {}
         self._ra_bytes = 0
         self._ra_requests = 0
         self._streams = 0
@@ -249,14 +181,14 @@ class Reader:
             return b""
         plan = self._plan(stream, start, end)
         key = target.cache_key
-        if stream._timeouts:  # rule 7; empty on every read of a healthy link
+        if stream.timeouts:  # rule 7; empty on every read of a healthy link
             recent = stream.recent_timeout(self._missing(key, plan.need), trio.current_time())
             if recent is not None:
                 self._counts["timeouts_repeated"] += 1
                 raise _copy_error(recent) from recent
         self._start_demand(target, plan.demand)
         have, waits = self._lookup(key, plan.need)
-        if not stream._closed:
+        if not stream.closed:
             self._start_readahead(stream, plan.prefetch)
         if waits:
             try:
@@ -264,9 +196,9 @@ class Reader:
             except TimedOut as exc:
                 now = trio.current_time()
                 for index, _ in waits:
-                    stream._timeouts[index] = (now, exc)
+                    stream.timeouts[index] = (now, exc)
                 raise
-        if stream._pattern.sequential:
+        if stream.pattern.sequential:
             # Read through: first to go when room is needed (see flowfs.blockcache).
             for index in range(start // self._bs, end // self._bs):
                 self._cache.demote((key, index))
@@ -275,13 +207,13 @@ class Reader:
 
     def close(self, stream: Stream) -> None:
         """Forget a stream; cancel its read-ahead that nobody waits for, free its budget."""
-        if stream._closed:
+        if stream.closed:
             return
-        stream._closed = True
+        stream.closed = True
         self._streams -= 1
-        if stream._pattern.sequential:
+        if stream.pattern.sequential:
             self._sequential -= 1
-        for request in list(stream._readahead):
+        for request in list(stream.readahead):
             if request.has_waiters():
                 continue  # another reader needs it: let it finish (it frees its budget)
             request.scope.cancel()
@@ -331,15 +263,15 @@ class Reader:
         return self._limits_memo[1]
 
     def _plan(self, stream: Stream, start: int, end: int) -> Plan:
-        pattern = stream._pattern
+        pattern = stream.pattern
         was_sequential = pattern.sequential
-        limits = stream._limits = self._limits(self._sequential)
+        limits = stream.limits = self._limits(self._sequential)
         nblocks = block_count(stream.target.size, self._bs)
         plan = pattern.on_read(start, end, nblocks, cap=limits.cap_blocks,
                                growth=limits.growth, step=limits.request_blocks,
                                initial=limits.initial_blocks,
                                confident=limits.confident_blocks)
-        if not stream._closed:
+        if not stream.closed:
             self._sequential += int(pattern.sequential) - int(was_sequential)
         return plan
 
@@ -359,30 +291,30 @@ class Reader:
             return
         target = stream.target
         budget = self._config.readahead_budget
-        limits = stream._limits
+        limits = stream.limits
         # Lazy runs: when the stream is at its parallel limit (common while streaming), the
         # rest of the window is not even looked at.
         for run in iter_runs(self._missing(target.cache_key, blocks), limits.request_blocks):
             fits = run
             while fits and self._ra_bytes + self._run_bytes(target, fits) > budget:
                 fits = fits[: len(fits) // 2]  # shrink the request to what the budget allows
-            if not fits or len(stream._readahead) >= limits.max_parallel:
-                stream._pattern.retract(run.start)
+            if not fits or len(stream.readahead) >= limits.max_parallel:
+                stream.pattern.retract(run.start)
                 self._counts["readahead_deferred"] += 1
                 return
             request = self._launch(target, fits, stream)
-            stream._readahead.add(request)
+            stream.readahead.add(request)
             self._ra_bytes += request.nbytes
             self._ra_requests += 1
             self._counts["readahead_fetches"] += 1
             if fits != run:
-                stream._pattern.retract(fits.stop)
+                stream.pattern.retract(fits.stop)
                 self._counts["readahead_deferred"] += 1
                 return
 
-    def _launch(self, target: Target, run: range, stream: Stream | None) -> _Request:
-        pendings = [_Pending() for _ in run]
-        request = _Request(target, run, pendings, *run_span(run, target.size, self._bs), stream)
+    def _launch(self, target: Target, run: range, stream: Stream | None) -> Request:
+        pendings = [Pending() for _ in run]
+        request = Request(target, run, pendings, *run_span(run, target.size, self._bs), stream)
         # start_soon first: if the nursery is closed it raises and nothing is registered.
         self._nursery.start_soon(self._run, request, name=f"fetch {target.cache_key}")
         key = target.cache_key
@@ -395,9 +327,9 @@ class Reader:
         start, end = run_span(run, target.size, self._bs)
         return end - start
 
-    def _lookup(self, key: str, need: range) -> tuple[dict[int, bytes], list[tuple[int, _Pending]]]:
+    def _lookup(self, key: str, need: range) -> tuple[dict[int, bytes], list[tuple[int, Pending]]]:
         have: dict[int, bytes] = {}
-        waits: list[tuple[int, _Pending]] = []
+        waits: list[tuple[int, Pending]] = []
         for index in need:
             block = self._cache.get((key, index))
             if block is not None:
@@ -410,7 +342,7 @@ class Reader:
 
     # -- waiting ------------------------------------------------------------------------
 
-    async def _wait(self, waits: list[tuple[int, _Pending]], have: dict[int, bytes]) -> None:
+    async def _wait(self, waits: list[tuple[int, Pending]], have: dict[int, bytes]) -> None:
         # Count as a waiter on all blocks up front, so close() of another stream does not
         # cancel a read-ahead request we are about to wait on.
         for _, pending in waits:
@@ -432,7 +364,7 @@ class Reader:
 
     # -- the fetch task -----------------------------------------------------------------
 
-    async def _run(self, request: _Request) -> None:
+    async def _run(self, request: Request) -> None:
         """Fetch one run of blocks; always settles its pending entries (rule 3)."""
         target, start, end = request.target, request.start, request.end
         data: Any = None
@@ -465,7 +397,7 @@ class Reader:
                 error = Transient(f"fetch of {target.cache_key} [{start}, {end}) abandoned")
             self._settle(request, data, error)
 
-    def _settle(self, request: _Request, data: Any, error: FlowError | None) -> None:
+    def _settle(self, request: Request, data: Any, error: FlowError | None) -> None:
         """Deliver a request's outcome to its pending entries, synchronously (rule 2)."""
         self._release(request)
         key = request.target.cache_key
@@ -489,19 +421,19 @@ class Reader:
                 del self._pending[(key, index)]
             pending.event.set()
 
-    def _detach(self, request: _Request) -> None:
+    def _detach(self, request: Request) -> None:
         """Unregister a request's pending entries so that new readers fetch afresh."""
         key = request.target.cache_key
         for index, pending in zip(request.blocks, request.pendings, strict=True):
             if self._pending.get((key, index)) is pending:
                 del self._pending[(key, index)]
 
-    def _release(self, request: _Request) -> None:
+    def _release(self, request: Request) -> None:
         if request.released:
             return
         request.released = True
         if request.stream is not None:
-            request.stream._readahead.discard(request)
+            request.stream.readahead.discard(request)
             self._ra_bytes -= request.nbytes
             self._ra_requests -= 1
 

@@ -4,11 +4,14 @@ Sources, highest first: command-line flags, environment variables, the config
 file (``$XDG_CONFIG_HOME/flowfs/config.toml``, else ``~/.config/flowfs/``),
 built-in defaults. Each option is one row of :data:`OPTIONS` (config as data);
 a bad value fails with one line naming the option and the source it came from.
+The command line's flags are made from the same rows (:func:`add_flags`) and read
+back from a parsed command line (:func:`from_args`).
 The result feeds :class:`~flowfs.config.MountConfig`, built once.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -289,6 +292,38 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
             where = str(path) if source.startswith("file") else source.split(" ", 1)[1]
             raise ConfigError(f"{where}: {option.key}: {exc}") from None
     return out
+
+
+def add_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
+    """Flags for the settings in ``keys`` (default None: "not given", see :func:`resolve`)."""
+    for option in OPTIONS:
+        if option.key not in keys:
+            continue
+        help_text = f"{option.help}; env {option.env}"
+        if option.boolean:
+            parser.add_argument(option.flag, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(option.flag, default=None, metavar=option.key.upper(),
+                                help=help_text)
+
+
+def given_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (None: not given).
+
+    ``--debug`` and ``-v``/``-vv`` are short for a ``--log-level`` of our own loggers;
+    an explicit ``--log-level`` wins.
+    """
+    flags = {option.key: getattr(args, option.key, None) for option in OPTIONS}
+    verbosity = 2 if getattr(args, "debug", False) else getattr(args, "verbose", 0) or 0
+    if flags.get("log_level") is None and verbosity:
+        flags["log_level"] = "debug" if verbosity >= 2 else "info"
+    return flags
+
+
+def from_args(args: argparse.Namespace) -> dict[str, Value]:
+    """Every option's effective value, given a parsed command line (see :func:`resolve`)."""
+    return resolve(given_flags(args))
 
 
 def effective_files_url(values: Mapping[str, Value]) -> Value:

@@ -14,8 +14,11 @@ rules the mount applies to Flow's names (docs/usage.md, "Names"):
   its extension;
 - a suffix such as ``~<id>`` goes before the extension (``reads~105.fastq.gz``).
 
-The server imports nothing from the daemon side of flowfs (docs/architecture.md),
-so it keeps this small copy of the rules instead of importing ``flowfs.names``.
+The server imports nothing from the daemon side of flowfs (docs/architecture.md):
+it stands in for Flow, and a bug shared with the mount would hide from the tests
+that use one to check the other. So it keeps this small copy of the rules instead of
+importing ``flowfs.names``, and a test (tests/server/test_server_hostile_names.py)
+holds the two copies to one rule, ``\\`` aside.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flowfs import names as mount_names
+from flowfs.server import safenames
 from flowfs.server.accesslog import AccessLog, AccessLogMiddleware
 from flowfs.server.archive import plan_entries, unique_paths, write_zip
 from flowfs.server.catalog import load_catalog
@@ -169,6 +171,29 @@ def test_safe_component_applies_the_mounts_rules(text: str) -> None:
     assert not UNSAFE.search(safe) and safe not in ("", ".", "..")
     assert len(safe.encode()) <= MAX_NAME_BYTES
     assert safe_component(safe) == safe
+
+
+# Extensions at the limits of what counts as one (32 bytes), names at the 255-byte cut.
+EDGES = st.sampled_from(["a." + "e" * 31, "a." + "e" * 32, "a." + "e" * 33, "a.b" + "é" * 16,
+                         "x" * 250 + ".txt", "é" * 126 + ".fastq.gz", "." + "x" * 300])
+
+
+@settings(max_examples=300)
+@given(COMPONENT | EDGES | st.text(st.characters(codec="utf-8")
+                                   | st.sampled_from(list(BIDI + "\\.\u2028\u2029"))), ID)
+def test_the_servers_names_are_the_mounts_with_backslash_made_safe(text: str, item_id: str) -> None:
+    # The server keeps its own copy of the mount's rule (it imports nothing from the
+    # daemon): the copies must agree, but for `\`, which ZIP tools read as a separator.
+    assert safe_component(text) == mount_names.sanitize(text.replace("\\", "_"))
+    safe = safe_component(text)
+    suffix = f"~{item_id}"
+    assert safenames.with_suffix(safe, suffix) == mount_names.with_suffix(safe, suffix)
+
+
+def test_the_server_and_the_mount_make_the_same_characters_safe() -> None:
+    for code in range(0x10000):  # every unsafe character is in the BMP (surrogates too)
+        name = f"a{chr(code)}b.txt"
+        assert safe_component(name) == mount_names.sanitize(name.replace("\\", "_")), hex(code)
 
 
 # -- Content-Disposition ----------------------------------------------------------------------

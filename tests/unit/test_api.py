@@ -105,6 +105,35 @@ async def test_one_refresh_is_shared_by_concurrent_requests() -> None:
     assert refreshes == 1
 
 
+@pytest.mark.parametrize(("kind", "reply", "refreshed"), [
+    ("session", httpx.Response(403), True),  # real Flow's answer to an expired token, too
+    ("session", httpx.Response(404), True),
+    ("session", problem(403, "not yours"), False),  # a refusal that says why is an answer
+    ("session", problem(404, "no such sample"), False),
+    ("token", httpx.Response(403), False),  # no new token to be had
+])
+async def test_an_empty_403_or_404_is_refreshed_once_when_a_new_token_can_be_had(
+        kind: str, reply: httpx.Response, refreshed: bool) -> None:
+    refreshes = 0
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        nonlocal refreshes
+        if req.url.path == "/api/token":
+            refreshes += 1
+            return httpx.Response(200, json={"token": "fresh"})
+        if req.headers.get("authorization") != "Bearer fresh":
+            return httpx.Response(reply.status_code, content=reply.content)
+        return httpx.Response(200, json={"ok": True})
+
+    api = make_api(handler, Credentials(kind, "s", token="old", refresh_token="R"))
+    if refreshed:
+        assert await api.get_json("/samples/1") == {"ok": True}
+    else:
+        with pytest.raises((Forbidden, NotFound)):
+            await api.get_json("/samples/1")
+    assert refreshes == int(refreshed)
+
+
 async def test_a_refused_static_token_asks_to_log_in_again() -> None:
     with pytest.raises(AuthExpired, match="log in again"):
         await make_api(lambda req: problem(401)).get_json("/me")

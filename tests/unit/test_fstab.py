@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from flowfs.cli import build_parser, main, settings
+from flowfs.cli import build_parser, main
 from flowfs.errors import ConfigError
 from flowfs.fstab import mount_argv
-from flowfs.settings import OPTIONS, Option
+from flowfs.settings import OPTIONS, Option, from_args
 
 
 def parsed(*options: str) -> object:
@@ -72,7 +72,7 @@ def test_the_options_reach_the_settings_as_flags(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     args = parsed("api_url=http://127.0.0.1:9/api", "umask=077", "cache_size=1G")
-    values = settings(args)
+    values = from_args(args)
     assert values["umask"].value == 0o077 and values["umask"].source == "flag --umask"
     assert values["cache_size"].value == 2**30
     assert values["api_url"].value == "http://127.0.0.1:9/api"

@@ -16,7 +16,8 @@ import trio.testing
 from flowfs.buffers import BufferPool
 from flowfs.errors import BadReply, NotFound, Transient
 from flowfs.link import LinkEstimate
-from flowfs.reader import RETRY_GRACE, Reader, ReaderConfig, Target
+from flowfs.reader import Reader, ReaderConfig
+from flowfs.streams import RETRY_GRACE, Target
 
 pytestmark = pytest.mark.timeout(60)
 
