@@ -89,6 +89,15 @@ class ReaderConfig:
     # as sequential: the kernel issues several reads of one file at once, slightly out
     # of order, and readers re-read the last bytes.
     seq_slack: int = 2 * 2**20
+    # When a stream closes, its read-ahead in flight up to this many bytes (the requests
+    # nearest its position first) is let finish and kept; the rest is cancelled.
+    # HTTP/1.1 cannot stop a reply but by closing its connection, which the next request
+    # pays for again (a TLS handshake: round trips), while the bytes of a request under
+    # way are nearly here; and the next open of the file (an index lookup, a pipeline
+    # reading one region after another) often wants that very neighbourhood, from the
+    # disk cache after a remount too. A stream at full speed over a distant link has far
+    # more in flight (up to its cap): that is cancelled, as ``head`` of a big file wants.
+    finish_on_close: int = 8 * 2**20
 
     def __post_init__(self) -> None:
         sizes = (self.block_size, self.first_fetch, self.readahead_max, self.max_request)
@@ -96,8 +105,8 @@ class ReaderConfig:
             raise ValueError(f"bad reader configuration: {self}")
         if self.cache_bytes < self.block_size:
             raise ValueError("cache_bytes must hold at least one block")
-        if self.seq_slack < 0:
-            raise ValueError("seq_slack must be >= 0")
+        if self.seq_slack < 0 or self.finish_on_close < 0:
+            raise ValueError("seq_slack and finish_on_close must be >= 0")
 
     @property
     def readahead_budget(self) -> int:
@@ -206,16 +215,21 @@ class Reader:
         return _assemble(have, start, end, self._bs)
 
     def close(self, stream: Stream) -> None:
-        """Forget a stream; cancel its read-ahead that nobody waits for, free its budget."""
+        """Forget a stream; cancel its read-ahead that nobody waits for beyond what may
+        finish (``ReaderConfig.finish_on_close``), free its budget."""
         if stream.closed:
             return
         stream.closed = True
         self._streams -= 1
         if stream.pattern.sequential:
             self._sequential -= 1
-        for request in list(stream.readahead):
+        finishing = 0
+        for request in sorted(stream.readahead, key=lambda r: r.start):
             if request.has_waiters():
                 continue  # another reader needs it: let it finish (it frees its budget)
+            if finishing + request.nbytes <= self._config.finish_on_close:
+                finishing += request.nbytes
+                continue  # nearly here: let it land in the cache (it frees its budget)
             request.scope.cancel()
             self._detach(request)
             self._release(request)

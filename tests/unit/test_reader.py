@@ -31,6 +31,7 @@ BASE: dict[str, Any] = {
     "max_parallel": 4,
     "io_timeout": 5.0,
     "seq_slack": 2 * BS,
+    "finish_on_close": 0,  # every read-ahead nobody waits for is cancelled at close
 }
 
 
@@ -394,6 +395,56 @@ async def test_close_cancels_a_streams_pending_readahead(autojump_clock: Any) ->
         assert stats["inflight"] == 0
         assert stats["streams"] == 0
         await eventually(lambda: server.cancelled == readahead_calls)
+
+
+async def test_close_lets_small_readahead_finish_and_the_next_open_reads_it(
+        autojump_clock: Any) -> None:
+    """An index lookup reads a few blocks, closes, and the next lookup of the same
+    neighbourhood needs no request: the small read-ahead in flight at close landed."""
+    server = FakeServer(latency=0.05)
+    target = File("data-16", 100 * BS)
+    async with running(server, finish_on_close=4 * BS) as reader:
+        stream = reader.open(target)
+        for block in range(3):
+            await reader.read(stream, block * BS, BS)
+        await eventually(lambda: any(start >= 3 * BS for _, start, _ in server.calls))
+        ahead = [(start, end) for _, start, end in server.calls if start >= 3 * BS]
+        assert ahead and all(end - start <= 4 * BS for start, end in ahead)
+        reader.close(stream)
+        await eventually(lambda: reader.stats()["readahead_bytes"] == 0)
+        assert server.cancelled == 0
+        assert reader.stats()["readahead_cancelled"] == 0
+        calls = len(server.calls)
+        again = reader.open(target)
+        furthest = max(end for _, end in ahead)
+        assert await reader.read(again, 3 * BS, furthest - 3 * BS) == content(target)[
+            3 * BS : furthest]
+        assert len(server.calls) == calls  # all from the cache
+        reader.close(again)
+
+
+async def test_close_lets_finish_only_the_nearest_readahead_up_to_the_finish_size(
+        autojump_clock: Any) -> None:
+    """``head`` of a big file over a distant link must not leave its whole read-ahead
+    window downloading: beyond ``finish_on_close`` bytes, the farthest is cancelled."""
+    server = FakeServer(hang=lambda start, end: start >= 3 * BS)
+    target = File("data-17", 100 * BS)
+    async with running(server, finish_on_close=2 * BS) as reader:
+        stream = reader.open(target)
+        for block in range(6):  # the window grows: several requests in flight
+            with trio.move_on_after(1):
+                await reader.read(stream, block * BS, BS)
+        ahead = sorted((start, end) for _, start, end in server.calls if start >= 3 * BS)
+        assert sum(end - start for start, end in ahead) > 2 * BS
+        reader.close(stream)
+        kept, total = 0, 0
+        for start, end in ahead:  # the nearest requests that fit in 2 blocks stay
+            if total + end - start > 2 * BS:
+                break
+            total += end - start
+            kept += 1
+        await eventually(lambda: server.cancelled == len(ahead) - kept)
+        assert reader.stats()["readahead_bytes"] == total
 
 
 async def test_close_keeps_readahead_that_another_reader_waits_for(
