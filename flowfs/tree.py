@@ -249,6 +249,10 @@ class ListingDir(DirNode):
             and time.monotonic() - self._fetched_at < self.tree.ttl
         )
 
+    def listing_due(self) -> bool:
+        """Neither fresh nor being refreshed: using it now would fetch its listing."""
+        return not self._fresh() and not self._lock.locked()
+
     async def entries(self) -> dict[str, Node]:
         if self._fresh():
             return self._children
@@ -422,7 +426,7 @@ class Tree:
 
         async def worker() -> None:
             for directory in pending:
-                if directory._fresh() or directory._lock.locked():
+                if not directory.listing_due():
                     continue  # the walker got there first
                 self.walk_ahead_listings += 1
                 try:
