@@ -34,10 +34,11 @@ from flowfs.kernel import Tuning, tune
 from flowfs.logs import parse_levels
 from flowfs.mounts import Hung, within
 from flowfs.namebook import NameBook, open_store
+from flowfs.nodes import FileNode, Node
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
 from flowfs.stats import MountState, stats_dir
-from flowfs.tree import FileNode, Node, Tree
+from flowfs.tree import Tree
 
 log = logging.getLogger(__name__)
 

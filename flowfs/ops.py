@@ -26,8 +26,9 @@ from flowfs.downloads import Downloads
 from flowfs.errors import FlowError, NotFound, ReadOnly, errno_for
 from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
+from flowfs.nodes import ControlFile, DirNode, FileNode, Node, TextFile
 from flowfs.reader import Reader, Stream
-from flowfs.tree import ControlFile, DirNode, FileNode, Node, TextFile, Tree
+from flowfs.tree import Tree
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,10 @@ import trio
 
 from flowfs.config import REFRESH_FILE, STATS_DIR
 from flowfs.errors import FlowError, NotFound
+from flowfs.listing import ListingDir
 from flowfs.mounts import Hung, within
-from flowfs.tree import ControlFile, DirNode, ListingDir, Node, StaticDir, Tree
+from flowfs.nodes import ControlFile, DirNode, Node, StaticDir
+from flowfs.tree import Tree
 
 log = logging.getLogger(__name__)
 

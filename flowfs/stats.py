@@ -25,9 +25,10 @@ from flowfs.failures import Failures
 from flowfs.inodes import InodeTable
 from flowfs.kernel import Tuning
 from flowfs.metrics import exposition
+from flowfs.nodes import Node, StaticDir, TextFile
 from flowfs.reader import Reader
 from flowfs.refresh import RefreshFile
-from flowfs.tree import Node, StaticDir, TextFile, Tree
+from flowfs.tree import Tree
 
 README = """\
 This hidden directory shows the state of this flowfs mount.

@@ -25,7 +25,8 @@ from flowfs.manifest import (
     open_line,
     parse,
 )
-from flowfs.tree import DirNode, FileNode, Node, Tree
+from flowfs.nodes import DirNode, FileNode, Node
+from flowfs.tree import Tree
 
 TOO_MANY = (f"by this line the manifest names more than {MAX_JOB_FILES:,} files, the most "
             "one Flow job may hold: split it into several manifests (lines after this one "

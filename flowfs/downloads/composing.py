@@ -18,7 +18,8 @@ import trio
 
 from flowfs.errors import Busy, NoSpace, NotFound, TooBig
 from flowfs.manifest import MAX_MANIFEST_BYTES
-from flowfs.tree import DirNode, TextFile, Tree
+from flowfs.nodes import DirNode, TextFile
+from flowfs.tree import Tree
 
 MANIFEST_SPACE = 64 * 2**20  # bytes of every manifest and draft being written, together
 MAX_JOB_FILES = 10_000  # the most files one job may hold on Flow

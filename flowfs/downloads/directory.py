@@ -14,8 +14,9 @@ from flowfs.downloads.composing import ManifestFile, ManifestSpace
 from flowfs.downloads.jobs import Jobs
 from flowfs.errors import BadManifest, Exists, FlowError, InvalidName, NotFound, NotPermitted
 from flowfs.manifest import draft_name, format_errors, valid_name
+from flowfs.nodes import DirNode, Node, TextFile
 from flowfs.readme import DOWNLOADS_README
-from flowfs.tree import DirNode, Node, TextFile, Tree
+from flowfs.tree import Tree
 
 
 class Refused(BadManifest):

@@ -23,8 +23,9 @@ from flowfs.downloads.composing import ManifestFile
 from flowfs.errors import Busy, FlowError, Forbidden, NotFound, Rejected, Transient
 from flowfs.manifest import valid_name
 from flowfs.model import DataFile, parse_time
+from flowfs.nodes import FileNode, TextFile
 from flowfs.retry import backoff_delay
-from flowfs.tree import FileNode, TextFile, Tree
+from flowfs.tree import Tree
 
 log = logging.getLogger(__name__)
 

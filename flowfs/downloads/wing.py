@@ -29,7 +29,8 @@ from flowfs.errors import (
     Transient,
 )
 from flowfs.manifest import draft_name
-from flowfs.tree import DirNode, Node, Tree
+from flowfs.nodes import DirNode, Node
+from flowfs.tree import Tree
 
 
 class Downloads:

@@ -24,9 +24,10 @@ from flowfs.auth import Credentials
 from flowfs.downloads import MANIFEST_SPACE, MAX_JOB_FILES, Downloads
 from flowfs.inodes import InodeTable
 from flowfs.model import DataFile
+from flowfs.nodes import FileNode, Node, StaticDir
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
-from flowfs.tree import FileNode, Node, StaticDir, Tree
+from flowfs.tree import Tree
 
 
 class Flow(FakeFlow):

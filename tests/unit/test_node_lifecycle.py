@@ -25,9 +25,10 @@ from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
 from flowfs.downloads import Downloads
 from flowfs.inodes import ROOT_INODE, InodeTable
+from flowfs.nodes import Node
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
-from flowfs.tree import Node, Tree
+from flowfs.tree import Tree
 
 FILES = 300
 

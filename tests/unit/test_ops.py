@@ -19,12 +19,14 @@ import trio
 
 from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
+from flowfs.byid import index_names
 from flowfs.downloads import EXPIRED_KEPT, Downloads, DownloadsDir
 from flowfs.inodes import ROOT_INODE, InodeTable
+from flowfs.nodes import Node
 from flowfs.ops import Listing, Operations
 from flowfs.reader import Reader, ReaderConfig
 from flowfs.readme import ROOT_README
-from flowfs.tree import Node, Tree, index_names
+from flowfs.tree import Tree
 
 BYTES = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: crosses blocks, ends part-way
 DATA = [

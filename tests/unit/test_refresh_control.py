@@ -18,10 +18,12 @@ from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
 from flowfs.downloads import Downloads
 from flowfs.inodes import InodeTable
+from flowfs.listing import ListingDir
+from flowfs.nodes import Node, StaticDir
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
 from flowfs.refresh import RefreshFile, mount_of, outdate
-from flowfs.tree import ListingDir, Node, StaticDir, Tree
+from flowfs.tree import Tree
 
 
 @pytest.fixture

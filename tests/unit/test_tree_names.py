@@ -20,9 +20,10 @@ from flowfs.auth import Credentials
 from flowfs.downloads import Downloads
 from flowfs.inodes import ROOT_INODE, InodeTable
 from flowfs.namebook import NameBook, NameStore, store_path
+from flowfs.nodes import Node
 from flowfs.ops import Operations
 from flowfs.reader import Reader, ReaderConfig
-from flowfs.tree import Node, Tree
+from flowfs.tree import Tree
 
 API = "http://f/api"
 

@@ -8,7 +8,9 @@ import trio
 from flowfs.api import FlowAPI
 from flowfs.auth import Credentials
 from flowfs.inodes import InodeTable
-from flowfs.tree import WALK_AHEAD, ListingDir, Node, Tree
+from flowfs.listing import ListingDir
+from flowfs.nodes import Node
+from flowfs.tree import WALK_AHEAD, Tree
 
 SAMPLES = 40
 
