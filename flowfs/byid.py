@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import weakref
 from functools import partial
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -13,10 +12,7 @@ from flowfs.errors import FlowError, NotFound, Transient
 from flowfs.listing import Child, ListingDir
 from flowfs.model import DataFile, is_id
 from flowfs.names import sanitize
-from flowfs.nodes import DirNode, Node
-
-if TYPE_CHECKING:  # for annotations only: the tree imports these, never the reverse
-    from flowfs.tree import Tree
+from flowfs.nodes import DirNode, Node, Owner
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +40,7 @@ class ByIdDir(DirNode):
     files beside it when they are in the same sample or execution.
     """
 
-    def __init__(self, tree: Tree, mtime: float) -> None:
+    def __init__(self, tree: Owner, mtime: float) -> None:
         super().__init__(tree, mtime)
         # Weak: a file found here lives while the kernel (or a listing) holds it.
         self._found: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
@@ -80,7 +76,7 @@ class IdDir(ListingDir):
 
     kind = "by-id"
 
-    def __init__(self, tree: Tree, data: DataFile) -> None:
+    def __init__(self, tree: Owner, data: DataFile) -> None:
         super().__init__(tree, data.created)
         self.data = data
         self.flow_id = data.id

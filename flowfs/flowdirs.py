@@ -10,17 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import partial
-from typing import TYPE_CHECKING
 
 from flowfs.errors import NotFound
 from flowfs.listing import Child, ListingDir
 from flowfs.model import DataFile, Execution, Project, Sample
 from flowfs.names import sanitize
-from flowfs.nodes import StaticDir
+from flowfs.nodes import Owner, StaticDir
 from flowfs.tasks import gather
-
-if TYPE_CHECKING:  # for annotations only: the tree imports these, never the reverse
-    from flowfs.tree import Tree
 
 
 async def file_children(
@@ -61,7 +57,7 @@ class ProjectsDir(ListingDir):
 class ProjectDir(StaticDir):
     kind = "project"
 
-    def __init__(self, tree: Tree, project: Project) -> None:
+    def __init__(self, tree: Owner, project: Project) -> None:
         super().__init__(tree, project.created)
         self.flow_id = project.id
         self.children = {
@@ -87,7 +83,7 @@ async def execution_children(owner: ListingDir, key: str,
 
 
 class ProjectSamplesDir(ListingDir):
-    def __init__(self, tree: Tree, project: Project) -> None:
+    def __init__(self, tree: Owner, project: Project) -> None:
         super().__init__(tree, project.created)
         self.project = project
 
@@ -98,7 +94,7 @@ class ProjectSamplesDir(ListingDir):
 
 
 class ProjectExecutionsDir(ListingDir):
-    def __init__(self, tree: Tree, project: Project) -> None:
+    def __init__(self, tree: Owner, project: Project) -> None:
         super().__init__(tree, project.created)
         self.project = project
 
@@ -131,7 +127,7 @@ class ExecutionsDir(ListingDir):
 class SampleDir(ListingDir):
     kind = "sample"
 
-    def __init__(self, tree: Tree, sample: Sample) -> None:
+    def __init__(self, tree: Owner, sample: Sample) -> None:
         super().__init__(tree, sample.created)
         self.sample = sample
         self.flow_id = sample.id
@@ -157,7 +153,7 @@ class ExecutionDir(ListingDir):
 
     kind = "execution"
 
-    def __init__(self, tree: Tree, execution: Execution) -> None:
+    def __init__(self, tree: Owner, execution: Execution) -> None:
         super().__init__(tree, execution.created)
         self.execution = execution
         self.flow_id = execution.id
@@ -205,7 +201,7 @@ class ExecutionDir(ListingDir):
 
 
 class OutputDir(ListingDir):
-    def __init__(self, tree: Tree, execution: ExecutionDir, prefix: tuple[str, ...]) -> None:
+    def __init__(self, tree: Owner, execution: ExecutionDir, prefix: tuple[str, ...]) -> None:
         super().__init__(tree, execution.mtime)
         self.execution = execution
         self.prefix = prefix

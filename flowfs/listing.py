@@ -18,15 +18,11 @@ import math
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import trio
 
 from flowfs.errors import Transient
-from flowfs.nodes import DirNode, Node
-
-if TYPE_CHECKING:  # for annotations only: the tree imports the listings, never the reverse
-    from flowfs.tree import Tree
+from flowfs.nodes import DirNode, Node, Owner
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +46,7 @@ class ListingDir(DirNode):
     A plain ``ls`` lists one directory and starts nothing.
     """
 
-    def __init__(self, tree: Tree, mtime: float) -> None:
+    def __init__(self, tree: Owner, mtime: float) -> None:
         super().__init__(tree, mtime)
         self._children: dict[str, Node] = {}
         self._keys: dict[str, Hashable] = {}

@@ -1,7 +1,7 @@
 """The nodes of the tree: anything with an inode, and the plain ones.
 
 Nodes are plain objects; ``ops`` turns them into FUSE answers. A node knows the
-``Tree`` that made it (its inode table, its API, when the mount started); the
+``Tree`` that made it, as an ``Owner`` (its inode table, its API, when the mount started); the
 directories whose entries come from Flow are in ``listing`` (the rules of every
 remote listing) and ``flowdirs``/``byid`` (what each of Flow's directories lists).
 """
@@ -9,13 +9,41 @@ remote listing) and ``flowdirs``/``byid`` (what each of Flow's directories lists
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flowfs.errors import NotFound
 from flowfs.model import DataFile
 
-if TYPE_CHECKING:  # for annotations only: the tree imports the nodes, never the reverse
-    from flowfs.tree import Tree
+if TYPE_CHECKING:  # types only, from below: the api and the tables the owner hands on
+    from flowfs.api import FlowAPI
+    from flowfs.inodes import InodeTable
+    from flowfs.namebook import NameBook
+
+
+class Owner(Protocol):
+    """What the nodes use of the ``Tree`` that made them (``flowfs.tree.Tree`` is one).
+
+    Nodes name this, never the tree's module: the tree imports the nodes, not the reverse.
+    """
+
+    api: FlowAPI
+    root: StaticDir
+    inodes: InodeTable[Node]
+    names: NameBook
+    ttl: float
+    io_timeout: float
+    started: float
+    generation: int
+    invalidate: Callable[[int, str], None]
+
+    def file_for(self, data: DataFile) -> FileNode: ...
+
+    def forget_entry(self, parent: DirNode, name: str, node: Node) -> None: ...
+
+    def walk_ahead(self, dirs: list[Any]) -> None: ...
+
+    async def list_items(self, path: str, key: str, model: Any) -> list[Any]: ...
 
 DIR_MODE = 0o555
 FILE_MODE = 0o444
@@ -32,7 +60,7 @@ class Node:
     direct_io = False  # True: every read comes to us (content that changes)
     keep_cache = False  # True: bytes that never change: the page cache may keep them
 
-    def __init__(self, tree: Tree, mtime: float, *, root: bool = False) -> None:
+    def __init__(self, tree: Owner, mtime: float, *, root: bool = False) -> None:
         self.tree = tree
         self.mtime = mtime
         self.inode = tree.inodes.add_root(self) if root else tree.inodes.add(self)
@@ -68,7 +96,7 @@ class FileNode(Node):
 
     keep_cache = True
 
-    def __init__(self, tree: Tree, data: DataFile, kind: str = "data",
+    def __init__(self, tree: Owner, data: DataFile, kind: str = "data",
                  url: str | None = None, cache_key: str | None = None) -> None:
         super().__init__(tree, data.created)
         self.data = data
@@ -106,7 +134,7 @@ class TextFile(Node):
     kind = "text"
     live = False  # True: reads see the content as it is now, not as of open (being written)
 
-    def __init__(self, tree: Tree, content: str | bytes, mtime: float | None = None) -> None:
+    def __init__(self, tree: Owner, content: str | bytes, mtime: float | None = None) -> None:
         super().__init__(tree, tree.started if mtime is None else mtime)
         self._content = content.encode() if isinstance(content, str) else bytes(content)
 
@@ -165,7 +193,7 @@ class DirNode(Node):
 class StaticDir(DirNode):
     """A directory whose children are fixed when it is made."""
 
-    def __init__(self, tree: Tree, mtime: float, *, root: bool = False) -> None:
+    def __init__(self, tree: Owner, mtime: float, *, root: bool = False) -> None:
         super().__init__(tree, mtime, root=root)
         self.children: dict[str, Node] = {}
 

@@ -34,7 +34,7 @@ from flowfs.config import REFRESH_FILE, STATS_DIR
 from flowfs.errors import FlowError, NotFound
 from flowfs.listing import ListingDir
 from flowfs.mounts import Hung, within
-from flowfs.nodes import ControlFile, DirNode, Node, StaticDir
+from flowfs.nodes import ControlFile, DirNode, Node, Owner, StaticDir
 from flowfs.tree import Tree
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def outdate(top: DirNode) -> int:
     return marked
 
 
-async def refresh(tree: Tree, path: str) -> int:
+async def refresh(tree: Owner, path: str) -> int:
     """Refresh the listings under ``path`` (relative to the root); listings marked stale."""
     node: Node = tree.root
     for name in (part for part in path.strip("/").split("/") if part not in ("", ".")):

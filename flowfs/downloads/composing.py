@@ -18,8 +18,7 @@ import trio
 
 from flowfs.errors import Busy, NoSpace, NotFound, TooBig
 from flowfs.manifest import MAX_MANIFEST_BYTES
-from flowfs.nodes import DirNode, TextFile
-from flowfs.tree import Tree
+from flowfs.nodes import DirNode, Owner, TextFile
 
 MANIFEST_SPACE = 64 * 2**20  # bytes of every manifest and draft being written, together
 MAX_JOB_FILES = 10_000  # the most files one job may hold on Flow
@@ -82,7 +81,7 @@ class ManifestFile(TextFile):
     direct_io = True  # every read and write comes to us: its bytes change as it is written
     live = True
 
-    def __init__(self, tree: Tree, name: str, stem: str | None, space: ManifestSpace) -> None:
+    def __init__(self, tree: Owner, name: str, stem: str | None, space: ManifestSpace) -> None:
         super().__init__(tree, b"", time.time())
         self.name = name
         self.stem = stem
