@@ -46,9 +46,11 @@ def _mount(mountpoint: Path, urls: dict[str, str], config_home: Path) -> None:
     for name in ("FLOW_API_TOKEN", "FLOW_TOKEN_FILE"):
         env.pop(name, None)
     env["XDG_CONFIG_HOME"] = str(config_home)  # not the user's own session or config
+    # The demo's blocks go to a cache of its own, removed with it: not the user's.
+    cache = config_home.parent / "cache"
     proc = subprocess.run(
         [sys.executable, "-m", "flowfs", "mount", str(mountpoint),
-         "--api-url", urls["api"], "--files-url", urls["files"]],
+         "--api-url", urls["api"], "--files-url", urls["files"], "--cache-dir", str(cache)],
         env=env, timeout=120, check=False)
     if proc.returncode != 0:
         raise FlowError("the demo mount failed (see the message above)")

@@ -137,6 +137,12 @@ class Store:
         only read still serves what it holds (a cache prepared by someone else, or a
         read-only mount).
         """
+        # A fresh account may have no ~/.cache yet: made as XDG asks (0700), the
+        # cache directory itself and its format directory with the cache's modes.
+        missing = [p for p in (self.root.parent, *self.root.parent.parents) if not p.exists()]
+        for path in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o700)
         for path in (self.root, self.base):
             self._mkdir(path)
         return os.access(self.base, os.W_OK | os.X_OK)

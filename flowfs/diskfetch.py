@@ -51,7 +51,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MiB = 2**20
-QUEUE_BYTES = 64 * MiB  # bytes waiting to be written; beyond it writes are skipped
+# Bytes waiting to be written, beyond which writes are skipped: at most this, and an
+# eighth of the memory cache (the queued blocks may outlive their place in it, so they
+# are memory beyond its budget: 64 MiB over a 256 MiB cache broke the budget + 100 MiB).
+QUEUE_BYTES = 64 * MiB
 WRITERS = 2
 RECHECK_BYTES = 64 * MiB  # written between two looks at the free space
 LOW_WATER = 0.9  # prune to this share of the bound, so pruning is not run for every write
@@ -438,5 +441,6 @@ def open_cache(config: MountConfig, network: Network, block_size: int,
         log.warning("disk cache: cannot write to %s; cached blocks are still served, the "
                     "rest comes over the network", root)
     return DiskFetch(store, network, block_size=block_size, max_bytes=config.disk_cache_size,
-                     writable=writable, buffers=buffers)
+                     queue_bytes=min(QUEUE_BYTES, config.cache_size // 8), writable=writable,
+                     buffers=buffers)
 

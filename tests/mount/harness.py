@@ -131,6 +131,9 @@ def user_env(username: str, password: str, **extra: str) -> dict[str, str]:
     # No disk cache in the invoking user's ~/.cache: none at all unless the test (or
     # Processes.mount) gives one.
     env["XDG_CACHE_HOME"] = extra.get("XDG_CACHE_HOME", NO_CACHE_HOME)
+    # No disk cache, whatever the default: tests turn it on where they test it
+    # (--disk-cache, or this variable given); the others count what crosses the network.
+    env["FLOWFS_DISK_CACHE"] = extra.get("FLOWFS_DISK_CACHE", "false")
     return env
 
 
@@ -350,11 +353,11 @@ class Processes:
         """A foreground mount of ``server`` (``path``: by default a fresh ``.../flow``).
 
         Its state dir (remembered names) is a fresh one unless ``env`` names one; unless
-        ``--cache-dir`` is given, so is its disk cache: tests must not share blocks through
-        the invoking user's ``~/.cache``.
+        ``--cache-dir`` is given or ``env`` names a cache home of its own, so is its disk
+        cache: tests must not share blocks through the invoking user's ``~/.cache``.
         """
         env = {"XDG_STATE_HOME": str(self._mktemp("state")), **env}
-        if "--cache-dir" not in args:
+        if "--cache-dir" not in args and env.get("XDG_CACHE_HOME") in (None, NO_CACHE_HOME):
             env = {**env, "XDG_CACHE_HOME": str(self._mktemp("cache"))}
         m = Mount(server, path or self._mktemp("mnt") / "flow", env, args)
         self._stack.callback(m.close)

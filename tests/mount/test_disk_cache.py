@@ -96,6 +96,24 @@ def start(processes: Processes, server: Server) -> Start:
     return make
 
 
+def test_without_a_cache_dir_it_lives_under_xdg_cache_home_made_if_missing(
+        processes: Processes, server: Server, sources: dict[str, str],
+        tmp_path: Path) -> None:
+    """A fresh account has no ~/.cache yet: the cache must not be off for that."""
+    home = tmp_path / "xdg-cache"  # does not exist
+    env = user_env("alice", "alice-pw", XDG_CACHE_HOME=str(home), FLOWFS_DISK_CACHE="yes")
+    first = processes.mount(server, env)
+    assert read(first, "big1.bin") == {"big1.bin": sources["big1.bin"]}
+    settle(first, blocks_of(SIZE))
+    first.close()
+    assert os.stat(home / "flowfs").st_mode & 0o777 == 0o700  # the user's alone
+    mark = len(server.requests())
+    again = processes.mount(server, env)
+    assert read(again, "big1.bin") == {"big1.bin": sources["big1.bin"]}
+    assert file_requests(server, mark) == []
+    assert stats(again)["disk_cache"]["hits"] == blocks_of(SIZE)
+
+
 def stats(m: Mount) -> dict[str, Any]:
     return json.loads(sh("cat", m.p(".flowfs/stats")).stdout)
 

@@ -238,6 +238,15 @@ def test_the_budget_leaves_the_free_space_floor(store: Store) -> None:
 
 # -- modes -------------------------------------------------------------------------------------
 
+def test_a_cache_home_that_does_not_exist_yet_is_made_private(tmp_path: Path) -> None:
+    """A fresh account has no ~/.cache: the cache must not be off for that."""
+    root = tmp_path / "home" / ".cache" / "flowfs"
+    assert Store(root).open()
+    assert (root / "v1").is_dir()
+    for made in (tmp_path / "home", tmp_path / "home" / ".cache", root):
+        assert made.stat().st_mode & 0o777 == 0o700
+
+
 def test_private_and_group_modes(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
