@@ -193,7 +193,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache_size", "FLOWFS_CACHE_SIZE", _size, lambda: DEFAULT_CACHE_SIZE,
            f"memory for cached blocks and read-ahead ({format_size(DEFAULT_CACHE_SIZE)})"),
     # Off by default until a first read with it costs no more than a tenth of the
-    # throughput (measured: 63-80% of the same read without it; docs/performance.md).
+    # throughput on two cores (measured: 78-91% of the same read without it, the writes
+    # at the lowest priority; docs/performance.md).
     Option("disk_cache", "FLOWFS_DISK_CACHE", _bool, lambda: False,
            "keep fetched blocks on disk across mounts (off by default: --disk-cache)"),
     Option("cache_dir", "FLOWFS_CACHE_DIR", _path, cache_dir,
