@@ -138,11 +138,14 @@ class Store:
         read-only mount).
         """
         # A fresh account may have no ~/.cache yet: made as XDG asks (0700), the
-        # cache directory itself and its format directory with the cache's modes.
-        missing = [p for p in (self.root.parent, *self.root.parent.parents) if not p.exists()]
-        for path in reversed(missing):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(path, 0o700)
+        # cache directory itself and its format directory with the cache's modes. Not
+        # for a directory shared with a group: its parents are the administrator's.
+        if self.dir_mode == PRIVATE_MODES[0]:
+            missing = [p for p in (self.root.parent, *self.root.parent.parents)
+                       if not p.exists()]
+            for path in reversed(missing):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(path, 0o700)
         for path in (self.root, self.base):
             self._mkdir(path)
         return os.access(self.base, os.W_OK | os.X_OK)
@@ -198,6 +201,8 @@ class Store:
         side by side and the ``get`` calls that follow find them in memory.
         """
         directory = self._entry_dir(item)
+        if not directory.is_dir():
+            return  # nothing of this file on disk (a first read)
         for index in indices:
             try:
                 fd = os.open(directory / str(index), os.O_RDONLY | os.O_CLOEXEC)

@@ -89,14 +89,10 @@ class ReaderConfig:
     # as sequential: the kernel issues several reads of one file at once, slightly out
     # of order, and readers re-read the last bytes.
     seq_slack: int = 2 * 2**20
-    # When a stream closes, its read-ahead in flight up to this many bytes (the requests
-    # nearest its position first) is let finish and kept; the rest is cancelled.
-    # HTTP/1.1 cannot stop a reply but by closing its connection, which the next request
-    # pays for again (a TLS handshake: round trips), while the bytes of a request under
-    # way are nearly here; and the next open of the file (an index lookup, a pipeline
-    # reading one region after another) often wants that very neighbourhood, from the
-    # disk cache after a remount too. A stream at full speed over a distant link has far
-    # more in flight (up to its cap): that is cancelled, as ``head`` of a big file wants.
+    # A closing stream's read-ahead in flight, nearest first, up to this many bytes lands
+    # and is kept (HTTP/1.1 stops a reply only by closing its connection, and the next
+    # open, a region query after another, often wants those blocks); the rest, and all
+    # beyond a quarter of the read-ahead budget over closed streams, is cancelled.
     finish_on_close: int = 8 * 2**20
 
     def __post_init__(self) -> None:
@@ -167,6 +163,7 @@ class Reader:
         self._cache = BlockCache(config.cache_capacity, recycle)
         self._pending: dict[_BlockKey, Pending] = {}
         self._ra_bytes = 0
+        self._finishing = 0  # read-ahead bytes of closed streams left to land (close)
         self._ra_requests = 0
         self._streams = 0
         self._sequential = 0  # streams with an open read-ahead window
@@ -223,13 +220,19 @@ class Reader:
         self._streams -= 1
         if stream.pattern.sequential:
             self._sequential -= 1
-        finishing = 0
+        # Many short opens must not hand the open streams' budget to unread bytes.
+        allowance = self._config.finish_on_close
+        overall = self._config.readahead_budget // 4
+        keeping = True
         for request in sorted(stream.readahead, key=lambda r: r.start):
             if request.has_waiters():
                 continue  # another reader needs it: let it finish (it frees its budget)
-            if finishing + request.nbytes <= self._config.finish_on_close:
-                finishing += request.nbytes
-                continue  # nearly here: let it land in the cache (it frees its budget)
+            keeping = keeping and request.nbytes <= min(allowance, overall - self._finishing)
+            if keeping:  # nearly here: let it land in the cache (it frees its budget)
+                allowance -= request.nbytes
+                self._finishing += request.nbytes
+                request.finishing = True
+                continue
             request.scope.cancel()
             self._detach(request)
             self._release(request)
@@ -238,23 +241,17 @@ class Reader:
     def stats(self) -> dict[str, int]:
         """Counters and gauges for logs, tests and benchmarks."""
         return {
-            "hits": 0,
-            "bytes_read": 0,
-            "misses": 0,
-            "fetches": 0,
-            "bytes_fetched": 0,
-            "fetch_errors": 0,
-            "timeouts": 0,
-            "timeouts_repeated": 0,
-            "readahead_fetches": 0,
-            "readahead_deferred": 0,
-            "readahead_cancelled": 0,
+            **dict.fromkeys(("hits", "bytes_read", "misses", "fetches", "bytes_fetched",
+                             "fetch_errors", "timeouts", "timeouts_repeated",
+                             "readahead_fetches", "readahead_deferred",
+                             "readahead_cancelled"), 0),
             **self._counts,
             "cached_bytes": int(self._cache.currsize),
             "cached_blocks": len(self._cache),
             "demoted_blocks": self._cache.demoted,
             "inflight": len(self._pending),
             "readahead_bytes": self._ra_bytes,
+            "readahead_finishing_bytes": self._finishing,
             "readahead_requests": self._ra_requests,
             "streams": self._streams,
         }
@@ -450,6 +447,8 @@ class Reader:
             request.stream.readahead.discard(request)
             self._ra_bytes -= request.nbytes
             self._ra_requests -= 1
+        if request.finishing:
+            self._finishing -= request.nbytes
 
 
 def _length(data: Any) -> int:

@@ -64,6 +64,7 @@ class Request:
     stream: Stream | None  # the owner for read-ahead; None for a demand fetch
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     released: bool = False  # its read-ahead bytes given back to the budget (rule 6)
+    finishing: bool = False  # left to land after its stream closed (Reader.close)
 
     @property
     def nbytes(self) -> int:

@@ -247,6 +247,13 @@ def test_a_cache_home_that_does_not_exist_yet_is_made_private(tmp_path: Path) ->
         assert made.stat().st_mode & 0o777 == 0o700
 
 
+def test_a_group_cache_whose_parent_is_missing_is_not_made(tmp_path: Path) -> None:
+    """A directory shared with a group is the administrator's to make, parents too."""
+    with pytest.raises(FileNotFoundError):
+        Store(tmp_path / "missing" / "flowfs", shared=True).open()
+    assert not (tmp_path / "missing").exists()
+
+
 def test_private_and_group_modes(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:

@@ -274,6 +274,23 @@ async def test_what_it_remembers_per_file_is_bounded(tmp_path: Path,
         assert len(disk._on_disk) <= 3 and len(disk._seen) <= 3
 
 
+async def test_a_run_larger_than_the_write_queue_is_written_when_the_queue_is_empty(
+        tmp_path: Path) -> None:
+    """A small memory cache makes a small queue: read-ahead runs larger than it must
+    still reach the disk, or a sequential read would leave nothing there."""
+    target, body = make_file("1", 8 * BS)
+    store = Store(tmp_path)
+    store.open()
+    network = Network({"1": body})
+    disk = DiskFetch(store, network, block_size=BS, max_bytes=10**9, queue_bytes=2 * BS)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(disk.run)
+        await disk(target, 0, 8 * BS)  # one run of 8 blocks, four times the queue
+        await until(lambda: disk.counts["blocks_written"] == 8, "the writes")
+        assert disk.counts["write_skipped"] == 0
+        nursery.cancel_scope.cancel()
+
+
 async def test_blocks_are_written_by_threads_of_the_lowest_cpu_priority(tmp_path: Path) -> None:
     """Writing uses idle CPU only: on a machine the reads keep busy it must not slow them."""
     import os

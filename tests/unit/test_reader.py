@@ -447,6 +447,24 @@ async def test_close_lets_finish_only_the_nearest_readahead_up_to_the_finish_siz
         assert reader.stats()["readahead_bytes"] == total
 
 
+async def test_many_closes_leave_at_most_a_quarter_of_the_budget_finishing(
+        autojump_clock: Any) -> None:
+    """A loop of short opens (headers of many BAMs) must not hand the open streams'
+    read-ahead budget to bytes nobody asked for."""
+    server = FakeServer(hang=lambda start, end: start >= 3 * BS)
+    overrides = {"cache_bytes": 64 * BS, "finish_on_close": 4 * BS}
+    budget = ReaderConfig(**{**BASE, **overrides}).readahead_budget
+    async with running(server, **overrides) as reader:
+        for n in range(12):
+            stream = reader.open(File(f"short-{n}", 100 * BS))
+            for block in range(3):
+                await reader.read(stream, block * BS, BS)
+            reader.close(stream)
+            assert reader.stats()["readahead_finishing_bytes"] <= budget // 4
+        assert reader.stats()["readahead_finishing_bytes"] > 0
+        assert reader.stats()["readahead_cancelled"] > 0
+
+
 async def test_close_keeps_readahead_that_another_reader_waits_for(
     autojump_clock: Any,
 ) -> None:
