@@ -73,13 +73,16 @@ def browse_and_forget(m: Mount, nodes: int) -> tuple[list[str], int]:
     return found, peak
 
 
+STEADY = 1 << 20  # RSS moves within this (a page or two of a background task) once settled
+
+
 def settled_rss(m: Mount) -> int:
-    """The daemon's RSS once it has stayed the same for twice memory.SETTLE."""
+    """The daemon's RSS once it has stayed within ``STEADY`` for twice memory.SETTLE."""
     seen: list[tuple[float, int]] = []
 
     def steady() -> int | None:
         now, value = time.monotonic(), rss(m)
-        if not seen or seen[-1][1] != value:
+        if not seen or abs(seen[-1][1] - value) >= STEADY:
             seen.append((now, value))
         return value if now - seen[-1][0] >= 2 * SETTLE else None
 
