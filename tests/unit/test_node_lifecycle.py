@@ -19,16 +19,10 @@ from typing import Any
 import httpx
 import pyfuse3
 import pytest
-import trio
+from test_ops import operations
 
-from flowfs.api import FlowAPI
-from flowfs.auth import Credentials
-from flowfs.downloads import Downloads
-from flowfs.inodes import ROOT_INODE, InodeTable
-from flowfs.nodes import Node
+from flowfs.inodes import ROOT_INODE
 from flowfs.ops import Operations
-from flowfs.reader import Reader, ReaderConfig
-from flowfs.tree import Tree
 
 FILES = 300
 
@@ -70,22 +64,8 @@ class Flow:
 @pytest.fixture
 async def mount() -> AsyncIterator[tuple[Operations, Flow]]:
     flow = Flow()
-    client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
-    api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
-    inodes: InodeTable[Node] = InodeTable()
-    tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None)
-    downloads = Downloads(tree, "/mnt")
-    tree.add_root_entries({".downloads": downloads.directory})
-    async with client, trio.open_nursery() as nursery:
-        reader = Reader(fetch(api), nursery, ReaderConfig(cache_bytes=2**20))
-        yield Operations(tree, inodes, reader, downloads, uid=0, gid=0, ttl=60), flow
-        nursery.cancel_scope.cancel()
-
-
-def fetch(api: FlowAPI) -> Any:
-    async def get(target: Any, start: int, end: int) -> Any:
-        return await api.fetch_range(target.url, start, end)
-    return get
+    async with operations(flow, cache_bytes=2**20, uid=0, gid=0) as o:
+        yield o, flow
 
 
 class Kernel:

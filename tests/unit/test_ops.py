@@ -8,7 +8,8 @@ import logging
 import os
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,20 +91,33 @@ class FakeFlow:
                               headers={"Content-Range": f"bytes {a}-{b}/{len(data)}"})
 
 
-@pytest.fixture
-async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
-    flow = FakeFlow()
+@asynccontextmanager
+async def operations(flow: Callable[[httpx.Request], httpx.Response], *, ttl: float = 60,
+                     cache_bytes: int = 32 * 2**20, uid: int | None = None,
+                     gid: int | None = None,
+                     more: Callable[[Tree], dict[str, Node]] | None = None,
+                     ) -> AsyncIterator[Operations]:
+    """``Operations`` over a mock Flow, built as ``mount`` builds them: the tree, the
+    ``.downloads/`` wing and ``more(tree)`` at its root, a reader fetching through the API."""
     client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
     api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
     inodes: InodeTable[Node] = InodeTable()
-    tree = Tree(api, inodes, ttl=60, invalidate=lambda ino, name: None)
+    tree = Tree(api, inodes, ttl=ttl, invalidate=lambda ino, name: None)
     downloads = Downloads(tree, "/mnt")
-    tree.add_root_entries({".downloads": downloads.directory})
+    tree.add_root_entries({".downloads": downloads.directory, **(more(tree) if more else {})})
     async with client, trio.open_nursery() as nursery:
-        reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
-        yield Operations(tree, inodes, reader, downloads, uid=os.getuid(), gid=os.getgid(),
-                         ttl=60), flow
+        reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=cache_bytes))
+        yield Operations(tree, inodes, reader, downloads, ttl=ttl,
+                         uid=os.getuid() if uid is None else uid,
+                         gid=os.getgid() if gid is None else gid)
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
+    flow = FakeFlow()
+    async with operations(flow) as o:
+        yield o, flow
 
 
 @pytest.mark.parametrize("umask, file_mode, dir_mode", [

@@ -10,18 +10,14 @@ from typing import Any
 import httpx
 import pyfuse3
 import pytest
-import trio
-from test_ops import FakeFlow, api_fetch, walk
+from test_ops import FakeFlow, operations, walk
 
 from flowfs import refresh
 from flowfs.api import FlowAPI
-from flowfs.auth import Credentials
-from flowfs.downloads import Downloads
 from flowfs.inodes import InodeTable
 from flowfs.listing import ListingDir
 from flowfs.nodes import Node, StaticDir
 from flowfs.ops import Operations
-from flowfs.reader import Reader, ReaderConfig
 from flowfs.refresh import RefreshFile, mount_of, outdate
 from flowfs.tree import Tree
 
@@ -29,18 +25,14 @@ from flowfs.tree import Tree
 @pytest.fixture
 async def ops() -> AsyncIterator[tuple[Operations, FakeFlow]]:
     flow = FakeFlow()
-    client = httpx.AsyncClient(transport=httpx.MockTransport(flow))
-    api = FlowAPI("http://f/api", "http://f", Credentials("token", "test", token="t"), client)
-    inodes: InodeTable[Node] = InodeTable()
-    tree = Tree(api, inodes, ttl=3600, invalidate=lambda ino, name: None)
-    control = StaticDir(tree, tree.started)
-    control.children = {"refresh": RefreshFile(tree)}
-    tree.add_root_entries({".flowfs": control})
-    async with client, trio.open_nursery() as nursery:
-        reader = Reader(api_fetch(api), nursery, ReaderConfig(cache_bytes=32 * 2**20))
-        yield Operations(tree, inodes, reader, Downloads(tree, "/mnt"), uid=os.getuid(),
-                         gid=os.getgid(), ttl=3600), flow
-        nursery.cancel_scope.cancel()
+
+    def control(tree: Tree) -> dict[str, Node]:
+        flowfs = StaticDir(tree, tree.started)
+        flowfs.children = {"refresh": RefreshFile(tree)}
+        return {".flowfs": flowfs}
+
+    async with operations(flow, ttl=3600, more=control) as o:
+        yield o, flow
 
 
 async def ask(o: Operations, text: bytes) -> None:
