@@ -2,33 +2,37 @@
 
 Flow's bytes under one data id never change, and the server gives each file's size and
 md5. So a block is keyed by *what the bytes are*: an entry is named by a digest of
-(data id, size, md5, block size), and a block file by its index in that entry. Should
-the server ever report another size or md5 for an id, the key changes and the old
-blocks are simply never looked at again (eviction removes them).
+(data id, size, md5, block size). Should the server ever report another size or md5 for
+an id, the key changes and the old blocks are simply never looked at again (eviction
+removes them).
 
-Layout under the cache directory (format 1)::
+An entry's blocks live in *extent files* of up to ``EXTENT_BLOCKS`` blocks each (8 MiB
+with 256 KiB blocks): one file per extent, not per block, so a run of blocks is written
+with one ``pwritev`` and read back with one ``preadv``, and the kernel's read-ahead works
+across it. An extent file is sparse: a table of block headers in its first 4 KiB, then
+block ``j`` of the extent at ``4096 + j * block_size``, where it is absent (a hole) until
+written. Layout under the cache directory (format 2)::
 
-    v1/<2 hex>/<32 hex digest>/<block index>   one block: a 36-byte header, then the bytes
-    v1/<2 hex>/<32 hex digest>/verified        the complete file once matched Flow's md5
-    v1/<2 hex>/<32 hex digest>/.tmp.*          a block being written (never read)
+    v2/<2 hex>/<32 hex digest>/<extent index>  up to 32 blocks: header table, then bytes
+    v2/<2 hex>/<32 hex digest>/verified        the complete file once matched Flow's md5
     .prune.lock                                one pruning pass at a time
 
 Invariants, each relied upon by readers that share the directory:
 
-1. A block file only ever appears complete: it is written under a temporary name in its
-   entry's directory and renamed into place (rename is atomic), so neither a reader nor
-   a ``kill -9`` in the middle of a write leaves a torn block under a block's name.
+1. A block's header is written only after its bytes, and holds the CRC-32 of them: a
+   block whose header is not there (a writer killed in between, or a hole) is absent,
+   and one whose bytes were not all written (a crash of the machine that lost a page)
+   fails its check. Two writers of one block write the same bytes to the same place.
 2. A block is returned only if its header names this entry and index, its length is the
    one the file's size implies, and the CRC-32 of header and bytes matches. Anything else
-   (a flipped bit, a truncation, a file moved under another name) is *damage*: the file
-   is removed and the caller fetches the block again. A damaged cache never yields a
+   (a flipped bit, a truncation, a file moved under another name) is *damage*: its header
+   is cleared and the caller fetches the block again. A damaged cache never yields a
    wrong byte (short of deliberate forgery: see docs/architecture.md).
-3. Nothing is locked for reading or writing: two writers of one block write the same
-   bytes and the last rename wins. Pruning takes a lock only against other pruners;
-   deleting a file another process reads is harmless on POSIX (its open descriptor
-   keeps the bytes).
-4. Least recently used goes first: a block's mtime is when it was written or last read
-   (reads refresh it at most once a minute).
+3. Nothing is locked for reading or writing. Pruning takes a lock only against other
+   pruners; deleting a file another process reads or writes is harmless on POSIX (its
+   open descriptor keeps the bytes; what it writes there is lost, and fetched again).
+4. Least recently used goes first, an extent at a time: an extent file's mtime is when
+   it was last written or read (reads refresh it at most once a minute).
 
 Everything here is blocking file I/O: callers run it in worker threads. The store keeps
 no mutable state of its own, so any number of threads may use one instance.
@@ -37,86 +41,85 @@ no mutable state of its own, so any number of threads may use one instance.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
 import re
-import secrets
 import shutil
-import stat
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-FORMAT = "v1"
-MAGIC = b"FFC1"
-# magic, length of the bytes, block index, entry digest (16 bytes), crc32 of all before + bytes
-_HEADER = struct.Struct("<4sIQ16sI")
-HEADER_SIZE = _HEADER.size
+from flowfs.extentfile import (
+    EXTENT_BLOCKS,
+    Buffer,
+    Entry,
+    clear_headers,
+    count_blocks,
+    data_at,
+    entry,
+    extents,
+    header_at,
+    read_run,
+    write_run,
+)
+
+__all__ = ["Damaged", "Entry", "Found", "Place", "Store", "Usage", "entry",
+           "filesystem_type", "is_network_fs"]
+
+FORMAT = "v2"
+OLD_FORMATS = ("v1",)  # removed by pruning and clearing: no version reads them any more
 VERIFIED = "verified"
-TMP_PREFIX = ".tmp."
-TOUCH_AFTER = 60.0  # seconds: how stale a block's mtime may get before a read refreshes it
-STALE_TMP = 3600.0  # a temporary file this old is a dead writer's leftover
+TOUCH_AFTER = 60.0  # seconds: how stale an extent's mtime may get before a read refreshes it
 GiB = 2**30
 FLOOR_BYTES = GiB  # never leave less free than this on the cache's filesystem...
 FLOOR_FRACTION = 0.05  # ...or, on a small one, than this share of it (the smaller of both)
 
 PRIVATE_MODES = (0o700, 0o600)  # directories, files
 GROUP_MODES = (0o2770, 0o660)  # setgid: new entries keep the shared directory's group
-# (files group-writable so that any member's reads refresh a block's mtime, which needs write
-# permission: members can replace any file through the directory anyway)
+# (files group-writable so that any member's reads refresh an extent's mtime, which needs
+# write permission, and any member may add blocks to an extent another member began)
 
 
 class Damaged(Exception):
-    """A block file exists but fails its checks; it has been removed."""
+    """A block exists but fails its checks; it has been cleared (where we may write)."""
+
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One file's blocks: the key of everything stored for (id, size, md5, block size)."""
+class Place:
+    """Where block ``index`` of an entry lives: its extent file, header and bytes."""
 
-    digest: bytes  # 16 bytes
-    size: int
-    block_size: int
-    md5: str | None
-
-    @property
-    def name(self) -> str:
-        return self.digest.hex()
-
-    @property
-    def blocks(self) -> int:
-        return -(-self.size // self.block_size)
-
-    def block_length(self, index: int) -> int:
-        if not 0 <= index < self.blocks:
-            raise IndexError(f"block {index} outside a file of {self.size} bytes")
-        return min(self.block_size, self.size - index * self.block_size)
-
-
-def entry(data_id: str, size: int, md5: str | None, block_size: int) -> Entry:
-    """The entry of a data id as the server describes it now."""
-    key = f"flowfs-block\0{data_id}\0{size}\0{md5 or ''}\0{block_size}".encode()
-    return Entry(hashlib.blake2b(key, digest_size=16).digest(), size, block_size, md5)
+    path: Path
+    header_at: int
+    data_at: int
 
 
 @dataclass(frozen=True)
 class Usage:
     """What a cache directory holds."""
 
-    bytes: int = 0  # on disk, headers included
+    bytes: int = 0  # allocated on disk, header tables included
     blocks: int = 0
     entries: int = 0
 
 
+@dataclass
+class Found:
+    """What the disk gave for a run of blocks: a buffer or None each, and what went wrong."""
+
+    blocks: list[bytearray | None] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # why each damaged block was refused
+    errors: list[OSError] = field(default_factory=list)  # extents the disk would not read
+
+
 @dataclass(frozen=True)
-class _Block:
+class _Extent:
     mtime: float
-    size: int
+    size: int  # allocated bytes
     path: str
 
 
@@ -155,99 +158,131 @@ class Store:
             os.mkdir(path, self.dir_mode)
         except FileExistsError:
             return
-        os.chmod(path, self.dir_mode)  # mkdir's mode went through the umask
+        with contextlib.suppress(FileNotFoundError):  # a pruner took it (it was empty)
+            os.chmod(path, self.dir_mode)  # mkdir's mode went through the umask
 
     def _entry_dir(self, item: Entry) -> Path:
         return self.base / item.name[:2] / item.name
 
-    # -- blocks --------------------------------------------------------------------------
+    def place(self, item: Entry, index: int) -> Place:
+        """Where block ``index`` of ``item`` is kept (whether or not it is there)."""
+        item.block_length(index)  # raises IndexError outside the file
+        return Place(self._entry_dir(item) / str(index // EXTENT_BLOCKS), header_at(index),
+                     data_at(item, index))
 
-    def get(self, item: Entry, index: int, into: bytearray | None = None) -> bytearray | None:
-        """Block ``index`` of ``item``: None if absent; raises :class:`Damaged` if bad.
+    # -- runs of blocks ------------------------------------------------------------------
 
-        ``into``: a buffer of exactly the block's length to read into (its old content
-        is overwritten entirely, or the block is damage).
+    def read(self, item: Entry, indices: range,
+             into: Sequence[bytearray | None] | None = None) -> Found:
+        """Blocks ``indices`` of ``item``: each a buffer, or None (absent or damaged).
+
+        ``into``: a buffer per block, of exactly its length or None, to read into (a
+        buffer's old content is overwritten entirely, or the block is damage).
         """
-        length = item.block_length(index)
-        if into is not None and len(into) != length:
-            raise ValueError(f"a buffer of {len(into)} bytes for a block of {length}")
-        path = self._entry_dir(item) / str(index)
+        if into is None:
+            into = [None] * len(indices)
+        found = Found()
+        for run in extents(indices):
+            first = run.start - indices.start
+            self._read_extent(item, run, into[first : first + len(run)], found)
+        return found
+
+    def _read_extent(self, item: Entry, run: range, into: Sequence[bytearray | None],
+                     found: Found) -> None:
+        path = self.place(item, run.start).path
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
-            return None
+            found.blocks.extend([None] * len(run))
+            return
+        except OSError as exc:
+            found.errors.append(exc)
+            found.blocks.extend([None] * len(run))
+            return
+        damaged: dict[int, str] = {}
         try:
-            st = os.fstat(fd)
-            data = bytearray(length) if into is None else into
-            head, extra = bytearray(HEADER_SIZE), bytearray(1)
-            got = os.readv(fd, [head, data, extra])
+            blocks = read_run(fd, item, run, into, damaged)
+            _touch(fd)
+        except OSError as exc:
+            found.errors.append(exc)
+            blocks = [None] * len(run)
         finally:
             os.close(fd)
-        problem = _check(head, data, got, item, index)
-        if problem is not None:
-            _unlink(path)
-            raise Damaged(f"{path}: {problem}")
-        if time.time() - st.st_mtime > TOUCH_AFTER:
-            with contextlib.suppress(OSError):  # a read-only cache still serves
-                os.utime(path)
-        return data
+        found.blocks.extend(blocks)
+        if damaged:
+            found.damaged.extend(f"{path}: block {i}: {why}" for i, why in damaged.items())
+            clear_headers(path, list(damaged))
 
-    def prefetch(self, item: Entry, indices: range) -> None:
-        """Ask the kernel to start reading these blocks' files from the disk, all at once.
-
-        Each block is a file of its own, so the kernel's read-ahead, which works within
-        a file, never reaches the next block: read one after the other, a cold run
-        waits for the disk once per block. Announced together, their reads queue up
-        side by side and the ``get`` calls that follow find them in memory.
-        """
-        directory = self._entry_dir(item)
-        if not directory.is_dir():
-            return  # nothing of this file on disk (a first read)
-        for index in indices:
+    def write_run(self, item: Entry, first: int, blocks: Sequence[Buffer]
+                  ) -> tuple[int, OSError | None]:
+        """Store blocks from ``first`` on; how many were, and the error that stopped it."""
+        for i, block in enumerate(blocks):
+            if len(block) != item.block_length(first + i):
+                raise ValueError(f"block {first + i}: {len(block)} bytes, expected "
+                                 f"{item.block_length(first + i)}")
+        done = 0
+        for run in extents(range(first, first + len(blocks))):
+            part = blocks[run.start - first : run.stop - first]
             try:
-                fd = os.open(directory / str(index), os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+                self._write_extent(item, run, part)
+            except OSError as exc:
+                return done, exc
+            done += len(run)
+        return done, None
 
-    def put(self, item: Entry, index: int, data: bytes | bytearray | memoryview) -> None:
-        """Store block ``index`` (invariant 1). Raises OSError (ENOSPC, EROFS, ...)."""
-        if len(data) != item.block_length(index):
-            raise ValueError(f"block {index}: {len(data)} bytes, expected "
-                             f"{item.block_length(index)}")
-        directory = self._entry_dir(item)
-        head = _header(item, index, data)
-        for attempt in (1, 2):
-            try:
-                self._write(directory, str(index), head, data)
-                return
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-                # a new entry, or a pruner removed the (then empty) directory meanwhile
-                self._mkdir(directory.parent)
-                self._mkdir(directory)
-
-    def _write(self, directory: Path, name: str, head: bytes,
-               data: bytes | bytearray | memoryview) -> None:
-        tmp = directory / f"{TMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode)
+    def _write_extent(self, item: Entry, run: range, blocks: Sequence[Buffer]) -> None:
+        fd = self._open_extent(self.place(item, run.start).path)
         try:
+            write_run(fd, item, run, blocks)
+        finally:
+            os.close(fd)
+
+    def _open_extent(self, path: Path) -> int:
+        """Open an extent file to write, made (with our mode) if missing.
+
+        A pruner may remove the file, or its emptied directory, at any moment: each is
+        made again, a few times at most.
+        """
+        flags = os.O_RDWR | os.O_CLOEXEC
+        for attempt in range(8):
             try:
-                if self.file_mode & 0o077:
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, self.file_mode)
+            except FileExistsError:
+                try:
+                    return os.open(path, flags)
+                except FileNotFoundError:
+                    continue  # pruned just now
+            except FileNotFoundError:
+                if attempt == 7:
+                    raise
+                self._mkdir(path.parent.parent)
+                self._mkdir(path.parent)
+                continue
+            if self.file_mode & 0o077:
+                with contextlib.suppress(OSError):
                     os.fchmod(fd, self.file_mode)  # the umask may have taken group bits
-                _write_all(fd, [head, data])
-            finally:
-                os.close(fd)
-            os.rename(tmp, directory / name)
-        except BaseException:
-            _unlink(tmp)
-            raise
+            return fd
+        raise FileNotFoundError(errno.ENOENT, "removed as often as it was made", str(path))
+
+    # -- single blocks ---------------------------------------------------------------------
+
+    def get(self, item: Entry, index: int, into: bytearray | None = None) -> bytearray | None:
+        """Block ``index`` of ``item``: None if absent; raises :class:`Damaged` if bad."""
+        length = item.block_length(index)
+        if into is not None and len(into) != length:
+            raise ValueError(f"a buffer of {len(into)} bytes for a block of {length}")
+        found = self.read(item, range(index, index + 1), [into])
+        if found.damaged:
+            raise Damaged(found.damaged[0])
+        if found.errors:
+            raise found.errors[0]
+        return found.blocks[0]
+
+    def put(self, item: Entry, index: int, data: Buffer) -> None:
+        """Store block ``index``. Raises OSError (ENOSPC, EROFS, ...)."""
+        _, error = self.write_run(item, index, [data])
+        if error is not None:
+            raise error
 
     # -- whole files -----------------------------------------------------------------------
 
@@ -255,8 +290,8 @@ class Store:
         """Check a complete entry against Flow's md5 once.
 
         True: it matches (now or before: a ``verified`` mark); None: no md5, blocks are
-        missing, or ``stop`` was set; False: it does not match, and the entry has been
-        removed.
+        missing or damaged, or ``stop`` was set; False: it does not match, and the entry
+        has been removed.
         """
         if item.md5 is None:
             return None
@@ -264,21 +299,25 @@ class Store:
         if (directory / VERIFIED).exists():
             return True
         digest = hashlib.md5()
-        try:
-            for index in range(item.blocks):
-                if stop is not None and stop.is_set():
-                    return None
-                block = self.get(item, index)
+        for start in range(0, item.blocks, EXTENT_BLOCKS):
+            if stop is not None and stop.is_set():
+                return None
+            found = self.read(item, range(start, min(start + EXTENT_BLOCKS, item.blocks)))
+            if found.errors:
+                raise found.errors[0]
+            for block in found.blocks:
                 if block is None:
-                    return None
+                    return None  # absent or damaged: fetched and checked again later
                 digest.update(block)
-        except Damaged:
-            return None  # that block is gone: it will be fetched and checked again
         if digest.hexdigest() != item.md5.lower():
             self.remove(item)
             return False
         with contextlib.suppress(FileNotFoundError):  # pruned meanwhile: check again later
-            self._write(directory, VERIFIED, b"", b"")
+            fd = os.open(directory / VERIFIED, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
+                         self.file_mode)
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, self.file_mode)  # the umask may have taken group bits
+            os.close(fd)
         return True
 
     def remove(self, item: Entry) -> None:
@@ -286,29 +325,24 @@ class Store:
 
     # -- size, eviction ---------------------------------------------------------------------
 
-    def _blocks(self) -> Iterator[_Block]:
-        """Every block file (and stale temporary files, which are removed on the way)."""
-        now = time.time()
+    def _extent_files(self) -> Iterator[_Extent]:
         for entry_dir in _subdirs(self.base, depth=2):
             for item in _scan(entry_dir):
+                if not item.name.isdigit():
+                    continue
                 try:
                     st = item.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                if item.name.startswith(TMP_PREFIX):
-                    if now - st.st_mtime > STALE_TMP:
-                        _unlink(item.path)
-                    continue
-                if item.name != VERIFIED and stat.S_ISREG(st.st_mode):
-                    yield _Block(st.st_mtime, st.st_size, item.path)
+                yield _Extent(st.st_mtime, st.st_blocks * 512, item.path)
 
     def usage(self) -> Usage:
         total = count = 0
         entries: set[str] = set()
-        for block in self._blocks():
-            total += block.size
-            count += 1
-            entries.add(os.path.dirname(block.path))
+        for extent in self._extent_files():
+            total += extent.size
+            count += count_blocks(extent.path)
+            entries.add(os.path.dirname(extent.path))
         return Usage(total, count, len(entries))
 
     def budget(self, used: int, max_bytes: int) -> int:
@@ -320,35 +354,42 @@ class Store:
         return max(0, min(max_bytes, used + free - floor))
 
     def prune(self, max_bytes: int) -> Usage | None:
-        """Remove least recently used blocks until at most ``max_bytes`` remain.
+        """Remove least recently used extents until at most ``max_bytes`` remain.
 
         Returns what remains, or None if another process is pruning right now.
         """
         with self._prune_lock() as locked:
             if not locked:
                 return None
-            blocks = sorted(self._blocks(), key=lambda b: b.mtime)
-            total = sum(b.size for b in blocks)
+            self._remove_old_formats()
+            extents = sorted(self._extent_files(), key=lambda e: e.mtime)
+            total = sum(e.size for e in extents)
             emptied: set[str] = set()
             removed = 0
-            for block in blocks:
+            for extent in extents:
                 if total <= max_bytes:
                     break
-                _unlink(block.path)
-                total -= block.size
+                _unlink(extent.path)
+                total -= extent.size
                 removed += 1
-                emptied.add(os.path.dirname(block.path))
+                emptied.add(os.path.dirname(extent.path))
             for directory in emptied:
                 _remove_if_empty(directory)
-            left = blocks[removed:]
-            return Usage(total, len(left), len({os.path.dirname(b.path) for b in left}))
+            left = extents[removed:]
+            return Usage(total, sum(count_blocks(e.path) for e in left),
+                         len({os.path.dirname(e.path) for e in left}))
 
     def clear(self) -> Usage:
         """Remove every entry; returns what was removed."""
         removed = self.usage()
         for shard in _subdirs(self.base, depth=1):
             shutil.rmtree(shard, ignore_errors=True)
+        self._remove_old_formats()
         return removed
+
+    def _remove_old_formats(self) -> None:
+        for old in OLD_FORMATS:
+            shutil.rmtree(self.root / old, ignore_errors=True)
 
     @contextlib.contextmanager
     def _prune_lock(self) -> Iterator[bool]:
@@ -365,34 +406,11 @@ class Store:
             os.close(fd)
 
 
-def _header(item: Entry, index: int, data: bytes | bytearray | memoryview) -> bytes:
-    prefix = _HEADER.pack(MAGIC, len(data), index, item.digest, 0)[:-4]
-    return prefix + struct.pack("<I", zlib.crc32(data, zlib.crc32(prefix)))
-
-
-def _check(head: bytearray, data: bytearray, got: int, item: Entry, index: int) -> str | None:
-    """Why a block read back is not the block wanted (None: it is)."""
-    if got != HEADER_SIZE + len(data):
-        return f"{got} bytes, expected {HEADER_SIZE + len(data)}"
-    magic, length, stored_index, digest, crc = _HEADER.unpack(head)
-    if magic != MAGIC or length != len(data):
-        return "not a block of this format"
-    if stored_index != index or digest != item.digest:
-        return "a block of another file or position"
-    if zlib.crc32(data, zlib.crc32(head[:-4])) != crc:
-        return "checksum mismatch"
-    return None
-
-
-def _write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
-    views = [memoryview(p).cast("B") for p in parts if len(p)]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
+def _touch(fd: int) -> None:
+    """Refresh an extent's mtime (its place in the eviction order), at most once a minute."""
+    if time.time() - os.fstat(fd).st_mtime > TOUCH_AFTER:
+        with contextlib.suppress(OSError):  # a read-only cache still serves
+            os.utime(fd)
 
 
 def _unlink(path: str | Path) -> None:

@@ -37,15 +37,9 @@ from cachetools import LRUCache
 from flowfs.blocks import blocks_covering, iter_runs, run_span
 from flowfs.buffers import BufferPool
 from flowfs.config import MountConfig, cache_dir
-from flowfs.diskcache import (
-    Damaged,
-    Entry,
-    Store,
-    entry,
-    filesystem_type,
-    is_network_fs,
-)
+from flowfs.diskcache import Store, filesystem_type, is_network_fs
 from flowfs.errors import BadReply
+from flowfs.extentfile import Entry, entry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -153,21 +147,10 @@ class DiskFetch:
     def _read(self, item: Entry, indices: range, into: list[bytearray | None]
               ) -> tuple[list[Any], int, list[OSError]]:
         """In a worker thread: the blocks the disk gives back intact (None for the rest)."""
-        blocks: list[Any] = []
-        damaged, errors = 0, []
-        if len(indices) > 1:
-            self.store.prefetch(item, indices)
-        for index, buffer in zip(indices, into, strict=True):
-            try:
-                blocks.append(self.store.get(item, index, buffer))
-            except Damaged as exc:
-                log.warning("disk cache: %s; fetching the block again", exc)
-                damaged += 1
-                blocks.append(None)
-            except OSError as exc:
-                errors.append(exc)
-                blocks.append(None)
-        return blocks, damaged, errors
+        found = self.store.read(item, indices, into)
+        for problem in found.damaged:
+            log.warning("disk cache: %s; fetching the block again", problem)
+        return found.blocks, len(found.damaged), found.errors
 
     def _count_reads(self, item: Entry, indices: range, blocks: list[Any], damaged: int,
                      errors: list[OSError]) -> None:
@@ -233,14 +216,8 @@ class DiskFetch:
     def _write(self, item: Entry, index: int, blocks: list[Any]) -> tuple[list[int],
                                                                             OSError | None]:
         """In a worker thread: store a run's blocks; stops at the first error."""
-        done: list[int] = []
-        for offset, block in enumerate(blocks):
-            try:
-                self.store.put(item, index + offset, block)
-            except OSError as exc:
-                return done, exc
-            done.append(index + offset)
-        return done, None
+        done, error = self.store.write_run(item, index, blocks)
+        return list(range(index, index + done)), error
 
     def _write_failed(self, exc: OSError) -> None:
         self.counts["errors"] += 1

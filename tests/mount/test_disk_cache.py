@@ -38,7 +38,8 @@ from harness import (
     wait_for,
 )
 
-from flowfs.diskcache import HEADER_SIZE, Store, entry
+from flowfs.diskcache import Place, Store
+from flowfs.extentfile import HEADER_SIZE, entry
 
 BLOCK = 256 * 1024
 SIZE = 6 * 2**20 + 4321
@@ -147,9 +148,9 @@ def fill(start: Start, cache: Path, *names: str) -> None:
     m.close()
 
 
-def block_file(cache: Path, record: dict[str, Any], index: int) -> Path:
+def block_place(cache: Path, record: dict[str, Any], index: int) -> Place:
     item = entry(record["id"], record["size"], record["md5"], BLOCK)
-    return cache / "v1" / item.name[:2] / item.name / str(index)
+    return Store(cache).place(item, index)
 
 
 def test_a_remount_reads_cached_bytes_without_one_file_request(
@@ -168,38 +169,59 @@ def test_a_remount_reads_cached_bytes_without_one_file_request(
 DAMAGED = (1, 5, 9)
 
 
-def damage(path: Path, how: str, elsewhere: Path) -> None:
-    raw = bytearray(path.read_bytes())
+def damage(place: Place, how: str, elsewhere: Place) -> None:
+    """Damage one block where it lives, in its file (as the disk or a crash would)."""
+    raw = bytearray(place.path.read_bytes())
+    head = slice(place.header_at, place.header_at + HEADER_SIZE)
     if how == "flipped":
-        raw[HEADER_SIZE + 1000] ^= 0x10
-        path.write_bytes(bytes(raw))
-    elif how == "truncated":
-        path.write_bytes(bytes(raw[: len(raw) // 2]))
-    elif how == "deleted":
-        path.unlink()
-    elif how == "half-written":  # as a crash leaves it: a short file, and a temporary one
-        path.write_bytes(bytes(raw[:HEADER_SIZE]))
-        (path.parent / ".tmp.99999.dead").write_bytes(bytes(raw[:1000]))
-    elif how == "another-file's":
-        shutil.copyfile(elsewhere, path)
+        raw[place.data_at + 1000] ^= 0x10
+    elif how == "truncated":  # the file cut in the middle of this block
+        raw = raw[: place.data_at + BLOCK // 2]
+    elif how == "header-lost":  # a writer killed between the bytes and their header
+        raw[head] = bytes(HEADER_SIZE)
+    elif how == "half-written":  # a header torn by a crash of the machine
+        raw[place.header_at + 8 : head.stop] = bytes(HEADER_SIZE - 8)
+    elif how == "another-file's":  # the same block of another file, header and bytes
+        other = elsewhere.path.read_bytes()
+        raw[head] = other[head]
+        raw[place.data_at : place.data_at + BLOCK] = other[
+            elsewhere.data_at : elsewhere.data_at + BLOCK]
+    place.path.write_bytes(bytes(raw))
 
 
-@pytest.mark.parametrize("how", ["flipped", "truncated", "deleted", "half-written",
-                                 "another-file's"])
+def requested_blocks(requests: list[dict[str, Any]]) -> set[int]:
+    out: set[int] = set()
+    for r in requests:
+        first, last = (int(n) for n in r["range"].removeprefix("bytes=").split("-"))
+        out.update(range(first // BLOCK, last // BLOCK + 1))
+    return out
+
+
+@pytest.mark.parametrize("how", ["flipped", "truncated", "header-lost", "half-written",
+                                 "another-file's", "file-deleted"])
 def test_a_damaged_cache_never_yields_a_wrong_byte(
         start: Start, server: Server, tmp_path: Path, sources: dict[str, str],
         records: dict[str, dict[str, Any]], how: str) -> None:
     cache = tmp_path / "cache"
     fill(start, cache, "big2.bin", "big3.bin")
-    for index in DAMAGED:
-        damage(block_file(cache, records["big2.bin"], index), how,
-               block_file(cache, records["big3.bin"], index))
+    if how == "file-deleted":
+        block_place(cache, records["big2.bin"], 0).path.unlink()
+        lost, damaged = set(range(blocks_of(SIZE))), 0
+    elif how == "truncated":  # cut in the last damaged block: all blocks after it go too
+        damage(block_place(cache, records["big2.bin"], DAMAGED[-1]), how,
+               block_place(cache, records["big3.bin"], DAMAGED[-1]))
+        lost = set(range(DAMAGED[-1], blocks_of(SIZE)))
+        damaged = len(lost)
+    else:
+        for index in DAMAGED:
+            damage(block_place(cache, records["big2.bin"], index), how,
+                   block_place(cache, records["big3.bin"], index))
+        lost, damaged = set(DAMAGED), (0 if how == "header-lost" else len(DAMAGED))
     mark = len(server.requests())
     m = start(cache)
     assert read(m, "big2.bin") == {"big2.bin": sources["big2.bin"]}
-    ranges = sorted(r["range"] for r in file_requests(server, mark))
-    assert ranges == sorted(f"bytes={i * BLOCK}-{(i + 1) * BLOCK - 1}" for i in DAMAGED)
-    assert stats(m)["disk_cache"]["damaged"] == (0 if how == "deleted" else len(DAMAGED))
+    assert requested_blocks(file_requests(server, mark)) == lost
+    assert stats(m)["disk_cache"]["damaged"] == damaged
 
 
 def test_a_daemon_killed_while_filling_leaves_a_cache_that_reads_right(
@@ -297,16 +319,16 @@ def test_two_mounts_share_one_cache_and_neither_reads_what_flow_refuses_it(
     assert read(alice, SECRET) == {SECRET: sources[SECRET]}  # alice's mount is unharmed
 
     shared = records[SHARED]
-    aged = block_file(shared_dir, shared, 0)
+    aged = block_place(shared_dir, shared, 0).path
     os.utime(aged, (1e9, 1e9))  # long unread: the other user's read must make it recent
     out = sh("setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}",
              f"--groups={SHARED_GID}", sys.executable, "-c", OTHER_USER, str(shared_dir),
              shared["id"], str(shared["size"]), shared["md5"], cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == b"ok"
     assert aged.stat().st_mtime > time.time() - 60
-    blocks = [p for p in shared_dir.rglob("*") if p.is_file() and p.parent.parent.parent.name
-              == "v1"]
-    assert {(p.stat().st_mode & 0o7777, p.stat().st_gid) for p in blocks} == {
+    extents = [p for p in shared_dir.rglob("*") if p.is_file() and p.parent.parent.parent.name
+               == "v2"]
+    assert {(p.stat().st_mode & 0o7777, p.stat().st_gid) for p in extents} == {
         (0o660, SHARED_GID)}
     assert {p.stat().st_mode & 0o7777 for p in shared_dir.rglob("*") if p.is_dir()} == {
         0o2770}

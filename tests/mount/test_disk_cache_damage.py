@@ -1,9 +1,10 @@
 """Disk cache damage soak: damage random blocks in random ways, remount, read, compare.
 
 Off by default: ``FLOWFS_SOAK=1 pytest tests/mount/test_disk_cache_damage.py -m slow -s``.
-``FLOWFS_SOAK_SECONDS`` sets the duration (default 120). Each round damages 1-8 block files
-of a shared cache directory (bit flips anywhere, header included; truncation; extension;
-zeroed bytes; deletion; another block copied over it; two blocks swapped), then a fresh
+``FLOWFS_SOAK_SECONDS`` sets the duration (default 120). Each round damages 1-8 extent files
+of a shared cache directory (bit flips anywhere, header table included; truncation;
+extension; zeroed bytes; deletion; another extent copied over it; two extents swapped; two
+block headers swapped within a table), then a fresh
 mount reads every file and each file's md5 is compared with the source. Every fifth round
 the daemon is killed with SIGKILL in the middle of a read first. The figures are printed
 (and quoted in docs/reliability.md).
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 from harness import MD5S, Processes, md5s, sh, user_env
 
-from flowfs.diskcache import HEADER_SIZE
+from flowfs.extentfile import EXTENT_BLOCKS, HEADER_SIZE
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,8 +36,8 @@ pytestmark = [
 ]
 
 FILES = 4
-SIZE = 4 * 2**20 + 777
-KINDS = ("flip", "truncate", "extend", "zero", "delete", "foreign", "swap")
+SIZE = 9 * 2**20 + 777  # 37 blocks of 256 KiB: two extent files each
+KINDS = ("flip", "truncate", "extend", "zero", "delete", "foreign", "swap", "headers")
 
 
 def make_catalog(root: Path) -> tuple[Path, dict[str, str]]:
@@ -72,8 +73,12 @@ def damage(blocks: list[Path], rng: random.Random, kinds: Counter[str]) -> None:
         elif kind == "extend":
             raw += os.urandom(rng.randint(1, 4096))
         elif kind == "zero":
-            start = rng.randrange(HEADER_SIZE, len(raw))
+            start = rng.randrange(len(raw))
             raw[start:] = bytes(len(raw) - start)
+        elif kind == "headers":  # two blocks' headers trade places
+            a, b = (rng.randrange(EXTENT_BLOCKS) * HEADER_SIZE for _ in range(2))
+            raw[a : a + HEADER_SIZE], raw[b : b + HEADER_SIZE] = (
+                raw[b : b + HEADER_SIZE], raw[a : a + HEADER_SIZE])
         elif kind == "delete":
             path.unlink()
             continue
@@ -113,7 +118,7 @@ def test_no_damage_ever_reaches_a_reader(tmp_path: Path) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             counts["rounds"] += 1
-            blocks = [p for p in cache.glob("v1/*/*/*") if p.name.isdigit()]
+            blocks = [p for p in cache.glob("v2/*/*/*") if p.name.isdigit()]
             damage(blocks, rng, kinds)
             m = procs.mount(server, env, "--disk-cache", "--cache-dir", str(cache),
                                "--cache-size", "16M")
