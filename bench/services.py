@@ -286,7 +286,9 @@ class Contender:
     """One way of reading the bench files; ``fresh()`` gives a cold view (a new mount).
 
     For flowfs, the daemon's peak RSS (``VmHWM``) at the end of each view is kept in
-    ``peaks_mib``: the memory check covers every workload, not only its own.
+    ``peaks_mib``: the memory check covers every workload, not only its own. Its disk
+    cache is as flowfs's default has it (on, in an emptied directory) unless
+    ``disk_cache`` says otherwise.
     """
 
     name: str
@@ -294,6 +296,7 @@ class Contender:
     urls: Endpoints
     certs: Certificates | None = None
     cache_size: str = "512M"
+    disk_cache: bool | None = None
     peaks_mib: list[float] = field(default_factory=list)
 
     @property
@@ -304,7 +307,8 @@ class Contender:
     def fresh(self) -> Iterator[View]:
         mnt = self.ws.root / "mnt" / self.name
         if self.name == "flowfs":
-            with flowfs_mount(self.ws, mnt, self.urls, self.cache_size, self.trust) as d:
+            with flowfs_mount(self.ws, mnt, self.urls, self.cache_size, self.trust,
+                              disk_cache=self.disk_cache) as d:
                 try:
                     yield MountView(mnt, by_sample=True, daemon=d)
                 finally:

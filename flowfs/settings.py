@@ -192,11 +192,11 @@ OPTIONS: tuple[Option, ...] = (
            "the files server (default: derived from api_url)"),
     Option("cache_size", "FLOWFS_CACHE_SIZE", _size, lambda: DEFAULT_CACHE_SIZE,
            f"memory for cached blocks and read-ahead ({format_size(DEFAULT_CACHE_SIZE)})"),
-    # Off by default until a first read with it costs no more than a tenth of the
-    # throughput on two cores (measured: 78-91% of the same read without it, the writes
-    # at the lowest priority; docs/performance.md).
-    Option("disk_cache", "FLOWFS_DISK_CACHE", _bool, lambda: False,
-           "keep fetched blocks on disk across mounts (off by default: --disk-cache)"),
+    # On by default: a first read with it costs 4-9% of the throughput on two cores
+    # (its writes use idle CPU only; docs/performance.md), and a file read again after a
+    # remount costs no network at all.
+    Option("disk_cache", "FLOWFS_DISK_CACHE", _bool, lambda: True,
+           "keep fetched blocks on disk across mounts (on; --no-disk-cache: memory only)"),
     Option("cache_dir", "FLOWFS_CACHE_DIR", _path, cache_dir,
            "the disk cache directory (~/.cache/flowfs; off by default on a network "
            "filesystem)"),

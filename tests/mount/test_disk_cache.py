@@ -97,12 +97,13 @@ def start(processes: Processes, server: Server) -> Start:
     return make
 
 
-def test_without_a_cache_dir_it_lives_under_xdg_cache_home_made_if_missing(
+def test_by_default_it_is_on_under_xdg_cache_home_made_if_missing(
         processes: Processes, server: Server, sources: dict[str, str],
         tmp_path: Path) -> None:
-    """A fresh account has no ~/.cache yet: the cache must not be off for that."""
+    """On by default, even for a fresh account with no ~/.cache yet."""
     home = tmp_path / "xdg-cache"  # does not exist
-    env = user_env("alice", "alice-pw", XDG_CACHE_HOME=str(home), FLOWFS_DISK_CACHE="yes")
+    env = user_env("alice", "alice-pw", XDG_CACHE_HOME=str(home))
+    del env["FLOWFS_DISK_CACHE"]  # the tests' harness turns it off: here, flowfs's default
     first = processes.mount(server, env)
     assert read(first, "big1.bin") == {"big1.bin": sources["big1.bin"]}
     settle(first, blocks_of(SIZE))

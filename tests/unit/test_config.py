@@ -193,16 +193,15 @@ def test_bad_logging_settings_name_the_key(tmp_path: Path, key: str, value: str,
         resolve(NO_FLAGS, env={}, path=path)
 
 
-def test_the_disk_cache_is_off_by_default_and_lives_under_xdg_cache_home(
+def test_the_disk_cache_is_on_by_default_and_lives_under_xdg_cache_home(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Off until a first read with it costs no more than a tenth (docs/performance.md).
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     values = resolve(NO_FLAGS, env={}, path=tmp_path / "none.toml")
-    assert values["disk_cache"].value is False
+    assert values["disk_cache"].value is True
     assert values["cache_dir"].value == tmp_path / "xdg" / "flowfs"
     assert values["disk_cache_size"].value == 10 * 2**30
     config = mount_config(values)
-    assert not config.disk_cache and config.cache_dir is None  # None: the default place
+    assert config.disk_cache and config.cache_dir is None  # None: the default place
     assert config.disk_cache_mode == "private"
 
 
