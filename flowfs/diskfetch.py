@@ -93,7 +93,7 @@ class DiskFetch:
         self._network = network
         self._bs = block_size
         self.max_bytes = max_bytes
-        self._queue_bytes = queue_bytes
+        self.queue_bytes = queue_bytes
         self._send, self._receive = trio.open_memory_channel[tuple[Entry, int, list[Any]]](
             math.inf)
         self._verify_send, self._verify_receive = trio.open_memory_channel[Entry](math.inf)
@@ -174,7 +174,7 @@ class DiskFetch:
         if not self._writable or trio.current_time() < self._paused_until:
             self.counts["write_skipped"] += len(blocks)
             return
-        if self._queued and self._queued + size > self._queue_bytes:
+        if self._queued and self._queued + size > self.queue_bytes:
             # The disk is slower than the network. (An empty queue takes any run, so a run
             # larger than a small cache's queue is still written: at most one run over.)
             self.counts["write_skipped"] += len(blocks)

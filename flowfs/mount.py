@@ -8,6 +8,7 @@ readiness report (``ready``) is sent only once the kernel has answered a
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -194,6 +195,7 @@ def _open_reader(config: MountConfig, reader_config: ReaderConfig, api: FlowAPI,
     disk = open_cache(config, network, reader_config.block_size, buffers)
     if disk is not None:
         nursery.start_soon(disk.run)
+        reader_config = dataclasses.replace(reader_config, held_outside=disk.queue_bytes)
     fetch = network if disk is None else disk
     reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
                     recycle=None if buffers is None else buffers.offer, link=api.link)

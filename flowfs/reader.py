@@ -94,6 +94,10 @@ class ReaderConfig:
     # open, a region query after another, often wants those blocks); the rest, and all
     # beyond a quarter of the read-ahead budget over closed streams, is cancelled.
     finish_on_close: int = 8 * 2**20
+    # Fetched blocks that others hold within the budget (the disk cache's write queue:
+    # a queued block the cache evicts stays in memory until written). Taken from what
+    # the cache keeps, so that the daemon's blocks stay within cache_bytes.
+    held_outside: int = 0
 
     def __post_init__(self) -> None:
         sizes = (self.block_size, self.first_fetch, self.readahead_max, self.max_request)
@@ -101,8 +105,8 @@ class ReaderConfig:
             raise ValueError(f"bad reader configuration: {self}")
         if self.cache_bytes < self.block_size:
             raise ValueError("cache_bytes must hold at least one block")
-        if self.seq_slack < 0 or self.finish_on_close < 0:
-            raise ValueError("seq_slack and finish_on_close must be >= 0")
+        if self.seq_slack < 0 or self.finish_on_close < 0 or self.held_outside < 0:
+            raise ValueError("seq_slack, finish_on_close and held_outside must be >= 0")
 
     @property
     def readahead_budget(self) -> int:
@@ -116,8 +120,10 @@ class ReaderConfig:
 
     @property
     def cache_capacity(self) -> int:
-        """Bytes of blocks the LRU cache keeps: the budget less the read-ahead in flight."""
-        return max(self.block_size, self.cache_bytes - self.readahead_budget)
+        """Bytes of blocks the LRU cache keeps: the budget less the read-ahead in flight
+        and what is held outside the cache."""
+        return max(self.block_size,
+                   self.cache_bytes - self.readahead_budget - self.held_outside)
 
     @property
     def spare_buffers(self) -> int:
@@ -247,6 +253,7 @@ class Reader:
                              "readahead_cancelled"), 0),
             **self._counts,
             "cached_bytes": int(self._cache.currsize),
+            "capacity_bytes": self._config.cache_capacity,
             "cached_blocks": len(self._cache),
             "demoted_blocks": self._cache.demoted,
             "inflight": len(self._pending),

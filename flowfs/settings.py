@@ -191,7 +191,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("files_url", "FLOW_FILES_URL", _optional_url, lambda: "",
            "the files server (default: derived from api_url)"),
     Option("cache_size", "FLOWFS_CACHE_SIZE", _size, lambda: DEFAULT_CACHE_SIZE,
-           f"memory for cached blocks and read-ahead ({format_size(DEFAULT_CACHE_SIZE)})"),
+           f"memory for cached blocks, read-ahead and disk writes "
+           f"({format_size(DEFAULT_CACHE_SIZE)})"),
     # On by default: a first read with it costs 4-9% of the throughput on two cores
     # (its writes use idle CPU only; docs/performance.md), and a file read again after a
     # remount costs no network at all.

@@ -167,6 +167,17 @@ def test_a_remount_reads_cached_bytes_without_one_file_request(
     assert s["disk_cache"]["hits"] == blocks_of(SIZE)
 
 
+def test_the_write_queue_comes_out_of_the_memory_budget(start: Start, processes: Processes,
+                                                        server: Server, tmp_path: Path) -> None:
+    """Blocks queued for the disk are memory too: the cache keeps that much less, so the
+    daemon stays within --cache-size (64M: 16M of read-ahead, an 8M queue, 40M cached)."""
+    on = stats(start(tmp_path / "cache", "--cache-size", "64M"))
+    off = stats(processes.mount(server, user_env("alice", "alice-pw"), "--cache-size", "64M"))
+    assert on["disk_cache"]["max_bytes"] and off["disk_cache"] is None
+    assert off["cache"]["capacity_bytes"] == 48 * 2**20
+    assert on["cache"]["capacity_bytes"] == 40 * 2**20
+
+
 DAMAGED = (1, 5, 9)
 
 
