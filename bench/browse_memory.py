@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.nginx import Endpoints
 from bench.procs import BenchError, proc_status, run_output, wait_for
 from bench.services import Workspace, flowfs_mount, reference_server
 
@@ -76,7 +77,8 @@ def measure(work: Path, n_files: int) -> dict[str, Any]:
     catalog = many_files_catalog(ws.dir("catalog"), n_files=n_files)
     mnt = ws.dir("mnt") / "flow"
     with reference_server(ws, "many", catalog) as server, \
-            flowfs_mount(ws, mnt, server.api, server.files, "64M") as daemon:
+            flowfs_mount(ws, mnt, Endpoints(server.files, server.api), "64M", {},
+                         disk_cache=False) as daemon:
         result: dict[str, Any] = {"files": n_files, "start": sample(mnt, daemon.pid)}
         started = time.monotonic()
         _, out = run_output(["find", str(mnt / "projects"), "-type", "f"], FIND_TIMEOUT)

@@ -22,6 +22,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from bench.data import Item, regions
 from bench.procs import BenchError, drop_caches, run_timed, wait_for
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 FULL = Rclone(str(CURRENT_RCLONE))  # the current rclone, --vfs-cache-mode full (kept cache)
 FULL_NAME = "rclone_current_full"
 WRITES_DEADLINE = 120.0  # seconds for the daemon to finish writing what it fetched
+BLOCK = 256 * 1024  # flowfs's block size
 
 
 @contextmanager
@@ -67,18 +69,22 @@ def _rclone_full(ctx: Ctx, cache: Path) -> Iterator[MountView]:
         yield MountView(mnt, by_sample=False, daemon=daemon)
 
 
-def _written(view: MountView) -> None:
-    """Wait until the daemon has nothing in flight (read-ahead a closed file left to land
-    included) and has written to disk everything it fetched (nothing queued)."""
-    stats = Path(view.root) / ".flowfs" / "stats"
+def _disk_stats(view: MountView) -> dict[str, Any]:
+    doc = json.loads((Path(view.root) / ".flowfs" / "stats").read_text())
+    return {"cache": doc["cache"], **(doc.get("disk_cache") or {})}
 
+
+def _written(view: MountView) -> dict[str, Any]:
+    """Wait until the daemon has nothing in flight (read-ahead a closed file left to land
+    included) and has written to disk everything it fetched (nothing queued); its disk
+    cache's counts then."""
     def idle() -> bool:
-        doc = json.loads(stats.read_text())
-        cache, disk = doc["cache"], doc.get("disk_cache") or {}
-        return (cache["inflight"] == 0 and cache["readahead_requests"] == 0
+        disk = _disk_stats(view)
+        return (disk["cache"]["inflight"] == 0 and disk["cache"]["readahead_requests"] == 0
                 and disk.get("queued_bytes", 0) == 0)
 
     wait_for(idle, WRITES_DEADLINE, "the disk cache's writes")
+    return _disk_stats(view)
 
 
 def _empty(path: Path) -> Path:
@@ -107,6 +113,11 @@ def disk_cache(ctx: Ctx) -> dict[str, Result]:
     first, first_errors = _samples(["flowfs", "flowfs_disk", FULL_NAME])
     again, again_errors = _samples(["flowfs_disk", FULL_NAME, "local"])
     requests: dict[str, list[int]] = {"flowfs_disk": [], FULL_NAME: []}
+    # Per round: blocks the first read wrote (of ``blocks``), and blocks the re-read did not
+    # find on disk. The re-read asks the network only for those: any beyond the blocks
+    # left unwritten would be requests for cached bytes.
+    blocks = -(-item.size // BLOCK)
+    cached: dict[str, list[int]] = {"written": [], "reread_misses": []}
     caches = ctx.ws.dir("disk-caches")
     rclone_ok = "rclone_current" in ctx.selected and shutil.which(FULL.binary)
     for rnd in range(ctx.rounds):
@@ -117,11 +128,12 @@ def disk_cache(ctx: Ctx) -> dict[str, Result]:
         with _recorded(first_errors, "flowfs_disk", rnd):
             with _flowfs(ctx, cache) as view:
                 first["flowfs_disk"].append(_cold_read(ctx, view, item)[0])
-                _written(view)
+                cached["written"].append(_written(view)["blocks_written"])
             with _flowfs(ctx, cache) as view:
                 speed, asked = _cold_read(ctx, view, item)
                 again["flowfs_disk"].append(speed)
                 requests["flowfs_disk"].append(asked)
+                cached["reread_misses"].append(_written(view)["misses"])
         if rclone_ok:
             cache = _empty(caches / "rclone")
             with _recorded(first_errors, FULL_NAME, rnd):
@@ -142,7 +154,7 @@ def disk_cache(ctx: Ctx) -> dict[str, Result]:
     return {
         "disk_first_read": {**common, "runs": first, "errors": first_errors},
         "disk_reread": {**common, "runs": again, "errors": again_errors,
-                        "file_requests": requests},
+                        "file_requests": requests, "blocks": blocks, "flowfs_blocks": cached},
         **_bam_twice(ctx, caches),
     }
 

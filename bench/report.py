@@ -179,9 +179,9 @@ def _disk_reread(w: dict[str, Result]) -> list[Target]:
                        "--vfs-cache-mode full", "not measured", None)]
     asked = result["file_requests"]
     ours_asked = max(asked.get("flowfs_disk") or [0])
-    rows = [Target(label, "no file request for cached bytes",
-                   f"{ours_asked} file requests (rclone full: "
-                   f"{max(asked.get('rclone_current_full') or [0])})", ours_asked == 0)]
+    rclone_asked = max(asked.get("rclone_current_full") or [0])
+    rows = [Target(label, "no file request for cached bytes", *_cached_asked(
+        result, ours_asked, rclone_asked))]
     local = result["median"].get("local")
     rows.append(Target(label, "≥ 80% of a cold read of a local file on the same disk",
                        f"{ours:.0f} MiB/s vs {local:.0f} MiB/s: {ours / local:.0%}"
@@ -191,6 +191,20 @@ def _disk_reread(w: dict[str, Result]) -> list[Target]:
                        f"{ours:.0f} MiB/s vs {full:.0f} MiB/s: {ours / full:.2f}×"
                        if full else "not measured", ours / full >= 1.5 if full else None))
     return rows
+
+
+def _cached_asked(result: Result, asked: int, rclone: int) -> tuple[str, bool]:
+    """What the re-read asked for, against what the first read had left unwritten."""
+    counts, blocks = result.get("flowfs_blocks"), result.get("blocks")
+    if not counts or not blocks:  # a results file from before these were kept
+        return f"{asked} file requests (rclone full: {rclone})", asked == 0
+    written, misses = min(counts["written"]), max(counts["reread_misses"])
+    unwritten = blocks - written
+    over = max(0, misses - (blocks - max(counts["written"])))
+    return (f"{asked} file requests, for {misses} blocks not found on disk; the first read "
+            f"left {unwritten} of {blocks} unwritten (writes skipped on a busy CPU): "
+            f"{over} requested blocks were cached (rclone full: {rclone} requests)",
+            over == 0)
 
 
 def _disk_bam(w: dict[str, Result]) -> Target:

@@ -170,7 +170,7 @@ URL_SAMTOOLS = "samtools_http"
 def bam_queries(ctx: Ctx) -> dict[str, Result]:
     data = ctx.data
     regs = regions(ctx.bam_queries, seed=0)
-    names = ["flowfs", URL_SAMTOOLS, *_among(ctx, RCLONES)]
+    names = ["flowfs", URL_SAMTOOLS, *_among(ctx, list(RCLONES))]
     totals, errors = _samples(names)
     latencies: dict[str, list[float]] = {n: [] for n in names}
     counts: dict[str, list[int]] = {}
