@@ -198,12 +198,15 @@ def _cached_asked(result: Result, asked: int, rclone: int) -> tuple[str, bool]:
     counts, blocks = result.get("flowfs_blocks"), result.get("blocks")
     if not counts or not blocks:  # a results file from before these were kept
         return f"{asked} file requests (rclone full: {rclone})", asked == 0
-    written, misses = min(counts["written"]), max(counts["reread_misses"])
-    unwritten = blocks - written
-    over = max(0, misses - (blocks - max(counts["written"])))
-    return (f"{asked} file requests, for {misses} blocks not found on disk; the first read "
-            f"left {unwritten} of {blocks} unwritten (writes skipped on a busy CPU): "
-            f"{over} requested blocks were cached (rclone full: {rclone} requests)",
+    # per round: blocks the re-read missed beyond those its first read left unwritten
+    rounds = list(zip(counts["written"], counts["reread_misses"], strict=False))
+    over = max(max(0, misses - (blocks - written)) for written, misses in rounds)
+    unwritten = ", ".join(str(blocks - written) for written, _ in rounds)
+    misses = ", ".join(str(m) for _, m in rounds)
+    return (f"{asked} file requests; per round, blocks the first read left unwritten "
+            f"(writes skipped on a busy CPU): {unwritten} of {blocks}, blocks the re-read "
+            f"did not find on disk: {misses}: {over} requested blocks were cached "
+            f"(rclone full: {rclone} requests)",
             over == 0)
 
 
