@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowfs import __version__
+from flowfs import __version__, tlsfill
 from flowfs.api import FlowAPI
 from flowfs.buffers import BufferPool
 from flowfs.config import METRICS_FILE, REFRESH_FILE, STATS_FILE, MountConfig
@@ -104,6 +104,7 @@ class MountState:
             "disk_cache": None if self.disk is None else self.disk.stats(),
             "bytes_from": self._origins(cache),
             "link": self.reader.link.as_json(),
+            "tls_receive": tlsfill.kind(),  # c: flowfs._tlsfill; python: its fallback
             "buffers": None if self.buffers is None else {
                 "spare": self.buffers.spare, "reused": self.buffers.reused,
                 "allocated": self.buffers.allocated},

@@ -32,6 +32,7 @@ from urllib.parse import unquote
 import httpx
 import trio
 
+from flowfs import tlsfill
 from flowfs.wire import (
     MAX_ERROR_BODY,
     MAX_HEAD,
@@ -406,18 +407,20 @@ class _Reader:
             return data
 
     def fill(self, views: list[memoryview]) -> None:
-        """Fill every view in order (SSL_read decrypts into them with the GIL released)."""
+        """Fill every view in order, decrypted with the GIL released: a whole view per C
+        call where :mod:`flowfs.tlsfill` can, else one TLS record per ``recv_into``."""
+        fast = tlsfill.filler(self._sock)
         try:
             for view in views:
                 got = 0
                 while got < len(view):
                     self._wait()
                     try:
-                        n = self._sock.recv_into(view[got:])
-                    except TimeoutError:
-                        continue
+                        n = self._recv_into(fast, view, got)
                     except (OSError, ValueError) as exc:
                         raise httpx.ReadError(str(exc)) from None
+                    if n is None:
+                        continue  # quiet for STOP_CHECK: look at the stop flag again
                     if n == 0:
                         raise httpx.RemoteProtocolError("connection closed before the whole body")
                     got += n
@@ -425,3 +428,13 @@ class _Reader:
         finally:
             for view in views:
                 view.release()
+
+    def _recv_into(self, fast: tlsfill.Filler | None, view: memoryview, got: int) -> int | None:
+        """Bytes received into ``view[got:]``: None if the socket stayed quiet, 0 if closed."""
+        if fast is None:
+            try:
+                return self._sock.recv_into(view[got:])
+            except TimeoutError:
+                return None
+        n = fast(view, got, int(STOP_CHECK * 1000))
+        return None if n == 0 else max(n, 0)

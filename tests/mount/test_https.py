@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -108,6 +109,23 @@ def test_every_file_reads_exactly_over_https(mounted: Mount,
              for name, data in blobs[1].items()}
     got = md5s(list(paths))
     assert got == {p: hashlib.md5(data).hexdigest() for p, data in paths.items()}
+
+
+@pytest.mark.parametrize("receive", ["c", "python"])
+def test_both_tls_receive_loops_read_every_byte_through_a_mount(
+        module_processes: Processes, https: Server, tls_files: dict[str, Path],
+        blobs: tuple[Path, dict[str, bytes]], receive: str) -> None:
+    """The C receive loop (flowfs._tlsfill, built with flowfs wherever a compiler is) and
+    the Python one it falls back to give the same bytes; the mount says which it uses."""
+    if receive == "c" and not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler: flowfs._tlsfill is not built")
+    env = user_env("alice", PASSWORD, SSL_CERT_FILE=str(tls_files["ca"]))
+    if receive == "python":
+        env["FLOWFS_TLS_FILL"] = "python"
+    m = module_processes.mount(https, env, "--cache-size", "16M")
+    path = m.p("projects/tls/samples/s/big.bin")
+    assert md5s([path])[path] == hashlib.md5(blobs[1]["big.bin"]).hexdigest()
+    assert json.loads(sh("cat", m.p(".flowfs/stats")).stdout)["tls_receive"] == receive
 
 
 def test_random_reads_over_https_return_the_right_bytes(
