@@ -193,9 +193,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache_size", "FLOWFS_CACHE_SIZE", _size, lambda: DEFAULT_CACHE_SIZE,
            f"memory for cached blocks, read-ahead and disk writes "
            f"({format_size(DEFAULT_CACHE_SIZE)})"),
-    # On by default: a first read with it costs 4-9% of the throughput on two cores
-    # (its writes use idle CPU only; docs/performance.md), and a file read again after a
-    # remount costs no network at all.
+    # On by default: a file read again after a remount costs no network at all. Filling
+    # it costs a first read that keeps every core busy 4-23% of its throughput (its
+    # writes use idle CPU only; docs/performance.md); over a slower link, nothing.
     Option("disk_cache", "FLOWFS_DISK_CACHE", _bool, lambda: True,
            "keep fetched blocks on disk across mounts (on; --no-disk-cache: memory only)"),
     Option("cache_dir", "FLOWFS_CACHE_DIR", _path, cache_dir,
