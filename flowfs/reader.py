@@ -94,9 +94,8 @@ class ReaderConfig:
     # open, a region query after another, often wants those blocks); the rest, and all
     # beyond a quarter of the read-ahead budget over closed streams, is cancelled.
     finish_on_close: int = 8 * 2**20
-    # Fetched blocks that others hold within the budget (the disk cache's write queue:
-    # a queued block the cache evicts stays in memory until written). Taken from what
-    # the cache keeps, so that the daemon's blocks stay within cache_bytes.
+    # Blocks held outside the cache within the budget (the disk cache's write queue: a
+    # queued block the cache evicts stays until written): the cache keeps that much less.
     held_outside: int = 0
 
     def __post_init__(self) -> None:
@@ -120,10 +119,8 @@ class ReaderConfig:
 
     @property
     def cache_capacity(self) -> int:
-        """Bytes of blocks the LRU cache keeps: the budget less the read-ahead in flight
-        and what is held outside the cache."""
-        return max(self.block_size,
-                   self.cache_bytes - self.readahead_budget - self.held_outside)
+        """Bytes of blocks the LRU cache keeps: the budget less read-ahead and held_outside."""
+        return max(self.block_size, self.cache_bytes - self.readahead_budget - self.held_outside)
 
     @property
     def spare_buffers(self) -> int:
