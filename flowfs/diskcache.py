@@ -408,8 +408,8 @@ class Store:
 
 def _touch(fd: int) -> None:
     """Refresh an extent's mtime (its place in the eviction order), at most once a minute."""
-    if time.time() - os.fstat(fd).st_mtime > TOUCH_AFTER:
-        with contextlib.suppress(OSError):  # a read-only cache still serves
+    with contextlib.suppress(OSError):  # a read-only cache still serves what it read
+        if time.time() - os.fstat(fd).st_mtime > TOUCH_AFTER:
             os.utime(fd)
 
 

@@ -17,6 +17,7 @@ This module is the format only: plain functions on an open file descriptor, bloc
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import struct
@@ -83,10 +84,14 @@ def data_at(item: Entry, index: int) -> int:
 
 
 def write_run(fd: int, item: Entry, run: range, blocks: Sequence[Buffer]) -> None:
-    """Write a run of one extent's blocks: the bytes, and only then their headers."""
-    _pwrite_all(fd, blocks, data_at(item, run.start))
+    """Write a run of one extent's blocks: the bytes, and only then their headers.
+
+    The headers' checksums are taken before the bytes are written: a buffer changed in
+    between would then read back as damage, never as a block that passes its check.
+    """
     heads = b"".join(_header(item, index, block)
                      for index, block in zip(run, blocks, strict=True))
+    _pwrite_all(fd, blocks, data_at(item, run.start))
     _pwrite_all(fd, [heads], header_at(run.start))
 
 
@@ -174,6 +179,8 @@ def _pwrite_all(fd: int, parts: Sequence[Buffer], offset: int) -> None:
     views = [memoryview(p).cast("B") for p in parts if len(p)]
     while views:
         written = os.pwritev(fd, views, offset)
+        if written == 0:  # a filesystem that takes nothing would loop here forever
+            raise OSError(errno.EIO, "the cache's filesystem took no bytes")
         offset += written
         while views and written >= len(views[0]):
             written -= len(views[0])

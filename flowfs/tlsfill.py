@@ -4,19 +4,22 @@ Python's ``ssl`` decrypts one TLS record (at most 16 KiB) per ``recv_into`` and 
 the GIL back after each: receiving at 600 MiB/s is some 40,000 GIL round trips a second,
 each waiting for the event loop's thread to let go. ``flowfs._tlsfill`` (a small C
 extension, built when flowfs is installed if a compiler is there) runs the same
-``SSL_read`` loop without the GIL until the buffer is full, the peer closes, or the
-socket is quiet for a while. A cold read over HTTPS on loopback went from 547 to 635 MiB/s
-with it (3 alternating rounds, docs/performance.md).
+``SSL_read`` loop without the GIL until the buffer is full, the peer closes, or a
+deadline of ``STOP_CHECK`` passes (so a receiving thread still sees its stop flag).
+A cold read over HTTPS on loopback went from 547 to 635 MiB/s with it (3 alternating
+rounds, docs/performance.md).
 
 It reaches the ``SSL`` object inside the ``ssl`` module's socket, so it is used only where
-that was checked: CPython 3.11 to 3.14, the extension built, the ``libssl`` the ``ssl``
-module loaded found, and, per connection, OpenSSL confirming that the ``SSL`` it found is
-the one of that very socket. Anywhere else, and with ``FLOWFS_TLS_FILL=python`` in the
-environment, the plain Python loop does the same work.
+that was checked: CPython 3.11 to 3.14, the extension built, OpenSSL's functions found in
+the ``ssl`` module's own library at the version ``ssl`` reports, and, per connection,
+OpenSSL confirming that the ``SSL`` it found is the one of that very socket. Anywhere
+else, and with ``FLOWFS_TLS_FILL=python`` in the environment, the plain Python loop does
+the same work.
 """
 
 from __future__ import annotations
 
+import _ssl
 import os
 import ssl
 import sys
@@ -36,27 +39,16 @@ Filler = Callable[[memoryview, int, int], int]
 CHECKED = ((3, 11), (3, 12), (3, 13), (3, 14))  # CPython versions whose ssl socket we know
 
 
-def _libssl() -> str | None:
-    """The path of the libssl this process has loaded (the ``ssl`` module's)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.rsplit(None, 1)[-1]
-                if "/libssl.so" in path:
-                    return path
-    except OSError:
-        pass
-    return None
-
-
 def _module() -> ModuleType | None:
     """The C extension, ready to use; None where the Python loop must be used."""
     if (_c is None or os.environ.get("FLOWFS_TLS_FILL") == "python"
             or sys.implementation.name != "cpython" or sys.version_info[:2] not in CHECKED):
         return None
-    assert ssl.OPENSSL_VERSION  # the ssl module, and so its libssl, is loaded
-    path = _libssl()
-    if path is None or not _c.use(path):
+    # OpenSSL's functions come from the ssl module's own library and what it links: the
+    # OpenSSL that makes its SSL objects (linked, or built into it), never another one
+    # that some other library loaded. Its version must be the one ssl reports.
+    path = getattr(_ssl, "__file__", None)
+    if not path or _c.use(path) != ssl.OPENSSL_VERSION_NUMBER:
         return None
     return _c
 

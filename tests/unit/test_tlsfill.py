@@ -9,6 +9,7 @@ import shutil
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -91,9 +92,8 @@ def test_a_peer_that_closes_early_is_an_error_not_a_short_body(loop: str) -> Non
         conn.sendall(BODY[: len(BODY) // 2])
         conn.close()  # gone before the whole body
 
-    with tls_peer(send_half) as sock, pytest.raises(
-            (httpx.RemoteProtocolError, httpx.ReadError)):
-        receive(sock, [len(BODY)])
+    with tls_peer(send_half) as sock, pytest.raises(httpx.RemoteProtocolError):
+        receive(sock, [len(BODY)])  # the same error from both loops
 
 
 def test_a_quiet_peer_does_not_keep_the_thread_from_its_stop_flag(loop: str) -> None:
@@ -111,3 +111,25 @@ def test_a_plain_socket_gets_no_c_filler() -> None:
     a, b = socket.socketpair()
     with a, b:
         assert tlsfill.filler(a) is None  # type: ignore[arg-type]
+
+
+def test_a_trickling_peer_does_not_keep_the_thread_from_its_stop_flag(loop: str) -> None:
+    """A byte every 20 ms never lets the socket go quiet: the C loop must still come back
+    to look at the stop flag (after STOP_CHECK), not when its buffer is full."""
+    stop = threading.Event()
+    gave_up = threading.Event()
+
+    def trickle(conn: ssl.SSLSocket) -> None:
+        threading.Timer(0.3, stop.set).start()
+        for _ in range(500):  # 10 s, were nothing to stop it
+            if gave_up.is_set():
+                return
+            conn.sendall(b"x")
+            time.sleep(0.02)  # the peer's pace: that is the test
+
+    with tls_peer(trickle) as sock:
+        started = time.monotonic()
+        with pytest.raises(tls._Abandoned):
+            receive(sock, [256 * 1024], stop)
+        gave_up.set()
+        assert time.monotonic() - started < 0.3 + 2 * tls.STOP_CHECK + 0.5
