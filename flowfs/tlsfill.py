@@ -6,8 +6,8 @@ each waiting for the event loop's thread to let go. ``flowfs._tlsfill`` (a small
 extension, built when flowfs is installed if a compiler is there) runs the same
 ``SSL_read`` loop without the GIL until the buffer is full, the peer closes, or a
 deadline of ``STOP_CHECK`` passes (so a receiving thread still sees its stop flag).
-A cold read over HTTPS on loopback went from 547 to 635 MiB/s with it (3 alternating
-rounds, docs/performance.md).
+Over HTTPS on loopback, where the CPU is the limit, a cold read went from 474 to 596
+MiB/s with it and eight at once from 454 to 633 (docs/performance.md).
 
 It reaches the ``SSL`` object inside the ``ssl`` module's socket, so it is used only where
 that was checked: CPython 3.11 to 3.14, the extension built, OpenSSL's functions found in
