@@ -258,11 +258,15 @@ class Store:
                 self._mkdir(path.parent.parent)
                 self._mkdir(path.parent)
                 continue
-            if self.file_mode & 0o077:
-                with contextlib.suppress(OSError):
-                    os.fchmod(fd, self.file_mode)  # the umask may have taken group bits
+            self._own_mode(fd)
             return fd
         raise FileNotFoundError(errno.ENOENT, "removed as often as it was made", str(path))
+
+    def _own_mode(self, fd: int) -> None:
+        """Give a file this cache's mode: the umask may have taken group bits at creation."""
+        if self.file_mode & 0o077:
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, self.file_mode)
 
     # -- single blocks ---------------------------------------------------------------------
 
@@ -315,8 +319,7 @@ class Store:
         with contextlib.suppress(FileNotFoundError):  # pruned meanwhile: check again later
             fd = os.open(directory / VERIFIED, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
                          self.file_mode)
-            with contextlib.suppress(OSError):
-                os.fchmod(fd, self.file_mode)  # the umask may have taken group bits
+            self._own_mode(fd)
             os.close(fd)
         return True
 
@@ -335,6 +338,10 @@ class Store:
                 except OSError:
                     continue
                 yield _Extent(st.st_mtime, st.st_blocks * 512, item.path)
+
+    def used_bytes(self) -> int:
+        """What the extents take on the disk (a scan of names and sizes only)."""
+        return sum(extent.size for extent in self._extent_files())
 
     def usage(self) -> Usage:
         total = count = 0

@@ -292,8 +292,8 @@ class DiskFetch:
     # -- the bound ---------------------------------------------------------------------------
 
     async def _pruner(self) -> None:
-        usage = await trio.to_thread.run_sync(self.store.usage)
-        self._used = usage.bytes
+        # Bytes only: counting blocks would read every extent's header table at each mount.
+        self._used = await trio.to_thread.run_sync(self.store.used_bytes)
         self._prune_wanted.set()
         while self._writable:  # a cache we cannot write to is not ours to prune
             await self._prune_wanted.wait()
