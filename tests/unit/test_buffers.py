@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+import tracemalloc
+
 import pytest
 
-from flowfs.buffers import BufferPool
+from flowfs.buffers import BufferPool, new_buffer
 from flowfs.mount import receive_buffers
 from flowfs.reader import ReaderConfig
 
@@ -71,3 +74,28 @@ def test_take_spare_never_makes_a_buffer() -> None:
     pool.offer(bytearray(8))
     assert pool.take_spare(4) is None  # not a block of the pool's size
     assert pool.take_spare(8) is not None and pool.reused == 1 and pool.spare == 0
+
+
+def test_a_new_buffer_is_a_plain_bytearray_of_its_size_held_only_by_its_taker() -> None:
+    pool = BufferPool(size=256 * 1024, limit=2)
+    for size in (256 * 1024, 4096, 1):  # a block, and the short last pieces of a body
+        fresh = pool.take(size)
+        assert type(fresh) is bytearray and len(fresh) == size
+        # One reference (ours; getrefcount adds its argument's): the constructor's own is
+        # not leaked, or every block received on a fresh mount would stay in memory.
+        assert sys.getrefcount(fresh) == 2
+        fresh[:] = b"x" * size  # writable over its whole length
+        assert fresh.count(b"x") == size
+    assert pool.allocated == 3
+    assert len(new_buffer(0)) == 0
+
+
+def test_new_buffers_are_given_back_when_dropped() -> None:
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(200):  # 50 MiB if each leaked
+            BufferPool(size=256 * 1024).take(256 * 1024)
+        assert tracemalloc.get_traced_memory()[0] - before < 2**20
+    finally:
+        tracemalloc.stop()
