@@ -96,6 +96,7 @@ class StreamLimits:
     growth: int  # the window's factor per step of the ramp
     initial_blocks: int = 1  # the window when a stream turns sequential
     confident_blocks: int = 0  # read sequentially this far, a stream goes to its cap (0: never)
+    opening_blocks: int = 0  # read ahead of a handle's first read at offset 0 (0: none)
 
 
 def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
@@ -110,8 +111,10 @@ def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
     trip; the ramp starts at what one reply brings during one latency (at most one
     request: all a wrong guess of "sequential" can cost), and once a stream has read
     ``CONFIDENT`` requests' worth in one run (well past any BAM/CRAM/VCF region) its
-    window goes straight to the cap. Never more than ``share``, and never less than the
-    near settings.
+    window goes straight to the cap. A handle's first read, if it asks for a block or
+    more at offset 0, brings as much again beside it (``opening_blocks``): the rest of a
+    small file comes in the same round trip (a region query's first read is smaller).
+    Never more than ``share``, and never less than the near settings.
     """
     def blocks(nbytes: float) -> int:
         return max(1, math.ceil(nbytes / block_size))
@@ -127,7 +130,7 @@ def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
     parallel = max(near_parallel, math.ceil(cap / request_blocks))
     initial = min(blocks(rate * link.latency), request_blocks, cap)
     return StreamLimits(request_blocks, cap, min(parallel, 64), 4, initial,
-                        CONFIDENT * request_blocks)
+                        CONFIDENT * request_blocks, initial)
 
 
 def _average(old: float, new: float, samples: int) -> float:

@@ -16,6 +16,11 @@ window is kept full: it is topped up as soon as one request's worth (``step``) o
 has been consumed, so the requests in flight stay steady instead of swinging between
 half the window and all of it.
 
+Far away, where a round trip costs more than a few MiB, a handle's *first* read that
+asks for a block or more at offset 0 (``cp``, ``cat``, ``rsync``, Python's ``read()``)
+also reads ``opening`` blocks ahead, so a file of a few MiB comes in one round trip
+instead of two; a small first read (``head``, samtools' header read) does not.
+
 ``slack`` tolerates the small disorder of a kernel that issues several reads of one file
 at once, and re-reads of the last bytes: a read starting within ``slack`` bytes behind
 or ahead of the previous end (or inside the read-ahead already issued) keeps the window.
@@ -93,7 +98,8 @@ class AccessPattern:
         return self._ra_end
 
     def on_read(self, start: int, end: int, nblocks: int, cap: int | None = None,
-                growth: int = 2, step: int = 1, initial: int = 1, confident: int = 0) -> Plan:
+                growth: int = 2, step: int = 1, initial: int = 1, confident: int = 0,
+                opening: int = 0) -> Plan:
         """Plan a read of bytes ``[start, end)`` (already clamped to the file).
 
         ``nblocks`` is the file's block count; ``cap`` replaces ``policy.max_blocks`` as the
@@ -101,21 +107,27 @@ class AccessPattern:
         ``growth`` is the window's factor per ramp step; ``step`` the top-up granularity at
         the cap (one request, in blocks); ``initial`` the window a stream opens with;
         ``confident`` (if not 0) the blocks a run must have read for the window to jump to
-        the cap at once: past any index lookup, a reader that streams is streaming.
+        the cap at once: past any index lookup, a reader that streams is streaming;
+        ``opening`` the blocks to read ahead of a handle's first read when it asks for a
+        block or more at offset 0 (0: none), where a round trip costs more than the bytes.
         """
         need = blocks_covering(start, end, self.policy.block_size)
         kind = self._classify(start, end)
         if kind is _Kind.REREAD:
             return Plan(need, need, _EMPTY)
         if kind is _Kind.RANDOM:
+            first = self._pos_end is None
             self._window = 0
             self._pos_end = end
             self._run_start = need.start
             # need.stop <= nblocks: a read is clamped to the file first
             demand = range(need.start, min(max(need.stop, need.start + self.policy.first_blocks),
                                            nblocks))
-            self._ra_end = demand.stop
-            return Plan(need, demand, _EMPTY)
+            prefetch = _EMPTY
+            if first and need.start == 0 and opening > 0 and end - start >= self.policy.block_size:
+                prefetch = range(demand.stop, max(demand.stop, min(demand.stop + opening, nblocks)))
+            self._ra_end = prefetch.stop if prefetch else demand.stop
+            return Plan(need, demand, prefetch)
         self._pos_end = end
         self._ra_end = max(self._ra_end, need.stop)
         sure = bool(confident) and need.stop - self._run_start >= confident

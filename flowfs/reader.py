@@ -284,7 +284,7 @@ class Reader:
         nblocks = block_count(stream.target.size, self._bs)
         plan = pattern.on_read(start, end, nblocks, cap=limits.cap_blocks,
                                growth=limits.growth, step=limits.request_blocks,
-                               initial=limits.initial_blocks,
+                               initial=limits.initial_blocks, opening=limits.opening_blocks,
                                confident=limits.confident_blocks)
         if not stream.closed:
             self._sequential += int(pattern.sequential) - int(was_sequential)

@@ -10,9 +10,9 @@ wan50, where flowfs keeps many requests in flight and rclone reads one stream (~
 
 Like for like: rclone reads without a cache on disk, so flowfs does too
 (``--no-disk-cache``; what its disk cache costs a first read is bench/run's ``disk``
-workload). Only a ratio of medians is asserted, never an absolute time, so a slow or busy machine does
-not fail it; alternating rounds on fresh mounts keep the two under the same conditions. The
-full side-by-side benchmark is ``bench/run`` (docs/performance.md).
+workload). Only a ratio of medians is asserted, never an absolute time, so a slow or busy
+machine does not fail it; alternating rounds on fresh mounts keep the two under the same
+conditions. The full side-by-side benchmark is ``bench/run`` (docs/performance.md).
 
 nginx, its echo module, rclone, curl and openssl are installed with apt-get when missing (as
 root, once); a test is skipped, saying why, when they cannot be had or FUSE is not available.

@@ -23,6 +23,7 @@ def limits(est: LinkEstimate, share: int = 256 * MiB) -> StreamLimits:
 def test_a_near_link_keeps_the_loopback_settings() -> None:
     got = limits(link(0.0005, 900 * MiB))
     assert got == StreamLimits(request_blocks=32, cap_blocks=256, max_parallel=8, growth=2)
+    assert got.opening_blocks == 0  # near: a round trip costs nothing worth guessing for
 
 
 def test_a_distant_link_keeps_many_small_requests_in_flight() -> None:
@@ -34,6 +35,8 @@ def test_a_distant_link_keeps_many_small_requests_in_flight() -> None:
     assert got.max_parallel >= 16 and got.growth == 4
     # the ramp starts at what one reply brings in one latency, at most one request
     assert got.initial_blocks == 10 and got.initial_blocks <= got.request_blocks
+    # and a bulk read from a file's start brings that much beside its first block
+    assert got.opening_blocks == got.initial_blocks
 
 
 def test_more_latency_means_a_larger_window_up_to_the_share() -> None:
@@ -50,6 +53,7 @@ def test_limits_never_exceed_the_share_and_stay_usable(latency: float, rate: flo
     assert 1 <= got.request_blocks <= 8 * MiB // BS
     assert 1 <= got.max_parallel <= 64 and got.growth in (2, 4)
     assert 1 <= got.initial_blocks <= min(got.request_blocks, got.cap_blocks)
+    assert 0 <= got.opening_blocks <= got.request_blocks
 
 
 def test_the_estimate_follows_the_replies_it_is_given() -> None:

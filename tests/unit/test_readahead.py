@@ -216,6 +216,35 @@ def test_a_stream_may_open_with_a_wider_window_but_not_past_the_cap() -> None:
     assert q.window == 4
 
 
+def test_a_bulk_first_read_at_the_start_reads_its_opening_ahead() -> None:
+    # Far away, a file read from its start in reads of a block or more (cp, cat, rsync,
+    # Python's read()) gets one reply's worth more beside its demand: a file of a few
+    # MiB comes in one round trip instead of two.
+    p = pattern()
+    plan = p.on_read(0, BS, NBLOCKS, opening=10)
+    assert plan.demand == range(0, 1) and plan.prefetch == range(1, 11)
+    assert not p.sequential and p.readahead_end == 11
+    # the next read is inside what was asked for: sequential, nothing asked twice
+    plan = p.on_read(BS, 2 * BS, NBLOCKS, cap=64, initial=10, opening=10)
+    assert p.sequential and plan.prefetch.start >= 11
+    # never past the file's end
+    assert pattern().on_read(0, BS, 4, opening=10).prefetch == range(1, 4)
+
+
+@pytest.mark.parametrize(("start", "length", "first"), [
+    (0, BS // 4, True),  # head, zcat | head, samtools' header: a small first read
+    (3 * BS, BS, True),  # not at the start: a region lookup
+    (0, BS, False),  # back at the start after other reads: a seek, not an opening
+])
+def test_no_opening_for_small_first_reads_seeks_or_later_reads(start: int, length: int,
+                                                              first: bool) -> None:
+    p = pattern()
+    if not first:
+        read(p, 500 * BS, BS)
+    plan = p.on_read(start, start + length, NBLOCKS, opening=10)
+    assert not plan.prefetch and p.readahead_end == plan.demand.stop
+
+
 def test_a_run_past_the_confidence_mark_opens_the_whole_window() -> None:
     # A far stream that has read 16 blocks in one run is streaming, not looking up an
     # index: its window goes to the cap at once instead of ramping step by step.

@@ -635,6 +635,35 @@ async def test_a_distant_link_gets_more_requests_in_flight_within_the_budget(
     assert server.peak_bytes <= 256 * mib // 4 + 2 * mib  # the budget, plus a demand fetch
 
 
+async def test_far_away_a_small_file_read_in_bulk_costs_one_round_trip(
+        autojump_clock: trio.testing.MockClock) -> None:
+    # 50 ms per request: `cp` of a 2 MiB file (256 KiB reads from its start) used to wait
+    # for its first block, then for the rest: two round trips. Its first read now brings
+    # what one reply carries in a latency beside it.
+    mib = 2**20
+    server = FakeServer(latency=0.05)
+    target = File("small", 2 * mib)
+    link = LinkEstimate.of(0.05, 50 * mib, samples=5)
+    async with running(server, link, block_size=256 * 1024, first_fetch=256 * 1024,
+                       cache_bytes=256 * mib, readahead_max=16 * mib, max_request=8 * mib,
+                       seq_slack=2 * mib) as reader:
+        stream, got = reader.open(target), bytearray()
+        began = trio.current_time()
+        for offset in range(0, target.size, 256 * 1024):
+            got += await reader.read(stream, offset, 256 * 1024)
+        assert trio.current_time() - began == pytest.approx(0.05, abs=0.005)
+        assert bytes(got) == content(target)
+        # A region query (a small header read, then a lookup elsewhere) pays for no more
+        # than it reads: samtools' first read is 128 KiB.
+        bam = File("bam", 64 * mib)
+        before = server.bytes_served()
+        query = reader.open(bam)
+        await reader.read(query, 0, 128 * 1024)
+        await reader.read(query, 40 * mib, 4096)
+        reader.close(query)
+        assert server.bytes_served() - before == 2 * 256 * 1024
+
+
 async def test_a_read_right_after_a_timeout_fails_at_once_and_later_fetches_again(
         autojump_clock: trio.testing.MockClock) -> None:
     # The kernel retries a failed read-ahead synchronously at once, through the same open
