@@ -313,8 +313,10 @@ class FlowAPI:
             bearer = {"Authorization": f"Bearer {token}"} if token else {}
             req = self._client.build_request(method, url, headers={**headers, **bearer}, **kw)
             self.requests += 1
+            sent = trio.current_time()
             try:
                 resp = await self._client.send(req, stream=True)
+                self.link.hint(trio.current_time() - sent)
             except httpx.TransportError as exc:
                 failure = transport_failure(url, exc)
                 await self._again(retry, _kind(exc, failure), attempt, failure, url)

@@ -38,7 +38,8 @@ WINDOW = 32  # replies the latency is the minimum of
 
 @dataclass
 class LinkEstimate:
-    """The link to the files server as its Range replies show it.
+    """The link to the files server as its Range replies show it (before the first one,
+    as the API's replies hint it: :meth:`hint`).
 
     ``latency`` is the least time to a reply's first byte among the last ``WINDOW``
     replies: a busy daemon, a loaded machine or a queue at the server only ever add to
@@ -76,6 +77,17 @@ class LinkEstimate:
         if nbytes >= MiB and body > 0:
             self.rate = _average(self.rate, nbytes / body, self.samples)
         self.samples += 1
+
+    def hint(self, head: float) -> None:
+        """Another exchange with the servers (the API's) had its reply's head after
+        ``head`` s: until a Range reply is timed, the least of these is the latency.
+
+        A mount talks to the API before it reads any file, across the same internet, so
+        its first file need not ramp as if the files were near; the first Range reply
+        replaces the guess, whichever way it was wrong.
+        """
+        if self.samples == 0 and head > 0:
+            self.latency = min(self.latency, head) if self.latency else head
 
     @property
     def far(self) -> bool:

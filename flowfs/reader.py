@@ -150,8 +150,8 @@ class Reader:
         self._fetch = fetch
         # What the fetch path measured of the link (fed by the fetch function's owner).
         self._link = link or LinkEstimate()
-        # The last limits computed, with the (link sample count, sharing) they are for.
-        self._limits_memo: tuple[tuple[int, int], StreamLimits] | None = None
+        # The last limits computed, with the (link samples, latency, sharing) they are for.
+        self._limits_memo: tuple[tuple[int, float, int], StreamLimits] | None = None
         self._nursery = nursery
         self._config = config
         self._bs = config.block_size
@@ -268,7 +268,7 @@ class Reader:
 
     def _limits(self, sharing: int) -> StreamLimits:
         """A stream's limits; they change only with the link's estimate and the sharing."""
-        key = (self._link.samples, sharing)
+        key = (self._link.samples, self._link.latency, sharing)
         if self._limits_memo is None or self._limits_memo[0] != key:
             config = self._config
             self._limits_memo = key, stream_limits(

@@ -44,6 +44,18 @@ async def test_lists_are_paged_by_100_and_merged_in_order(autojump_clock: object
     assert sorted(seen) == [("1", "100"), ("2", "100"), ("3", "100")]
 
 
+async def test_api_replies_tell_the_reader_how_far_the_servers_are(autojump_clock: object) -> None:
+    # 50 ms to each reply: a fresh mount's first file must be read as a distant one.
+    async def handler(req: httpx.Request) -> httpx.Response:
+        await trio.sleep(0.05)
+        return httpx.Response(200, json={"username": "alice"})
+
+    api = make_api(handler)  # type: ignore[arg-type]
+    assert not api.link.far
+    await api.get_json("/me")
+    assert api.link.far and api.link.latency == pytest.approx(0.05, abs=0.001)
+
+
 async def test_server_errors_are_retried_then_succeed(autojump_clock: object) -> None:
     calls = 0
 

@@ -56,6 +56,24 @@ def test_limits_never_exceed_the_share_and_stay_usable(latency: float, rate: flo
     assert 0 <= got.opening_blocks <= got.request_blocks
 
 
+def test_before_any_range_reply_the_api_hints_the_latency() -> None:
+    # A fresh mount has talked to the API (login, listings) before it reads a file: its
+    # first file over a distant link must not ramp as if the link were loopback.
+    est = LinkEstimate()
+    assert not est.far
+    est.hint(0.080)  # the first API reply, with its TLS handshake
+    est.hint(0.052)
+    est.hint(0.300)  # a slow listing says nothing new: the least counts
+    assert est.latency == 0.052 and est.far
+    assert limits(est).opening_blocks > 0 and limits(est).request_blocks * BS == FAR_REQUEST
+    # the first Range reply replaces the guess, whichever way it was wrong...
+    est.observe(4 * MiB, first_byte=0.0004, total=0.004)
+    assert est.latency == 0.0004 and not est.far
+    # ...and later API replies no longer move it
+    est.hint(0.05)
+    assert est.latency == 0.0004
+
+
 def test_the_estimate_follows_the_replies_it_is_given() -> None:
     est = LinkEstimate()
     est.observe(4 * MiB, first_byte=0.05, total=0.13)
