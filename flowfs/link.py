@@ -30,7 +30,7 @@ TARGET_RATE = 1024 * MiB
 # and the chunk size the best-documented rclone settings use. Derived from the measured
 # rate instead, it followed every burst of an emulated or congested link.
 FAR_REQUEST = 4 * MiB
-CONFIDENT = 4  # requests' worth read in one run before a far stream opens fully
+CONFIDENT = 1  # requests' worth read in one run before a far stream opens fully
 MIN_RATE = 1 * MiB  # below this a measured rate is taken as this (no division blow-up)
 ALPHA = 0.25  # weight of a new observation in the rate's moving average
 WINDOW = 32  # replies the latency is the minimum of
@@ -122,7 +122,7 @@ def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
     as that window holds, and a ramp four times as steep, since every step costs a round
     trip; the ramp starts at what one reply brings during one latency (at most one
     request: all a wrong guess of "sequential" can cost), and once a stream has read
-    ``CONFIDENT`` requests' worth in one run (well past any BAM/CRAM/VCF region) its
+    ``CONFIDENT`` requests' worth in one run (past a BAM or VCF region's block or two) its
     window goes straight to the cap. A handle's first read, if it asks for a block or
     more at offset 0, brings as much again beside it (``opening_blocks``): the rest of a
     small file comes in the same round trip (a region query's first read is smaller).
