@@ -173,6 +173,7 @@ async def run(config: MountConfig, creds: Credentials | None, ready: Ready,
                              ttl=config.dir_ttl, umask=config.umask, failures=state.failures)
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
             try:
+                tree.warm()
                 _start_tasks(nursery, state, names, ready, scrape)
                 await pyfuse3.main(min_tasks=4, max_tasks=MAX_REQUESTS)
             finally:

@@ -79,6 +79,18 @@ class Tree:
         }
         return root
 
+    def warm(self) -> None:
+        """List ``projects/`` in the background, as a fresh mount's first step.
+
+        Nearly every path a user opens first goes through it, and across the internet
+        each listing the kernel waits for is a round trip: ``cat`` of a sample's file on
+        a fresh mount waited for three (projects, samples, files), now for two. A lookup
+        meanwhile waits for this listing rather than asking again (``ListingDir``).
+        """
+        projects = self.root.children["projects"]
+        assert isinstance(projects, ListingDir)
+        self.walk_ahead([projects])
+
     def add_root_entries(self, entries: dict[str, Node]) -> None:
         """Root entries other parts of the mount made (``.downloads``, ``.flowfs``):
         made once the tree exists, since every node needs it."""

@@ -19,6 +19,7 @@ class Flow:
     """One project of SAMPLES samples with one file each; counts list requests."""
 
     def __init__(self) -> None:
+        self.project_lists = 0
         self.sample_lists: list[str] = []
         self.in_flight = 0
         self.peak = 0
@@ -26,6 +27,8 @@ class Flow:
     async def __call__(self, req: httpx.Request) -> httpx.Response:
         path = req.url.path
         if path.endswith("/projects/owned"):
+            self.project_lists += 1
+            await trio.sleep(0.05)
             return _page("projects", [{"id": "1", "name": "p", "created": 0}])
         if path.endswith("/projects/shared"):
             return _page("projects", [])
@@ -97,3 +100,21 @@ async def test_a_plain_ls_lists_one_directory_and_starts_nothing(
         await trio.sleep(1)
         nursery.cancel_scope.cancel()
     assert len(flow.sample_lists) == 1 and tree.walk_ahead_listings == 0
+
+
+async def test_a_fresh_mount_lists_its_projects_before_the_first_path_needs_them(
+        autojump_clock: object) -> None:
+    # A user's first `cat` goes through projects/: across the internet that listing is a
+    # round trip the kernel's lookup need not wait for, and a lookup that comes while it
+    # is under way joins it instead of asking again.
+    flow = Flow()
+    async with trio.open_nursery() as nursery:
+        tree = _tree(flow, nursery)
+        tree.warm()
+        await trio.sleep(0.01)  # the user comes while the listing is under way
+        projects = tree.root.children["projects"]
+        began = trio.current_time()
+        assert "p" in await projects.entries()  # type: ignore[attr-defined]
+        assert trio.current_time() - began < 0.05
+        nursery.cancel_scope.cancel()
+    assert flow.project_lists == 1
