@@ -31,6 +31,10 @@ TARGET_RATE = 1024 * MiB
 # rate instead, it followed every burst of an emulated or congested link.
 FAR_REQUEST = 4 * MiB
 CONFIDENT = 1  # requests' worth read in one run before a far stream opens fully
+# Far: a random read's demand covers this much past its end. The kernel follows a small
+# read with its own read-ahead of up to 128 KiB; where that crossed into the next block
+# (half of samtools' region queries), it cost a second round trip.
+FAR_MARGIN = 128 * 2**10
 MIN_RATE = 1 * MiB  # below this a measured rate is taken as this (no division blow-up)
 ALPHA = 0.25  # weight of a new observation in the rate's moving average
 WINDOW = 32  # replies the latency is the minimum of
@@ -109,6 +113,7 @@ class StreamLimits:
     initial_blocks: int = 1  # the window when a stream turns sequential
     confident_blocks: int = 0  # read sequentially this far, a stream goes to its cap (0: never)
     opening_blocks: int = 0  # read ahead of a handle's first read at offset 0 (0: none)
+    margin: int = 0  # bytes past a random read's end that its demand covers too
 
 
 def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
@@ -126,7 +131,8 @@ def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
     window goes straight to the cap. A handle's first read, if it asks for a block or
     more at offset 0, brings as much again beside it (``opening_blocks``): the rest of a
     small file comes in the same round trip (a region query's first read is smaller).
-    Never more than ``share``, and never less than the near settings.
+    A random read's demand reaches ``FAR_MARGIN`` past its end. Never more than
+    ``share``, and never less than the near settings.
     """
     def blocks(nbytes: float) -> int:
         return max(1, math.ceil(nbytes / block_size))
@@ -142,7 +148,7 @@ def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
     parallel = max(near_parallel, math.ceil(cap / request_blocks))
     initial = min(blocks(rate * link.latency), request_blocks, cap)
     return StreamLimits(request_blocks, cap, min(parallel, 64), 4, initial,
-                        CONFIDENT * request_blocks, initial)
+                        CONFIDENT * request_blocks, initial, FAR_MARGIN)
 
 
 def _average(old: float, new: float, samples: int) -> float:

@@ -81,6 +81,7 @@ class AccessPattern:
         self._run_start = 0  # the block where the current sequential run began
         self._window = 0  # read-ahead distance in blocks; 0: not sequential
         self._ra_end = 0  # blocks below this were requested (demand or read-ahead)
+        self._demand_end = 0  # the end of the last random read's demand (blocks)
 
     @property
     def sequential(self) -> bool:
@@ -99,7 +100,7 @@ class AccessPattern:
 
     def on_read(self, start: int, end: int, nblocks: int, cap: int | None = None,
                 growth: int = 2, step: int = 1, initial: int = 1, confident: int = 0,
-                opening: int = 0) -> Plan:
+                opening: int = 0, margin: int = 0) -> Plan:
         """Plan a read of bytes ``[start, end)`` (already clamped to the file).
 
         ``nblocks`` is the file's block count; ``cap`` replaces ``policy.max_blocks`` as the
@@ -109,30 +110,41 @@ class AccessPattern:
         ``confident`` (if not 0) the blocks a run must have read for the window to jump to
         the cap at once: past any index lookup, a reader that streams is streaming;
         ``opening`` the blocks to read ahead of a handle's first read when it asks for a
-        block or more at offset 0 (0: none), where a round trip costs more than the bytes.
+        block or more at offset 0 (0: none), where a round trip costs more than the bytes;
+        ``margin`` the bytes past a random read's end its demand reaches too, and reads
+        within that demand do not open a window: the kernel's read-ahead after a small
+        read, which needs no second round trip and is no sign of streaming.
         """
         need = blocks_covering(start, end, self.policy.block_size)
         kind = self._classify(start, end)
         if kind is _Kind.REREAD:
             return Plan(need, need, _EMPTY)
         if kind is _Kind.RANDOM:
-            first = self._pos_end is None
-            self._window = 0
-            self._pos_end = end
-            self._run_start = need.start
-            # need.stop <= nblocks: a read is clamped to the file first
-            demand = range(need.start, min(max(need.stop, need.start + self.policy.first_blocks),
-                                           nblocks))
-            prefetch = _EMPTY
-            if first and need.start == 0 and opening > 0 and end - start >= self.policy.block_size:
-                prefetch = range(demand.stop, max(demand.stop, min(demand.stop + opening, nblocks)))
-            self._ra_end = prefetch.stop if prefetch else demand.stop
-            return Plan(need, demand, prefetch)
+            return self._random(start, end, need, nblocks, opening, margin)
         self._pos_end = end
         self._ra_end = max(self._ra_end, need.stop)
+        if not self._window and need.stop <= self._demand_end:
+            return Plan(need, need, _EMPTY)  # still inside what the random read asked for
         sure = bool(confident) and need.stop - self._run_start >= confident
         return Plan(need, need, self._top_up(need.stop, nblocks, cap, max(growth, 2),
                                              max(step, 1), max(initial, 1), sure))
+
+    def _random(self, start: int, end: int, need: range, nblocks: int, opening: int,
+                margin: int) -> Plan:
+        first = self._pos_end is None
+        self._window = 0
+        self._pos_end = end
+        self._run_start = need.start
+        # need.stop <= nblocks: a read is clamped to the file first
+        reach = blocks_covering(start, end + margin, self.policy.block_size).stop
+        demand = range(need.start, min(max(reach, need.start + self.policy.first_blocks),
+                                       nblocks))
+        self._demand_end = demand.stop
+        prefetch = _EMPTY
+        if first and need.start == 0 and opening > 0 and end - start >= self.policy.block_size:
+            prefetch = range(demand.stop, max(demand.stop, min(demand.stop + opening, nblocks)))
+        self._ra_end = prefetch.stop if prefetch else demand.stop
+        return Plan(need, demand, prefetch)
 
     def retract(self, block: int) -> None:
         """Only the read-ahead below ``block`` was actually started (budget, parallelism).

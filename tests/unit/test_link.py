@@ -23,7 +23,7 @@ def limits(est: LinkEstimate, share: int = 256 * MiB) -> StreamLimits:
 def test_a_near_link_keeps_the_loopback_settings() -> None:
     got = limits(link(0.0005, 900 * MiB))
     assert got == StreamLimits(request_blocks=32, cap_blocks=256, max_parallel=8, growth=2)
-    assert got.opening_blocks == 0  # near: a round trip costs nothing worth guessing for
+    assert got.opening_blocks == 0 and got.margin == 0  # near: a round trip costs little
 
 
 def test_a_distant_link_keeps_many_small_requests_in_flight() -> None:
@@ -37,6 +37,8 @@ def test_a_distant_link_keeps_many_small_requests_in_flight() -> None:
     assert got.initial_blocks == 10 and got.initial_blocks <= got.request_blocks
     # and a bulk read from a file's start brings that much beside its first block
     assert got.opening_blocks == got.initial_blocks
+    # a random read also takes the kernel's read-ahead after it along (128 KiB)
+    assert got.margin == 128 * 1024
 
 
 def test_more_latency_means_a_larger_window_up_to_the_share() -> None:

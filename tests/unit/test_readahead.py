@@ -245,6 +245,25 @@ def test_no_opening_for_small_first_reads_seeks_or_later_reads(start: int, lengt
     assert not plan.prefetch and p.readahead_end == plan.demand.stop
 
 
+def test_a_far_random_read_takes_the_kernels_next_read_along_and_opens_no_window() -> None:
+    # samtools reads 36 KiB at a region, then the kernel reads 128 KiB after it: where
+    # that crossed into the next block it cost a second round trip, and it opened a
+    # read-ahead window (megabytes over a far link) for a lookup that was over.
+    p = pattern()
+    at = 10 * BS - BS // 4  # a quarter of a block before a block's end
+    plan = p.on_read(at, at + BS // 8, NBLOCKS, margin=BS // 2)
+    assert plan.demand == range(9, 11)  # its block and the next, in one request
+    plan = p.on_read(at + BS // 8, at + BS // 8 + BS // 2, NBLOCKS, initial=10, margin=BS // 2)
+    assert plan.need == range(9, 11) and not plan.prefetch and not p.sequential
+    # a reader that goes on past the demand is streaming: the window opens
+    plan = p.on_read(11 * BS, 12 * BS, NBLOCKS, initial=10, margin=BS // 2)
+    assert p.sequential and plan.prefetch
+    # without a margin (near), a read inside its block costs nothing more either
+    q = pattern()
+    assert q.on_read(at, at + 10, NBLOCKS).demand == range(9, 10)
+    assert not q.on_read(at + 10, at + 20, NBLOCKS, initial=10).prefetch and not q.sequential
+
+
 def test_a_run_past_the_confidence_mark_opens_the_whole_window() -> None:
     # A far stream that has read 16 blocks in one run is streaming, not looking up an
     # index: its window goes to the cap at once instead of ramping step by step.

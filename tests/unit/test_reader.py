@@ -635,7 +635,7 @@ async def test_a_distant_link_gets_more_requests_in_flight_within_the_budget(
     assert server.peak_bytes <= 256 * mib // 4 + 2 * mib  # the budget, plus a demand fetch
 
 
-async def test_far_away_a_small_file_read_in_bulk_costs_one_round_trip(
+async def test_far_away_a_small_file_or_a_region_query_costs_one_round_trip(
         autojump_clock: trio.testing.MockClock) -> None:
     # 50 ms per request: `cp` of a 2 MiB file (256 KiB reads from its start) used to wait
     # for its first block, then for the rest: two round trips. Its first read now brings
@@ -661,6 +661,16 @@ async def test_far_away_a_small_file_read_in_bulk_costs_one_round_trip(
         await reader.read(query, 0, 128 * 1024)
         await reader.read(query, 40 * mib, 4096)
         reader.close(query)
+        assert server.bytes_served() - before == 2 * 256 * 1024
+        # samtools' 36 KiB at a region near a block's end, then the kernel's 128 KiB after
+        # it: one round trip, and no read-ahead for a lookup that is over
+        before, began = server.bytes_served(), trio.current_time()
+        query = reader.open(bam)
+        at = 20 * mib - 64 * 1024
+        await reader.read(query, at, 36 * 1024)
+        await reader.read(query, at + 36 * 1024, 128 * 1024)
+        reader.close(query)
+        assert trio.current_time() - began == pytest.approx(0.05, abs=0.005)
         assert server.bytes_served() - before == 2 * 256 * 1024
 
 
