@@ -26,10 +26,27 @@ from typing import Any
 
 from cachetools import LRUCache
 
+
+def _lone_refcount() -> int:
+    """What ``sys.getrefcount`` says of a block that only a local name holds, measured
+    in the shape :meth:`BlockCache.popitem` asks it: 2 (the name and the call's argument)
+    up to CPython 3.13; CPython 3.14 lends locals to calls without counting them, and
+    says 1. Comparing with a fixed 2 there would take a block a reader still holds
+    (2 = the name + the reader) for a free one, and overwrite it under the reader."""
+    def victim() -> tuple[int, bytearray]:
+        return 0, bytearray(1)
+
+    _, value = victim()
+    return sys.getrefcount(value)
+
+
+#: ``sys.getrefcount`` of a block nothing but the evicting code holds (see above).
+LONE_REFCOUNT = _lone_refcount()
 #: Whether ``sys.getrefcount`` counts every holder of a block (CPython's reference
-#: counting). On other interpreters (PyPy's is an estimate) a block still held by a
-#: reader could be reported free and overwritten under it, so recycling is off.
-EXACT_REFCOUNTS = sys.implementation.name == "cpython"
+#: counting). On other interpreters (PyPy's is an estimate), or where the count of a lone
+#: block is not one we understand, a block still held by a reader could be reported free
+#: and overwritten under it, so recycling is off.
+EXACT_REFCOUNTS = sys.implementation.name == "cpython" and LONE_REFCOUNT in (1, 2)
 
 
 class BlockCache(LRUCache):
@@ -63,10 +80,10 @@ class BlockCache(LRUCache):
         is empty when the block's memory went to ``recycle``.
         """
         key, value = self._victim()
-        # CPython only (EXACT_REFCOUNTS; otherwise _recycle is None): two references,
-        # `value` and getrefcount's argument. More means a reader, a pending fetch or
-        # a view still holds the block: then it is simply dropped.
-        if self._recycle is not None and sys.getrefcount(value) == 2:
+        # CPython only (EXACT_REFCOUNTS; otherwise _recycle is None): `value` alone, as
+        # LONE_REFCOUNT measured it. More means a reader, a pending fetch or a view
+        # still holds the block: then it is simply dropped.
+        if self._recycle is not None and sys.getrefcount(value) == LONE_REFCOUNT:
             self._recycle(value)
             return key, b""
         return key, value

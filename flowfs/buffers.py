@@ -29,20 +29,24 @@ event loop's thread.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 
 def _unwritten() -> Callable[[int], bytearray]:
     """``bytearray(size)`` without its bytes written: CPython's own constructor, which
     copies nothing when given no source; plain ``bytearray`` where there is no such API."""
+    if sys.implementation.name != "cpython":
+        return bytearray
     try:
         import ctypes
 
-        make = ctypes.pythonapi.PyByteArray_FromStringAndSize
-    except (ImportError, AttributeError):  # not CPython
+        # A prototype of our own, not the shared ``ctypes.pythonapi`` attribute whose
+        # types any other module may set. It returns a new reference, which ctypes takes.
+        make = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_char_p, ctypes.c_ssize_t)(
+            ("PyByteArray_FromStringAndSize", ctypes.pythonapi))
+    except (ImportError, AttributeError):
         return bytearray
-    make.restype = ctypes.py_object  # a new reference, which ctypes takes over
-    make.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
     return lambda size: make(None, size)
 
 

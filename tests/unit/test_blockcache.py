@@ -56,6 +56,9 @@ def test_removed_and_unknown_keys_leave_no_trace() -> None:
 
 
 def test_an_evicted_block_nobody_holds_is_recycled_one_still_held_is_not() -> None:
+    # The count of a lone block is measured, not assumed: CPython 3.14 lends locals to
+    # calls uncounted, where a fixed 2 would take a block a reader holds for a free one.
+    assert blockcache.EXACT_REFCOUNTS and blockcache.LONE_REFCOUNT in (1, 2)
     spare: list[object] = []
     cache = BlockCache(maxsize=20, recycle=spare.append)
     cache["a"] = bytearray(b"a" * 10)
