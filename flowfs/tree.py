@@ -151,6 +151,8 @@ class Tree:
                     await directory.entries()
                 except FlowError as exc:  # the walker will meet it, and say so
                     log.debug("walk-ahead listing failed: %s", exc)
+                except Exception:  # a reply httpx refuses, or a bug: never the mount's end
+                    log.warning("walk-ahead listing failed", exc_info=True)
 
         for _ in range(min(WALK_AHEAD, len(dirs))):
             self._spawn(worker)

@@ -118,3 +118,23 @@ async def test_a_fresh_mount_lists_its_projects_before_the_first_path_needs_them
         assert trio.current_time() - began < 0.05
         nursery.cancel_scope.cancel()
     assert flow.project_lists == 1
+
+
+async def test_a_listing_that_breaks_at_mount_start_does_not_end_the_mount(
+        autojump_clock: object) -> None:
+    # The mount lists projects/ as it starts. A reply httpx cannot decode (a proxy's broken
+    # gzip) raises no domain error: it used to leave the background task, and the
+    # nursery, which is the mount. The user's own `ls` meets the failure instead.
+    def broken(req: httpx.Request) -> httpx.Response:
+        raise httpx.DecodingError("broken gzip", request=req)
+
+    async with trio.open_nursery() as nursery:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(broken))
+        api = FlowAPI("http://flow.test/api", "http://flow.test",
+                      Credentials("token", "t", token="t"), client)
+        tree = Tree(api, InodeTable[Node](), ttl=60, invalidate=lambda ino, name: None,
+                    spawn=nursery.start_soon)
+        tree.warm()
+        await trio.sleep(1)  # the listing has failed by now
+        assert tree.walk_ahead_listings == 1
+        nursery.cancel_scope.cancel()
