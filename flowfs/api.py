@@ -48,6 +48,8 @@ from flowfs.transport import (
 Bytes = bytes | bytearray | list[bytearray]  # a range's bytes, possibly in block-sized pieces
 
 log = logging.getLogger(__name__)
+# Response extension: seconds from sending a request to its reply's head (set by _exchange).
+_WAITED = "flowfs_waited"
 T = TypeVar("T")
 READS = Retry()  # GETs: every failure of a harmless request is retried, 5xx included
 
@@ -282,9 +284,10 @@ class FlowAPI:
                 data = await _read_range(resp, start, end, size)
             except BadReply as exc:
                 raise _BodyFailure(str(exc)) from None
-            # The lean paths time themselves; httpx's gives a lower bound (no latency).
+            # The lean paths time themselves; on httpx's the head came after `waited`.
             timing = resp.extensions.get(TIMING_EXTENSION)
-            return data, timing or (0.0, trio.current_time() - head)
+            waited = resp.extensions.get(_WAITED, 0.0)
+            return data, timing or (waited, waited + trio.current_time() - head)
 
         data, timing = await self._exchange("GET", url, checked, headers=headers,
                                             extensions=extensions, retry=Retry(body=True))
@@ -316,7 +319,8 @@ class FlowAPI:
             sent = trio.current_time()
             try:
                 resp = await self._client.send(req, stream=True)
-                self.link.hint(trio.current_time() - sent)
+                resp.extensions[_WAITED] = waited = trio.current_time() - sent
+                self.link.hint(waited)
             except httpx.TransportError as exc:
                 failure = transport_failure(url, exc)
                 await self._again(retry, _kind(exc, failure), attempt, failure, url)

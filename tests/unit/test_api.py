@@ -56,6 +56,22 @@ async def test_api_replies_tell_the_reader_how_far_the_servers_are(autojump_cloc
     assert api.link.far and api.link.latency == pytest.approx(0.05, abs=0.001)
 
 
+async def test_range_replies_through_httpx_are_timed_from_the_request(
+        autojump_clock: object) -> None:
+    # Behind a proxy the byte path is httpx's own: its Range replies used to be timed from
+    # their head, so a link 50 ms away looked like loopback once the first one came.
+    async def handler(req: httpx.Request) -> httpx.Response:
+        await trio.sleep(0.05)
+        return httpx.Response(206, stream=httpx.ByteStream(b"x" * 100),
+                              headers={"Content-Range": "bytes 0-99/1000",
+                                       "Content-Length": "100"})
+
+    api = make_api(handler)  # type: ignore[arg-type]
+    assert await api.fetch_range(f"{FILES}/downloads/1/f", 0, 100) == b"x" * 100
+    assert api.link.samples == 1 and api.link.far
+    assert api.link.latency == pytest.approx(0.05, abs=0.001)
+
+
 async def test_server_errors_are_retried_then_succeed(autojump_clock: object) -> None:
     calls = 0
 
