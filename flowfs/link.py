@@ -30,7 +30,8 @@ TARGET_RATE = 1024 * MiB
 # and the chunk size the best-documented rclone settings use. Derived from the measured
 # rate instead, it followed every burst of an emulated or congested link.
 FAR_REQUEST = 4 * MiB
-CONFIDENT = 1  # requests' worth read in one run before a far stream opens fully
+CONFIDENT = 4  # requests' worth read in one run before a far stream opens fully
+CONFIDENT_FROM_START = 1  # the same for a run from a file's start: a whole-file reader
 # Far: a random read's demand covers this much past its end. The kernel follows a small
 # read with its own read-ahead of up to 128 KiB; where that crossed into the next block
 # (half of samtools' region queries), it cost a second round trip.
@@ -114,6 +115,7 @@ class StreamLimits:
     confident_blocks: int = 0  # read sequentially this far, a stream goes to its cap (0: never)
     opening_blocks: int = 0  # read ahead of a handle's first read at offset 0 (0: none)
     margin: int = 0  # bytes past a random read's end that its demand covers too
+    confident_start_blocks: int = 0  # as confident_blocks, for a run from a file's start
 
 
 def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
@@ -127,12 +129,13 @@ def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
     as that window holds, and a ramp four times as steep, since every step costs a round
     trip; the ramp starts at what one reply brings during one latency (at most one
     request: all a wrong guess of "sequential" can cost), and once a stream has read
-    ``CONFIDENT`` requests' worth in one run (past a BAM or VCF region's block or two) its
-    window goes straight to the cap. A handle's first read, if it asks for a block or
-    more at offset 0, brings as much again beside it (``opening_blocks``): the rest of a
-    small file comes in the same round trip (a region query's first read is smaller).
-    A random read's demand reaches ``FAR_MARGIN`` past its end. Never more than
-    ``share``, and never less than the near settings.
+    ``CONFIDENT`` requests' worth in one run (well past a BAM, VCF or CRAM region; from a
+    file's start, ``CONFIDENT_FROM_START``: a whole-file reader) its window goes straight
+    to the cap. A handle's first read, if it asks for half a block or more at offset 0,
+    brings as much again beside it (``opening_blocks``): the rest of a small file comes
+    in the same round trip (``head``'s first read is smaller). A random read's demand
+    reaches ``FAR_MARGIN`` past its end. Never more than ``share``, and never less than
+    the near settings.
     """
     def blocks(nbytes: float) -> int:
         return max(1, math.ceil(nbytes / block_size))
@@ -148,7 +151,8 @@ def stream_limits(link: LinkEstimate, *, block_size: int, max_request: int,
     parallel = max(near_parallel, math.ceil(cap / request_blocks))
     initial = min(blocks(rate * link.latency), request_blocks, cap)
     return StreamLimits(request_blocks, cap, min(parallel, 64), 4, initial,
-                        CONFIDENT * request_blocks, initial, FAR_MARGIN)
+                        CONFIDENT * request_blocks, initial, FAR_MARGIN,
+                        CONFIDENT_FROM_START * request_blocks)
 
 
 def _average(old: float, new: float, samples: int) -> float:

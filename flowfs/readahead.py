@@ -17,9 +17,11 @@ has been consumed, so the requests in flight stay steady instead of swinging bet
 half the window and all of it.
 
 Far away, where a round trip costs more than a few MiB, a handle's *first* read that
-asks for a block or more at offset 0 (``cp``, ``cat``, ``rsync``, Python's ``read()``)
-also reads ``opening`` blocks ahead, so a file of a few MiB comes in one round trip
-instead of two; a small first read (``head``, samtools' header read) does not.
+asks for half a block or more at offset 0 (``cp``, ``cat``, ``rsync``, Python's
+``read()``: 128 KiB to 1 MiB) also reads ``opening`` blocks ahead, so a file of a few MiB
+comes in one round trip instead of two; a small first read (``head``, ``zcat | head``:
+32 KiB) does not. samtools' 128 KiB header read does: a BAM's first megabytes, once
+per file while they stay cached.
 
 ``slack`` tolerates the small disorder of a kernel that issues several reads of one file
 at once, and re-reads of the last bytes: a read starting within ``slack`` bytes behind
@@ -82,6 +84,9 @@ class AccessPattern:
         self._window = 0  # read-ahead distance in blocks; 0: not sequential
         self._ra_end = 0  # blocks below this were requested (demand or read-ahead)
         self._demand_end = 0  # the end of the last random read's demand (blocks)
+        # A first read this large is a bulk reader's: 128 KiB is what the kernel asks for
+        # by default when a program reads in bulk (head and zcat | head ask for 32 KiB).
+        self._bulk = max(1, policy.block_size // 2)
 
     @property
     def sequential(self) -> bool:
@@ -100,7 +105,7 @@ class AccessPattern:
 
     def on_read(self, start: int, end: int, nblocks: int, cap: int | None = None,
                 growth: int = 2, step: int = 1, initial: int = 1, confident: int = 0,
-                opening: int = 0, margin: int = 0) -> Plan:
+                opening: int = 0, margin: int = 0, confident_start: int = 0) -> Plan:
         """Plan a read of bytes ``[start, end)`` (already clamped to the file).
 
         ``nblocks`` is the file's block count; ``cap`` replaces ``policy.max_blocks`` as the
@@ -108,9 +113,11 @@ class AccessPattern:
         ``growth`` is the window's factor per ramp step; ``step`` the top-up granularity at
         the cap (one request, in blocks); ``initial`` the window a stream opens with;
         ``confident`` (if not 0) the blocks a run must have read for the window to jump to
-        the cap at once: past any index lookup, a reader that streams is streaming;
-        ``opening`` the blocks to read ahead of a handle's first read when it asks for a
-        block or more at offset 0 (0: none), where a round trip costs more than the bytes;
+        the cap at once: past any index lookup, a reader that streams is streaming
+        (``confident_start``, if not 0, for a run from the file's first block: a whole-file
+        reader, not a lookup);
+        ``opening`` the blocks to read ahead of a handle's first read when it asks for half
+        a block or more at offset 0 (0: none), where a round trip costs more than the bytes;
         ``margin`` the bytes past a random read's end its demand reaches too, and reads
         within that demand do not open a window: the kernel's read-ahead after a small
         read, which needs no second round trip and is no sign of streaming.
@@ -125,7 +132,8 @@ class AccessPattern:
         self._ra_end = max(self._ra_end, need.stop)
         if not self._window and need.stop <= self._demand_end:
             return Plan(need, need, _EMPTY)  # still inside what the random read asked for
-        sure = bool(confident) and need.stop - self._run_start >= confident
+        mark = confident_start if confident_start and self._run_start == 0 else confident
+        sure = bool(mark) and need.stop - self._run_start >= mark
         return Plan(need, need, self._top_up(need.stop, nblocks, cap, max(growth, 2),
                                              max(step, 1), max(initial, 1), sure))
 
@@ -139,9 +147,9 @@ class AccessPattern:
         reach = blocks_covering(start, end + margin, self.policy.block_size).stop
         demand = range(need.start, min(max(reach, need.start + self.policy.first_blocks),
                                        nblocks))
-        self._demand_end = demand.stop
+        self._demand_end = demand.stop if margin else 0  # far only: near, a window is cheap
         prefetch = _EMPTY
-        if first and need.start == 0 and opening > 0 and end - start >= self.policy.block_size:
+        if first and need.start == 0 and opening > 0 and end - start >= self._bulk:
             prefetch = range(demand.stop, max(demand.stop, min(demand.stop + opening, nblocks)))
         self._ra_end = prefetch.stop if prefetch else demand.stop
         return Plan(need, demand, prefetch)

@@ -285,7 +285,8 @@ class Reader:
         plan = pattern.on_read(start, end, nblocks, cap=limits.cap_blocks,
                                growth=limits.growth, step=limits.request_blocks,
                                initial=limits.initial_blocks, opening=limits.opening_blocks,
-                               confident=limits.confident_blocks, margin=limits.margin)
+                               confident=limits.confident_blocks, margin=limits.margin,
+                               confident_start=limits.confident_start_blocks)
         if not stream.closed:
             self._sequential += int(pattern.sequential) - int(was_sequential)
         return plan

@@ -231,8 +231,13 @@ def test_a_bulk_first_read_at_the_start_reads_its_opening_ahead() -> None:
     assert pattern().on_read(0, BS, 4, opening=10).prefetch == range(1, 4)
 
 
+def test_an_opening_needs_half_a_block_at_least() -> None:
+    # 128 KiB is what a bulk reader's first read is without a tuned mount (256 KiB blocks)
+    assert pattern().on_read(0, BS // 2, NBLOCKS, opening=10).prefetch == range(1, 11)
+
+
 @pytest.mark.parametrize(("start", "length", "first"), [
-    (0, BS // 4, True),  # head, zcat | head, samtools' header: a small first read
+    (0, BS // 4, True),  # head, zcat | head: a small first read
     (3 * BS, BS, True),  # not at the start: a region lookup
     (0, BS, False),  # back at the start after other reads: a seek, not an opening
 ])
@@ -258,10 +263,28 @@ def test_a_far_random_read_takes_the_kernels_next_read_along_and_opens_no_window
     # a reader that goes on past the demand is streaming: the window opens
     plan = p.on_read(11 * BS, 12 * BS, NBLOCKS, initial=10, margin=BS // 2)
     assert p.sequential and plan.prefetch
-    # without a margin (near), a read inside its block costs nothing more either
+    # near (no margin), a window is cheap: the second read opens one, as it always did
     q = pattern()
     assert q.on_read(at, at + 10, NBLOCKS).demand == range(9, 10)
-    assert not q.on_read(at + 10, at + 20, NBLOCKS, initial=10).prefetch and not q.sequential
+    assert q.on_read(at + 10, at + 20, NBLOCKS, initial=10).prefetch and q.sequential
+
+
+def test_a_run_from_the_start_is_trusted_sooner_than_one_from_a_lookup() -> None:
+    # `cat` from offset 0 gets the whole window after one request's worth; a run that
+    # began at a region (a CRAM container, a large BAM region) must read four times as
+    # much first, so a lookup of a few MiB does not pull the whole window behind it.
+    def blocks_until_cap(first: int) -> int:
+        p = pattern(max_blocks=256)
+        read(p, first * BS, BS)
+        position = (first + 1) * BS
+        while p.window < 256:
+            p.on_read(position, position + BS, NBLOCKS, cap=256, growth=4, initial=2,
+                      confident=64, confident_start=16)
+            position += BS
+        return position // BS - first
+
+    assert blocks_until_cap(0) == 16
+    assert 16 < blocks_until_cap(5000) <= 64
 
 
 def test_a_run_past_the_confidence_mark_opens_the_whole_window() -> None:

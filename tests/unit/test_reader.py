@@ -653,15 +653,15 @@ async def test_far_away_a_small_file_or_a_region_query_costs_one_round_trip(
             got += await reader.read(stream, offset, 256 * 1024)
         assert trio.current_time() - began == pytest.approx(0.05, abs=0.005)
         assert bytes(got) == content(target)
-        # A region query (a small header read, then a lookup elsewhere) pays for no more
-        # than it reads: samtools' first read is 128 KiB.
+        # A region query (samtools' 128 KiB header read, then a lookup elsewhere): the
+        # header read brings the opening once per file, the lookup one block, no more.
         bam = File("bam", 64 * mib)
-        before = server.bytes_served()
         query = reader.open(bam)
         await reader.read(query, 0, 128 * 1024)
+        before = server.bytes_served()
         await reader.read(query, 40 * mib, 4096)
         reader.close(query)
-        assert server.bytes_served() - before == 2 * 256 * 1024
+        assert server.bytes_served() - before == 256 * 1024
         # samtools' 36 KiB at a region near a block's end, then the kernel's 128 KiB after
         # it: one round trip, and no read-ahead for a lookup that is over
         before, began = server.bytes_served(), trio.current_time()
@@ -672,6 +672,50 @@ async def test_far_away_a_small_file_or_a_region_query_costs_one_round_trip(
         reader.close(query)
         assert trio.current_time() - began == pytest.approx(0.05, abs=0.005)
         assert server.bytes_served() - before == 2 * 256 * 1024
+
+
+FAR = {"block_size": 256 * 1024, "first_fetch": 256 * 1024, "cache_bytes": 256 * 2**20,
+       "readahead_max": 16 * 2**20, "max_request": 8 * 2**20, "seq_slack": 2 * 2**20}
+
+
+@pytest.mark.parametrize("hinted", [False, True], ids=["measured", "hinted-after-open"])
+async def test_a_small_file_read_in_128_kib_reads_costs_one_round_trip(
+        autojump_clock: trio.testing.MockClock, hinted: bool) -> None:
+    # Without root the kernel asks a bulk reader's file for 128 KiB at a time. And on a
+    # fresh mount the link may only be known from the API's replies, possibly after the
+    # file was opened: the stream's limits must follow the hint all the same.
+    mib = 2**20
+    server = FakeServer(latency=0.05)
+    target = File("small", 2 * mib)
+    link = LinkEstimate() if hinted else LinkEstimate.of(0.05, 50 * mib, samples=5)
+    async with running(server, link, **FAR) as reader:
+        stream, got = reader.open(target), bytearray()
+        if hinted:  # a read planned before the API answered, then its answer
+            await reader.read(reader.open(File("other", mib)), 0, 4096)
+            link.hint(0.05)
+        began = trio.current_time()
+        for offset in range(0, target.size, 128 * 1024):
+            got += await reader.read(stream, offset, 128 * 1024)
+        assert trio.current_time() - began == pytest.approx(0.05, abs=0.005)
+        assert bytes(got) == content(target)
+
+
+async def test_a_large_region_read_far_away_does_not_pull_the_whole_window(
+        autojump_clock: trio.testing.MockClock) -> None:
+    # A 6 MiB region (a CRAM container, a wide BAM region) read in the middle of a file:
+    # a run that did not start at the file's start must earn the full window (4 requests'
+    # worth), or every such lookup would ask for the whole read-ahead window (~60 MiB
+    # here) and cancel it at close, over a link that bills every byte in time.
+    mib = 2**20
+    server = FakeServer(latency=0.05)
+    target = File("cram", 200 * mib)
+    link = LinkEstimate.of(0.05, 50 * mib, samples=5)
+    async with running(server, link, **FAR) as reader:
+        stream = reader.open(target)
+        for offset in range(100 * mib, 106 * mib, mib):
+            await reader.read(stream, offset, mib)
+        reader.close(stream)
+    assert server.bytes_served() <= 24 * mib, server.bytes_served() / mib
 
 
 async def test_a_read_right_after_a_timeout_fails_at_once_and_later_fetches_again(
