@@ -80,7 +80,7 @@ def _profile_label(section: dict[str, Any]) -> str:
     link = section.get("link", {})
     if not link.get("delay_s") and not link.get("rate_mib_s"):
         return f"{link.get('name')}\n({'HTTPS' if link.get('tls') else 'HTTP'}, no delay)"
-    return (f"{link['name']}\n({link['delay_s'] * 1000:.0f} ms, "
+    return (f"{link['name']}\n({link['delay_s'] * 1000:.0f} ms,\n"
             f"{link['rate_mib_s']} MiB/s per reply)")
 
 
@@ -108,7 +108,7 @@ def _latency(profiles: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3, which="both")
     axes[-1, 0].set_xlabel("latency of one `samtools view -c FILE region` (ms, log scale)")
     fig.suptitle(f"BAM region query latency per profile ({_dates(profiles)})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
