@@ -97,6 +97,10 @@ class ReaderConfig:
     # Blocks held outside the cache within the budget (the disk cache's write queue: a
     # queued block the cache evicts stays until written): the cache keeps that much less.
     held_outside: int = 0
+    # The read-ahead in flight may take 1/readahead_part of the budget: a quarter where
+    # the files are near; half where they are far, and bytes in flight, not bytes kept,
+    # decide how fast many files stream (flowfs.mount chooses from the link at start).
+    readahead_part: int = 4
 
     def __post_init__(self) -> None:
         sizes = (self.block_size, self.first_fetch, self.readahead_max, self.max_request)
@@ -106,16 +110,18 @@ class ReaderConfig:
             raise ValueError("cache_bytes must hold at least one block")
         if self.seq_slack < 0 or self.finish_on_close < 0 or self.held_outside < 0:
             raise ValueError("seq_slack, finish_on_close and held_outside must be >= 0")
+        if self.readahead_part < 2:
+            raise ValueError("readahead_part must be >= 2: the cache keeps the rest")
 
     @property
     def readahead_budget(self) -> int:
-        """Bound on read-ahead bytes in flight across all streams (a quarter of the budget).
+        """Bound on read-ahead bytes in flight across all streams (a quarter of the budget,
+        or half: ``readahead_part``).
 
-        The cache itself holds the other three quarters (``cache_capacity``), so cached
-        and in-flight read-ahead bytes together stay within ``cache_bytes`` however many
-        streams are open.
+        The cache itself holds the rest (``cache_capacity``), so cached and in-flight
+        read-ahead bytes together stay within ``cache_bytes`` however many streams are open.
         """
-        return self.cache_bytes // 4
+        return self.cache_bytes // self.readahead_part
 
     @property
     def cache_capacity(self) -> int:

@@ -9,7 +9,8 @@ import pytest
 
 from flowfs.blockcache import LONE_REFCOUNT
 from flowfs.buffers import BufferPool, new_buffer
-from flowfs.mount import receive_buffers
+from flowfs.link import LinkEstimate
+from flowfs.mount import receive_buffers, sized_for_link
 from flowfs.reader import ReaderConfig
 
 
@@ -100,3 +101,18 @@ def test_new_buffers_are_given_back_when_dropped() -> None:
         assert tracemalloc.get_traced_memory()[0] - before < 2**20
     finally:
         tracemalloc.stop()
+
+
+def test_far_away_half_the_budget_may_be_in_flight_and_the_cache_keeps_the_rest() -> None:
+    # Eight files over 100 ms per request were bounded by the read-ahead in flight: a
+    # mount whose API answered from afar gives it half of --cache-size, never more in all.
+    config = ReaderConfig(cache_bytes=512 * 2**20, held_outside=64 * 2**20)
+    near = sized_for_link(config, LinkEstimate.of(0.0004, 500 * 2**20))
+    far = sized_for_link(config, LinkEstimate.of(0.05, 50 * 2**20))
+    assert near.readahead_budget == 128 * 2**20 and near.cache_capacity == 320 * 2**20
+    assert far.readahead_budget == 256 * 2**20 and far.cache_capacity == 192 * 2**20
+    for sized in (near, far):
+        assert sized.readahead_budget + sized.cache_capacity + 64 * 2**20 == 512 * 2**20
+    assert far.spare_buffers == 2 * near.spare_buffers  # the pool keeps what is in flight
+    with pytest.raises(ValueError):
+        ReaderConfig(readahead_part=1)  # the cache would keep nothing
