@@ -84,9 +84,6 @@ class AccessPattern:
         self._window = 0  # read-ahead distance in blocks; 0: not sequential
         self._ra_end = 0  # blocks below this were requested (demand or read-ahead)
         self._demand_end = 0  # the end of the last random read's demand (blocks)
-        # A first read this large is a bulk reader's: 128 KiB is what the kernel asks for
-        # by default when a program reads in bulk (head and zcat | head ask for 32 KiB).
-        self._bulk = max(1, policy.block_size // 2)
 
     @property
     def sequential(self) -> bool:
@@ -149,8 +146,11 @@ class AccessPattern:
                                        nblocks))
         self._demand_end = demand.stop if margin else 0  # far only: near, a window is cheap
         prefetch = _EMPTY
-        if first and need.start == 0 and opening > 0 and end - start >= self._bulk:
-            prefetch = range(demand.stop, max(demand.stop, min(demand.stop + opening, nblocks)))
+        # Half a block (128 KiB) is what the kernel asks for by default when a program
+        # reads in bulk; head and zcat | head ask for 32 KiB.
+        bulk = 2 * (end - start) >= self.policy.block_size
+        if first and bulk and need.start == 0 and opening > 0:
+            prefetch = range(demand.stop, min(demand.stop + opening, nblocks))
         self._ra_end = prefetch.stop if prefetch else demand.stop
         return Plan(need, demand, prefetch)
 

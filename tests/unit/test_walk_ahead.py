@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 import trio
 
 from flowfs.api import FlowAPI
@@ -121,7 +122,7 @@ async def test_a_fresh_mount_lists_its_projects_before_the_first_path_needs_them
 
 
 async def test_a_listing_that_breaks_at_mount_start_does_not_end_the_mount(
-        autojump_clock: object) -> None:
+        autojump_clock: object, caplog: pytest.LogCaptureFixture) -> None:
     # The mount lists projects/ as it starts. A reply httpx cannot decode (a proxy's broken
     # gzip) raises no domain error: it used to leave the background task, and the
     # nursery, which is the mount. The user's own `ls` meets the failure instead.
@@ -135,6 +136,8 @@ async def test_a_listing_that_breaks_at_mount_start_does_not_end_the_mount(
         tree = Tree(api, InodeTable[Node](), ttl=60, invalidate=lambda ino, name: None,
                     spawn=nursery.start_soon)
         tree.warm()
-        await trio.sleep(1)  # the listing has failed by now
+        with trio.fail_after(10):  # the listing fails, and the mount's nursery lives on
+            while "walk-ahead listing failed" not in caplog.text:
+                await trio.sleep(0.01)
         assert tree.walk_ahead_listings == 1
         nursery.cancel_scope.cancel()
