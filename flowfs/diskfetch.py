@@ -116,15 +116,38 @@ class DiskFetch:
     # -- the fetch ------------------------------------------------------------------------
 
     async def __call__(self, target: Target, start: int, end: int) -> Any:
+        return await self._get(target, start, end, None)
+
+    async def ahead(self, target: Target, start: int, end: int, lead: int) -> Any:
+        """For read-ahead of a window that starts at block ``lead``: where the disk holds
+        that block, only the run's first blocks the disk holds (maybe none).
+
+        A window the disk holds the start of was read before; where its blocks end, the
+        reads (or read-ahead) of that time ended, so nothing says the bytes after them will
+        be read now: a region query run again after a remount would otherwise ask the
+        network for the wider window a different link estimate drew. The reader plans the
+        rest again when its stream reads on, or fetches it at once if a read waits on it
+        (:mod:`flowfs.reader`, rule 8). A window starting with a block the disk lacks is new
+        ground: fetched as ``__call__`` does.
+        """
+        return await self._get(target, start, end, lead)
+
+    async def _get(self, target: Target, start: int, end: int, lead: int | None) -> Any:
         item = entry(target.data.id, target.size, target.data.md5, self._bs)
         indices = blocks_covering(start, end, self._bs)
         into = self._take(item, indices)
-        blocks, damaged, errors = await trio.to_thread.run_sync(self._read, item, indices, into)
-        self._count_reads(item, indices, blocks, damaged, errors)
-        if self._buffers is not None:  # the buffers of misses: nothing else has seen them
-            for buffer, block in zip(into, blocks, strict=True):
-                if block is None and buffer is not None:
-                    self._buffers.offer(buffer)
+        blocks, damaged, errors, read_before = await trio.to_thread.run_sync(
+            self._read, item, indices, into, lead)
+        # A window read before: its blocks up to the first the disk lacks, none after.
+        keep = blocks.index(None) if read_before and None in blocks else len(blocks)
+        self._count_reads(item, indices[:keep], blocks[:keep], damaged, errors)
+        if self._buffers is not None:  # buffers not handed on: nothing else has seen them
+            for i, (buffer, block) in enumerate(zip(into, blocks, strict=True)):
+                spare = buffer if block is None else block if i >= keep else None
+                if spare is not None:
+                    self._buffers.offer(spare)
+        if keep < len(blocks):
+            return blocks[:keep]
         first = indices.start
         missing = (i for i, block in zip(indices, blocks, strict=True) if block is None)
         for run in iter_runs(missing, len(indices)):
@@ -144,13 +167,20 @@ class DiskFetch:
             return [None] * len(indices)
         return [self._buffers.take_spare(item.block_length(i)) for i in indices]
 
-    def _read(self, item: Entry, indices: range, into: list[bytearray | None]
-              ) -> tuple[list[Any], int, list[OSError]]:
-        """In a worker thread: the blocks the disk gives back intact (None for the rest)."""
+    def _read(self, item: Entry, indices: range, into: list[bytearray | None],
+              lead: int | None) -> tuple[list[Any], int, list[OSError], bool]:
+        """In a worker thread: the blocks the disk gives back intact (None for the rest),
+        and whether it holds block ``lead`` (False without one)."""
         found = self.store.read(item, indices, into)
         for problem in found.damaged:
             log.warning("disk cache: %s; fetching the block again", problem)
-        return found.blocks, len(found.damaged), found.errors
+        if lead is None:
+            held = False
+        elif lead == indices.start:
+            held = found.blocks[0] is not None
+        else:
+            held = self.store.holds(item, lead)
+        return found.blocks, len(found.damaged), found.errors, held
 
     def _count_reads(self, item: Entry, indices: range, blocks: list[Any], damaged: int,
                      errors: list[OSError]) -> None:

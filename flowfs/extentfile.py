@@ -130,6 +130,12 @@ def read_run(fd: int, item: Entry, run: range, into: Sequence[bytearray | None],
     return out
 
 
+def holds(fd: int, index: int) -> bool:
+    """Whether the extent's table has a header for block ``index`` (its bytes unchecked)."""
+    head = os.pread(fd, HEADER_SIZE, header_at(index))
+    return len(head) == HEADER_SIZE and head != _EMPTY_HEADER
+
+
 def _buffer(given: bytearray | None, length: int) -> bytearray:
     return bytearray(length) if given is None else given
 

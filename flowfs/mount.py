@@ -215,7 +215,8 @@ def _open_reader(config: MountConfig, reader_config: ReaderConfig, api: FlowAPI,
         reader_config = dataclasses.replace(reader_config, held_outside=disk.queue_bytes)
     fetch = network if disk is None else disk
     reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
-                    recycle=None if buffers is None else buffers.offer, link=api.link)
+                    recycle=None if buffers is None else buffers.offer, link=api.link,
+                    ahead=None if disk is None else disk.ahead)  # type: ignore[arg-type]
     return reader, disk
 
 

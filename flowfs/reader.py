@@ -38,6 +38,13 @@ interleaving, and every rule below relies on it.
    that error. The kernel retries a failed read-ahead request synchronously, through the
    same open file, right away: without this one ``read(2)`` waited two full timeouts.
    Another open (a user running the command again) fetches afresh at once.
+8. Read-ahead goes through ``ahead`` where one is given (the disk cache's): it may bring
+   only a run's first blocks (those the disk holds, where it holds the window's first):
+   a speculative window should not reach past what was read before. The blocks of the
+   rest that reads wait on are then fetched by ``fetch``, looking again after each fetch;
+   in the step that settles the request, the others (nobody waits on them) are
+   unregistered, an error no one sees on their entries, and the stream's pattern plans
+   them again on its next read.
 """
 
 from __future__ import annotations
@@ -65,6 +72,9 @@ _BlockKey = tuple[str, int]
 
 Fetch = Callable[[Target, int, int], Awaitable[Any]]  # bytes, bytearray or block pieces
 """``fetch(target, start, end)``: exactly the bytes ``[start, end)`` or a domain error."""
+Ahead = Callable[[Target, int, int, int], Awaitable[Any]]
+"""``ahead(target, start, end, lead)``, for read-ahead of a window from block ``lead``: as
+``fetch``, or a list of only the first whole blocks (maybe none; rule 8)."""
 
 
 @dataclass(frozen=True)
@@ -152,8 +162,9 @@ class Reader:
 
     def __init__(self, fetch: Fetch, nursery: trio.Nursery, config: ReaderConfig,
                  recycle: Callable[[Any], None] | None = None,
-                 link: LinkEstimate | None = None) -> None:
+                 link: LinkEstimate | None = None, ahead: Ahead | None = None) -> None:
         self._fetch = fetch
+        self._ahead = ahead  # read-ahead's fetch, which may bring a run in part (rule 8)
         # What the fetch path measured of the link (fed by the fetch function's owner).
         self._link = link or LinkEstimate()
         # The last limits computed, with the (link samples, latency, sharing) they are for.
@@ -253,7 +264,7 @@ class Reader:
             **dict.fromkeys(("hits", "bytes_read", "misses", "fetches", "bytes_fetched",
                              "fetch_errors", "timeouts", "timeouts_repeated",
                              "readahead_fetches", "readahead_deferred",
-                             "readahead_cancelled"), 0),
+                             "readahead_cancelled", "readahead_parts"), 0),
             **self._counts,
             "cached_bytes": int(self._cache.currsize),
             "capacity_bytes": self._config.cache_capacity,
@@ -324,7 +335,7 @@ class Reader:
                 stream.pattern.retract(run.start)
                 self._counts["readahead_deferred"] += 1
                 return
-            request = self._launch(target, fits, stream)
+            request = self._launch(target, fits, stream, blocks.start)
             stream.readahead.add(request)
             self._ra_bytes += request.nbytes
             self._ra_requests += 1
@@ -334,9 +345,11 @@ class Reader:
                 self._counts["readahead_deferred"] += 1
                 return
 
-    def _launch(self, target: Target, run: range, stream: Stream | None) -> Request:
+    def _launch(self, target: Target, run: range, stream: Stream | None,
+                lead: int = 0) -> Request:
         pendings = [Pending() for _ in run]
-        request = Request(target, run, pendings, *run_span(run, target.size, self._bs), stream)
+        request = Request(target, run, pendings, *run_span(run, target.size, self._bs), stream,
+                          lead)
         # start_soon first: if the nursery is closed it raises and nothing is registered.
         self._nursery.start_soon(self._run, request, name=f"fetch {target.cache_key}")
         key = target.cache_key
@@ -393,14 +406,18 @@ class Reader:
         error: FlowError | None = None
         try:
             with request.scope, trio.move_on_after(self._config.io_timeout) as deadline:
-                data = await self._fetch(target, start, end)
+                if request.stream is None or self._ahead is None:
+                    data = await self._fetch(target, start, end)
+                else:
+                    part = await self._ahead(target, start, end, request.lead)
+                    data = await self._rest(request, part)
             if data is None:
                 timed_out = deadline.cancelled_caught and not request.scope.cancel_called
                 error = (TimedOut if timed_out else Transient)(
                     f"fetch of {target.cache_key} [{start}, {end}) "
                     f"{_why_empty(request.scope, deadline)}"
                 )
-            elif _length(data) != end - start:
+            elif not isinstance(data, _Part) and _length(data) != end - start:
                 error = BadReply(
                     f"{target.cache_key} [{start}, {end}): got {_length(data)} bytes, "
                     f"expected {end - start}"
@@ -419,24 +436,63 @@ class Reader:
                 error = Transient(f"fetch of {target.cache_key} [{start}, {end}) abandoned")
             self._settle(request, data, error)
 
+    async def _rest(self, request: Request, data: Any) -> Any:
+        """What ``ahead`` brought, as a :class:`_Part` if it brought a run's first blocks
+        only: then the blocks reads wait on come from ``fetch``, and the others, nobody's,
+        are dropped (rule 8). A read may start waiting on one of those while others are
+        fetched, so the waiters are looked at again after every fetch; from the last look
+        to the settling there is no await."""
+        count = len(request.blocks)
+        if not (isinstance(data, list) and len(data) < count
+                and all(len(block) == self._bs for block in data)):
+            return data  # the whole run (or a wrong reply, which _run reports)
+        blocks: list[Any] = [*data, *[None] * (count - len(data))]
+        while waited := [i for i in range(len(data), count)
+                         if blocks[i] is None and request.pendings[i].waiters]:
+            lo = hi = waited[0]
+            while hi < count and blocks[hi] is None:  # the gap it is in, to its last waiter
+                hi += 1
+            hi = max(i for i in waited if i < hi) + 1
+            start = request.start + lo * self._bs
+            end = min(request.start + hi * self._bs, request.end)
+            more = await self._fetch(request.target, start, end)
+            if more is None:
+                return None
+            if _length(more) != end - start:
+                raise BadReply(f"{request.target.cache_key} [{start}, {end}): got "
+                               f"{_length(more)} bytes, expected {end - start}")
+            blocks[lo:hi] = _split(more, hi - lo, self._bs)
+        return blocks if None not in blocks else _Part(blocks)
+
     def _settle(self, request: Request, data: Any, error: FlowError | None) -> None:
         """Deliver a request's outcome to its pending entries, synchronously (rule 2)."""
         self._release(request)
         key = request.target.cache_key
+        blocks: list[Any] | None = None
         if data is None:
             if not request.scope.cancel_called:  # a cancelled read-ahead is no error
                 self._counts["fetch_errors"] += 1
             log.debug("fetch %s blocks %s failed: %s", key, request.blocks, error)
+        elif isinstance(data, _Part):
+            blocks = data.blocks
+            self._counts["bytes_fetched"] += sum(len(b) for b in blocks if b is not None)
+            self._counts["readahead_parts"] += 1
+            stream = request.stream
+            if stream is not None and not stream.closed:  # plan the dropped blocks again
+                stream.pattern.retract(request.blocks.start + blocks.index(None))
+            error = Transient(f"read-ahead of {key} stopped where the disk cache's blocks "
+                              "end")  # on the dropped entries: nobody waits on them
         else:
             self._counts["bytes_fetched"] += request.nbytes  # _run checked the length
-        blocks = _split(data, len(request.blocks), self._bs) if data is not None else None
+            blocks = _split(data, len(request.blocks), self._bs)
         outcome = zip(request.blocks, request.pendings, strict=True)
         for offset, (index, pending) in enumerate(outcome):
             registered = self._pending.get((key, index)) is pending
-            if blocks is not None:
-                pending.data = blocks[offset]
+            block = None if blocks is None else blocks[offset]
+            if block is not None:
+                pending.data = block
                 if registered:
-                    self._cache[(key, index)] = blocks[offset]
+                    self._cache[(key, index)] = block
             else:
                 pending.error = error
             if registered:
@@ -460,6 +516,14 @@ class Reader:
             self._ra_requests -= 1
         if request.finishing:
             self._finishing -= request.nbytes
+
+
+@dataclass
+class _Part:
+    """A read-ahead's blocks where ``ahead`` brought only some (rule 8): None for each one
+    dropped (at least one is)."""
+
+    blocks: list[Any]
 
 
 def _length(data: Any) -> int:

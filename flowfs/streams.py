@@ -62,6 +62,7 @@ class Request:
     start: int  # the bytes [start, end) of the blocks
     end: int
     stream: Stream | None  # the owner for read-ahead; None for a demand fetch
+    lead: int = 0  # read-ahead: the first block of the window it is part of
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     released: bool = False  # its read-ahead bytes given back to the budget (rule 6)
     finishing: bool = False  # left to land after its stream closed (Reader.close)

@@ -13,7 +13,8 @@ one method only: ``api@POST:cut=1;max:1`` cuts the reply to the first API ``POST
 empty spec injects nothing. A group ``max:N`` stops injecting after N faults (until the spec
 is replaced), e.g. ``api:stall=1;max:1`` stalls exactly one API request; ``first:N`` makes
 the first N requests of each faulted scope faulty for sure (a seeded draw over a handful of
-requests can otherwise come up empty). KINDs (P is
+requests can otherwise come up empty). ``--delay S`` holds every request S seconds before
+serving it, faulted or not: a server across the internet. KINDs (P is
 the probability per request, the first KIND
 drawn wins):
 
@@ -238,6 +239,7 @@ class Config:
     stall_max: float = 30.0
     trickle_rate: int = 16 * 1024
     max_connections: int = 256
+    delay: float = 0.0  # seconds each request waits before it is served: a distant server
 
 
 class Proxy:
@@ -273,6 +275,8 @@ class Proxy:
         if path.startswith("/__proxy__/"):
             await self._control(writer, method, target, body)
             return True
+        if self.config.delay:
+            await asyncio.sleep(self.config.delay)
         kind = self.faults.choose(path, method.decode("latin-1"))
         if kind is not None and kind not in REPLY_KINDS:
             self.faults.stats[f"fault.{kind}"] += 1
@@ -435,7 +439,7 @@ def write_ready(path: Path, url: str) -> None:
 async def run(args: argparse.Namespace) -> None:
     up = urlsplit(args.upstream)
     config = Config(up.hostname or "127.0.0.1", up.port or 80, args.stall_max,
-                    args.trickle_rate, args.max_connections)
+                    args.trickle_rate, args.max_connections, args.delay)
     faults = Faults(parse_spec(args.faults), args.seed,
                     Path(args.faults_file) if args.faults_file else None)
     proxy = Proxy(config, faults)
@@ -466,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stall-max", type=float, default=30.0, help="longest stall or trickle, s")
     p.add_argument("--trickle-rate", type=int, default=16 * 1024, help="bytes/s of a trickle")
     p.add_argument("--max-connections", type=int, default=256)
+    p.add_argument("--delay", type=float, default=0.0,
+                   help="seconds every request waits before it is served (a distant server)")
     args = p.parse_args(argv)
     try:
         parse_spec(args.faults)

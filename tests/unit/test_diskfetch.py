@@ -140,6 +140,31 @@ async def test_only_the_missing_blocks_of_a_run_go_to_the_network(tmp_path: Path
         assert network.calls == [("1", 0, 2 * BS), ("1", 4 * BS, 8 * BS)]
 
 
+async def test_read_ahead_of_a_window_read_before_stops_where_the_disk_blocks_end(
+        tmp_path: Path) -> None:
+    """Where the disk holds a window's first block, a run of it brings only the blocks the
+    disk holds up to its first gap (maybe none), and asks the network for nothing; a
+    window starting on new ground is fetched whole."""
+    target, body = make_file("1", 12 * BS)
+    network = Network({"1": body})
+    async with disk_fetch(tmp_path, network) as disk:
+        await disk(target, 0, 4 * BS)
+        await until(lambda: disk.counts["blocks_written"] == 4, "the writes")
+        network.calls.clear()
+        part = await disk.ahead(target, 2 * BS, 8 * BS, 2)  # the run leads its window
+        assert b"".join(part) == body[2 * BS : 4 * BS]
+        assert await disk.ahead(target, 6 * BS, 8 * BS, 3) == []  # a later run of it
+        assert network.calls == []
+        # Blocks not brought are no misses: they were not fetched (and are counted when
+        # they are), so the misses still count what crossed the network.
+        assert disk.counts["misses"] == 4 and disk.counts["hits"] == 2
+        whole = await disk.ahead(target, 0, 4 * BS, 0)  # all on disk: all of it
+        assert b"".join(whole) == body[: 4 * BS] and network.calls == []
+        fresh = await disk.ahead(target, 5 * BS, 8 * BS, 5)  # new ground
+        assert b"".join(bytes(b) for b in fresh) == body[5 * BS : 8 * BS]
+        assert network.calls == [("1", 5 * BS, 8 * BS)]
+
+
 @pytest.mark.parametrize("how", ["flip", "truncate", "delete"])
 async def test_a_damaged_block_is_fetched_again(tmp_path: Path, how: str) -> None:
     target, body = make_file("1", 4 * BS)

@@ -739,3 +739,133 @@ async def test_a_read_right_after_a_timeout_fails_at_once_and_later_fetches_agai
         assert len(server.calls) == calls + 1
         await trio.sleep(RETRY_GRACE)
         assert await reader.read(stream, BS, 100) == content(target)[BS:BS + 100]
+
+
+# -- rule 8: read-ahead the disk cache answers in part ---------------------------------
+
+
+@dataclass
+class PartDisk:
+    """An ``ahead`` in front of ``server``: blocks ``held`` are "on disk". Where it holds a
+    window's first block it brings only the run's held blocks up to the first gap (rule 8),
+    after ``gate`` is set; otherwise the run comes from the server."""
+
+    server: FakeServer
+    held: set[int]
+    gate: trio.Event = field(default_factory=trio.Event)
+    calls: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    async def ahead(self, target: Target, start: int, end: int, lead: int) -> Any:
+        self.calls.append((start, end, lead))
+        first, stop = start // BS, -(-end // BS)
+        if lead not in self.held:
+            return await self.server.fetch(target, start, end)
+        await self.gate.wait()
+        body = content(target)
+        part = []
+        for index in range(first, stop):
+            if index not in self.held:
+                break
+            part.append(body[index * BS : (index + 1) * BS])
+        return part
+
+
+@asynccontextmanager
+async def over_disk(server: FakeServer, disk: PartDisk) -> AsyncIterator[Reader]:
+    async with trio.open_nursery() as nursery:
+        yield Reader(server.fetch, nursery, ReaderConfig(**BASE), ahead=disk.ahead)
+        nursery.cancel_scope.cancel()
+
+
+async def held_window(reader: Reader, stream: Any, disk: PartDisk, reads: int
+                      ) -> tuple[int, int]:
+    """Read blocks 0 to ``reads - 1`` in order; the span of the first read-ahead run that
+    ``disk`` holds the window's first block of (it waits at the gate)."""
+    for block in range(reads):
+        await reader.read(stream, block * BS, BS)
+    await eventually(lambda: any(lead in disk.held for _, _, lead in disk.calls))
+    start, end, _ = next(c for c in disk.calls if c[2] in disk.held)
+    return start, end
+
+
+async def test_read_ahead_stops_where_the_disk_blocks_end_and_comes_back_when_read_on(
+        autojump_clock: Any) -> None:
+    """A stream read before as far as block 3 reads ahead no further from the network
+    until it reads on; then it gets the rest, exactly, and what it skipped is asked for
+    then (a rerun of a region query asks nothing beyond what was read before)."""
+    server = FakeServer(latency=0.05)
+    disk = PartDisk(server, held=set(range(4)))
+    target = File("data-disk-1", 100 * BS)
+    expected = content(target)
+    async with over_disk(server, disk) as reader:
+        stream = reader.open(target)
+        for block in range(3):  # sequential: a window opens from block 2 on
+            assert await reader.read(stream, block * BS, BS) == expected[
+                block * BS : (block + 1) * BS]
+        await eventually(lambda: reader.stats()["readahead_requests"] == 0)
+        assert any(start < 4 * BS < end for start, end, _ in disk.calls)  # drawn past 4
+        assert reader.stats()["readahead_parts"] >= 1
+        assert all(end <= 4 * BS for _, _, end in server.calls)  # none past the disk's
+        got = await reader.read(stream, 3 * BS, 9 * BS)  # reads on: the rest comes
+        assert got == expected[3 * BS : 12 * BS]
+        assert any(start == 4 * BS for _, start, _ in server.calls)
+        reader.close(stream)
+
+
+async def test_a_read_waiting_past_the_disk_blocks_gets_them_without_a_second_plan(
+        autojump_clock: Any) -> None:
+    """If a read already waits on a block after the disk's part, the rest is fetched in
+    the same request's task: the reader never waits for a replan that will not come."""
+    server = FakeServer(latency=0.05)
+    disk = PartDisk(server, held={3})
+    disk.gate = trio.Event()
+    target = File("data-disk-2", 100 * BS)
+    expected = content(target)
+    async with over_disk(server, disk) as reader:
+        stream = reader.open(target)
+        start, end = await held_window(reader, stream, disk, 3)
+        past = 4 * BS
+        assert start < past < end  # the window reaches past the disk's blocks
+        async with trio.open_nursery() as nursery:
+            got: list[bytes] = []
+
+            async def read_past() -> None:
+                got.append(await reader.read(stream, past, BS))
+
+            nursery.start_soon(read_past)
+            await trio.testing.wait_all_tasks_blocked()
+            disk.gate.set()
+        assert got == [expected[past : past + BS]]
+        assert any(s == 4 * BS for _, s, _ in server.calls)
+        reader.close(stream)
+
+
+async def test_a_read_arriving_while_the_rest_is_fetched_is_not_dropped(
+        autojump_clock: Any) -> None:
+    """While the blocks one read waits on are being fetched, another read starts to wait
+    on a later block of the same request: it gets its bytes, never the dropping's error."""
+    server = FakeServer(latency=0.05)
+    disk = PartDisk(server, held={5})
+    disk.gate = trio.Event()
+    target = File("data-disk-3", 100 * BS)
+    expected = content(target)
+    async with over_disk(server, disk) as reader:
+        stream = reader.open(target)
+        start, end = await held_window(reader, stream, disk, 5)
+        assert start == 5 * BS and end >= 8 * BS  # blocks 6 and 7 would be dropped
+        got: dict[int, bytes] = {}
+
+        async def read(block: int) -> None:
+            got[block] = await reader.read(stream, block * BS, BS)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, 6)
+            await trio.testing.wait_all_tasks_blocked()
+            disk.gate.set()  # the part comes; block 6 is fetched, which takes a while
+            await eventually(lambda: any(s == 6 * BS for _, s, _ in server.calls))
+            nursery.start_soon(read, 7)  # meanwhile, a read of block 7
+        assert got == {b: expected[b * BS : (b + 1) * BS] for b in (6, 7)}
+        reader.close(stream)
