@@ -174,22 +174,27 @@ class Store:
     # -- runs of blocks ------------------------------------------------------------------
 
     def read(self, item: Entry, indices: range,
-             into: Sequence[bytearray | None] | None = None) -> Found:
+             into: Sequence[bytearray | None] | None = None, *,
+             until_gap: bool = False) -> Found:
         """Blocks ``indices`` of ``item``: each a buffer, or None (absent or damaged).
 
         ``into``: a buffer per block, of exactly its length or None, to read into (a
         buffer's old content is overwritten entirely, or the block is damage).
+        ``until_gap``: none is read after the first that is absent (None for those).
         """
         if into is None:
             into = [None] * len(indices)
         found = Found()
         for run in extents(indices):
+            if until_gap and None in found.blocks:
+                found.blocks.extend([None] * len(run))
+                continue
             first = run.start - indices.start
-            self._read_extent(item, run, into[first : first + len(run)], found)
+            self._read_extent(item, run, into[first : first + len(run)], found, until_gap)
         return found
 
     def _read_extent(self, item: Entry, run: range, into: Sequence[bytearray | None],
-                     found: Found) -> None:
+                     found: Found, until_gap: bool = False) -> None:
         path = self.place(item, run.start).path
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -202,7 +207,7 @@ class Store:
             return
         damaged: dict[int, str] = {}
         try:
-            blocks = read_run(fd, item, run, into, damaged)
+            blocks = read_run(fd, item, run, into, damaged, until_gap)
             _touch(fd)
         except OSError as exc:
             found.errors.append(exc)

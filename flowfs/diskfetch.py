@@ -141,11 +141,10 @@ class DiskFetch:
         # A window read before: its blocks up to the first the disk lacks, none after.
         keep = blocks.index(None) if read_before and None in blocks else len(blocks)
         self._count_reads(item, indices[:keep], blocks[:keep], damaged, errors)
-        if self._buffers is not None:  # buffers not handed on: nothing else has seen them
-            for i, (buffer, block) in enumerate(zip(into, blocks, strict=True)):
-                spare = buffer if block is None else block if i >= keep else None
-                if spare is not None:
-                    self._buffers.offer(spare)
+        if self._buffers is not None:  # the pool's buffers not handed on: nothing else
+            for buffer, block in zip(into, blocks, strict=True):  # has seen them
+                if block is None and buffer is not None:
+                    self._buffers.offer(buffer)
         if keep < len(blocks):
             return blocks[:keep]
         first = indices.start
@@ -171,15 +170,10 @@ class DiskFetch:
               lead: int | None) -> tuple[list[Any], int, list[OSError], bool]:
         """In a worker thread: the blocks the disk gives back intact (None for the rest),
         and whether it holds block ``lead`` (False without one)."""
-        found = self.store.read(item, indices, into)
+        held = lead is not None and self.store.holds(item, lead)
+        found = self.store.read(item, indices, into, until_gap=held)
         for problem in found.damaged:
             log.warning("disk cache: %s; fetching the block again", problem)
-        if lead is None:
-            held = False
-        elif lead == indices.start:
-            held = found.blocks[0] is not None
-        else:
-            held = self.store.holds(item, lead)
         return found.blocks, len(found.damaged), found.errors, held
 
     def _count_reads(self, item: Entry, indices: range, blocks: list[Any], damaged: int,

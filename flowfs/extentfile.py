@@ -96,19 +96,20 @@ def write_run(fd: int, item: Entry, run: range, blocks: Sequence[Buffer]) -> Non
 
 
 def read_run(fd: int, item: Entry, run: range, into: Sequence[bytearray | None],
-             damaged: dict[int, str]) -> list[bytearray | None]:
+             damaged: dict[int, str], until_gap: bool = False) -> list[bytearray | None]:
     """The blocks of ``run`` (one extent's) that pass their checks; None for the others.
 
     Only the blocks whose headers are there are read, with one ``preadv`` per stretch
-    of them, into ``into``'s buffers where given. ``damaged`` gets each refused block's
-    index and why.
+    of them, into ``into``'s buffers where given; with ``until_gap``, only those before
+    the first whose header is not. ``damaged`` gets each refused block's index and why.
     """
     table = os.pread(fd, HEADER_SIZE * len(run), header_at(run.start))
     heads = [table[i * HEADER_SIZE : (i + 1) * HEADER_SIZE] for i in range(len(run))]
     present = [len(h) == HEADER_SIZE and h != _EMPTY_HEADER for h in heads]
+    stop = present.index(False) if until_gap and not all(present) else len(run)
     out: list[bytearray | None] = [None] * len(run)
     i = 0
-    while i < len(run):
+    while i < stop:
         if not present[i]:
             if heads[i].strip(b"\0"):  # something, but not a whole header
                 damaged[run[i]] = "a partial header"

@@ -161,6 +161,13 @@ class AccessPattern:
         """
         self._ra_end = min(self._ra_end, max(block, 0))
 
+    def replan(self, block: int) -> None:
+        """Blocks from ``block`` on that were pending were dropped, not fetched: plan them
+        again on the next read if they lie ahead of this handle, between its furthest
+        read and its read-ahead's end (behind it, or past that end, they are not its)."""
+        if self._pos_end is not None and self._pos_end // self.policy.block_size <= block:
+            self.retract(block)
+
     def _classify(self, start: int, end: int) -> _Kind:
         if self._pos_end is None:
             return _Kind.RANDOM

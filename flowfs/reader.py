@@ -43,8 +43,8 @@ interleaving, and every rule below relies on it.
    a speculative window should not reach past what was read before. The blocks of the
    rest that reads wait on are then fetched by ``fetch``, looking again after each fetch;
    in the step that settles the request, the others (nobody waits on them) are
-   unregistered, an error no one sees on their entries, and the stream's pattern plans
-   them again on its next read.
+   unregistered, an error no one sees on their entries, and every open stream of the
+   file whose read-ahead went past them plans them again on its next read.
 """
 
 from __future__ import annotations
@@ -186,6 +186,7 @@ class Reader:
         self._finishing = 0  # read-ahead bytes of closed streams left to land (close)
         self._ra_requests = 0
         self._streams = 0
+        self._open: dict[str, set[Stream]] = {}  # open streams by cache key (rule 8)
         self._sequential = 0  # streams with an open read-ahead window
         self._counts: Counter[str] = Counter()
 
@@ -194,7 +195,9 @@ class Reader:
     def open(self, target: Target) -> Stream:
         """A new per-handle stream over ``target``."""
         self._streams += 1
-        return Stream(target, self._policy, self._limits(1))
+        stream = Stream(target, self._policy, self._limits(1))
+        self._open.setdefault(target.cache_key, set()).add(stream)
+        return stream
 
     async def read(self, stream: Stream, offset: int, size: int) -> bytes:
         """Exactly ``min(size, target.size - offset)`` bytes at ``offset`` (b"" at EOF).
@@ -238,6 +241,12 @@ class Reader:
             return
         stream.closed = True
         self._streams -= 1
+        key = stream.target.cache_key
+        others = self._open.get(key)
+        if others is not None:
+            others.discard(stream)
+            if not others:
+                del self._open[key]
         if stream.pattern.sequential:
             self._sequential -= 1
         # Many short opens must not hand the open streams' budget to unread bytes.
@@ -438,23 +447,29 @@ class Reader:
 
     async def _rest(self, request: Request, data: Any) -> Any:
         """What ``ahead`` brought, as a :class:`_Part` if it brought a run's first blocks
-        only: then the blocks reads wait on come from ``fetch``, and the others, nobody's,
-        are dropped (rule 8). A read may start waiting on one of those while others are
-        fetched, so the waiters are looked at again after every fetch; from the last look
-        to the settling there is no await."""
+        only (rule 8). Then the blocks it brought are delivered at once, the blocks of the
+        rest that reads wait on are fetched, and the others, nobody's, are dropped. A read
+        may start waiting on one of those while others are fetched, so the waiters are
+        looked at again after every fetch; from the last look to the settling there is no
+        await."""
         count = len(request.blocks)
         if not (isinstance(data, list) and len(data) < count
                 and all(len(block) == self._bs for block in data)):
             return data  # the whole run (or a wrong reply, which _run reports)
         blocks: list[Any] = [*data, *[None] * (count - len(data))]
+        delivered = False
         while waited := [i for i in range(len(data), count)
                          if blocks[i] is None and request.pendings[i].waiters]:
+            if not delivered:  # the disk's blocks need not wait for the network's
+                self._deliver(request, range(len(data)), blocks)
+                delivered = True
             lo = hi = waited[0]
             while hi < count and blocks[hi] is None:  # the gap it is in, to its last waiter
                 hi += 1
             hi = max(i for i in waited if i < hi) + 1
             start = request.start + lo * self._bs
             end = min(request.start + hi * self._bs, request.end)
+            self._counts["fetches"] += 1
             more = await self._fetch(request.target, start, end)
             if more is None:
                 return None
@@ -477,16 +492,23 @@ class Reader:
             blocks = data.blocks
             self._counts["bytes_fetched"] += sum(len(b) for b in blocks if b is not None)
             self._counts["readahead_parts"] += 1
-            stream = request.stream
-            if stream is not None and not stream.closed:  # plan the dropped blocks again
-                stream.pattern.retract(request.blocks.start + blocks.index(None))
+            self._replan(key, request.blocks.start + blocks.index(None))
             error = Transient(f"read-ahead of {key} stopped where the disk cache's blocks "
                               "end")  # on the dropped entries: nobody waits on them
         else:
             self._counts["bytes_fetched"] += request.nbytes  # _run checked the length
             blocks = _split(data, len(request.blocks), self._bs)
-        outcome = zip(request.blocks, request.pendings, strict=True)
-        for offset, (index, pending) in enumerate(outcome):
+        self._deliver(request, range(len(request.blocks)), blocks, error)
+
+    def _deliver(self, request: Request, offsets: range, blocks: list[Any] | None,
+                 error: FlowError | None = None) -> None:
+        """Settle the entries of ``request`` at ``offsets`` not settled yet: each gets its
+        block (cached, if still registered), or ``error`` where there is none."""
+        key = request.target.cache_key
+        for offset in offsets:
+            index, pending = request.blocks[offset], request.pendings[offset]
+            if pending.event.is_set():
+                continue  # delivered before the rest of its request (_rest)
             registered = self._pending.get((key, index)) is pending
             block = None if blocks is None else blocks[offset]
             if block is not None:
@@ -498,6 +520,13 @@ class Reader:
             if registered:
                 del self._pending[(key, index)]
             pending.event.set()
+
+    def _replan(self, key: str, block: int) -> None:
+        """Blocks from ``block`` on were dropped (rule 8): every open stream of ``key`` whose
+        read-ahead went past them (the owner, or another that found them pending and
+        planned beyond) plans them again on its next read."""
+        for stream in self._open.get(key, ()):
+            stream.pattern.replan(block)
 
     def _detach(self, request: Request) -> None:
         """Unregister a request's pending entries so that new readers fetch afresh."""

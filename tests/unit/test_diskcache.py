@@ -15,7 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowfs.diskcache import Damaged, Store, filesystem_type, is_network_fs
-from flowfs.extentfile import EXTENT_BLOCKS, HEADER_SIZE, TABLE_BYTES, Entry, entry
+from flowfs.extentfile import (
+    EXTENT_BLOCKS,
+    HEADER_SIZE,
+    TABLE_BYTES,
+    Entry,
+    clear_headers,
+    entry,
+)
 
 BS = 1024
 
@@ -79,6 +86,26 @@ def test_a_run_across_extents_comes_back_in_the_buffers_given(store: Store) -> N
     assert found.blocks[:2] == [None, None]
     assert all(got is buffer for got, buffer in zip(found.blocks[2:], into[2:], strict=True))
     assert b"".join(bytes(b or b"") for b in found.blocks) == data[first * BS :]
+
+
+@pytest.mark.parametrize("gap", [2, EXTENT_BLOCKS + 2])
+def test_a_read_until_the_gap_stops_there_and_harms_nothing_after_it(
+        store: Store, gap: int) -> None:
+    """Read-ahead of a window read before reads only the blocks before the first absent
+    one (in the same extent file or a later one); the blocks after it are not read, not
+    taken for damage, and still there for the next read."""
+    data = content((EXTENT_BLOCKS + 8) * BS, 5)
+    item = entry("g", len(data), None, BS)
+    fill(store, item, data)
+    clear_headers(block_path(store, item, gap), [gap])  # block ``gap`` is absent
+    wanted = range(gap - 2, gap + 4)
+    found = store.read(item, wanted, until_gap=True)
+    assert found.damaged == [] and found.errors == []
+    assert [b is not None for b in found.blocks] == [True, True, False, False, False, False]
+    assert store.holds(item, gap - 1) and not store.holds(item, gap)
+    again = store.read(item, wanted)  # all of them: the ones after the gap are intact
+    assert [bytes(b) if b is not None else None for b in again.blocks] == [
+        data[i * BS : (i + 1) * BS] if i != gap else None for i in wanted]
 
 
 def test_a_block_of_the_wrong_length_is_refused(store: Store) -> None:

@@ -165,6 +165,24 @@ async def test_read_ahead_of_a_window_read_before_stops_where_the_disk_blocks_en
         assert network.calls == [("1", 5 * BS, 8 * BS)]
 
 
+async def test_read_ahead_neither_reads_past_the_gap_nor_keeps_fresh_memory_as_spares(
+        tmp_path: Path) -> None:
+    """The blocks after a window's first gap are not read from the disk (a replan reads
+    them), and no memory is put in the pool that no eviction gave back."""
+    target, body = make_file("1", 12 * BS)
+    network = Network({"1": body})
+    async with disk_fetch(tmp_path, network) as first:
+        await first(target, 0, 2 * BS)
+        await first(target, 4 * BS, 12 * BS)  # on disk: 0, 1 and 4 to 11
+        await until(lambda: first.counts["blocks_written"] == 10, "the writes")
+    pool = BufferPool(BS, limit=64)
+    async with disk_fetch(tmp_path, network, buffers=pool) as again:
+        part = await again.ahead(target, 0, 12 * BS, 0)
+        assert b"".join(part) == body[: 2 * BS]
+        assert again.counts["hits"] == 2 and again.counts["misses"] == 0
+        assert pool.spare == 0  # blocks 4 to 11 were not read into fresh memory either
+
+
 @pytest.mark.parametrize("how", ["flip", "truncate", "delete"])
 async def test_a_damaged_block_is_fetched_again(tmp_path: Path, how: str) -> None:
     target, body = make_file("1", 4 * BS)

@@ -869,3 +869,83 @@ async def test_a_read_arriving_while_the_rest_is_fetched_is_not_dropped(
             nursery.start_soon(read, 7)  # meanwhile, a read of block 7
         assert got == {b: expected[b * BS : (b + 1) * BS] for b in (6, 7)}
         reader.close(stream)
+
+
+async def test_blocks_dropped_are_read_ahead_again_by_the_stream_that_reads_on(
+        autojump_clock: Any) -> None:
+    """After a part drops block 4 on, the stream's next read plans it as read-ahead
+    again: reading on needs no demand fetch for it."""
+    server = FakeServer(latency=0.05)
+    disk = PartDisk(server, held=set(range(4)))
+    target = File("data-disk-4", 100 * BS)
+    expected = content(target)
+    async with over_disk(server, disk) as reader:
+        stream = reader.open(target)
+        for block in range(3):
+            await reader.read(stream, block * BS, BS)
+        await eventually(lambda: reader.stats()["readahead_requests"] == 0)
+        assert reader.stats()["readahead_parts"] == 1
+        assert await reader.read(stream, 3 * BS, BS) == expected[3 * BS : 4 * BS]
+        await trio.testing.wait_all_tasks_blocked()
+        assert any(start == 4 * BS for start, _, _ in disk.calls[2:])  # planned again
+        reader.close(stream)
+
+
+async def test_another_stream_past_the_dropped_blocks_reads_them_ahead_too(
+        autojump_clock: Any) -> None:
+    """Stream B plans its read-ahead past blocks pending in A's request; A's part drops
+    them and A reads no more. B then reads through them without waiting on a demand
+    fetch per read: its read-ahead plans them again, and one that is elsewhere in the
+    file fetches nothing behind itself."""
+    server = FakeServer(latency=0.05)
+    disk = PartDisk(server, held={5})
+    disk.gate = trio.Event()
+    target = File("data-disk-5", 200 * BS)
+    expected = content(target)
+    async with over_disk(server, disk) as reader:
+        a, b, far = reader.open(target), reader.open(target), reader.open(target)
+        for block in range(120, 124):  # ``far`` streams elsewhere
+            await reader.read(far, block * BS, BS)
+        for block in range(5):  # A's window: a run led by block 5, held, waits at the gate
+            await reader.read(a, block * BS, BS)
+        for block in range(5):  # B plans past A's pending blocks
+            await reader.read(b, block * BS, BS)
+        await trio.testing.wait_all_tasks_blocked()
+        disk.gate.set()
+        await eventually(lambda: reader.stats()["readahead_requests"] == 0
+                         and reader.stats()["inflight"] == 0)
+        assert reader.stats()["readahead_parts"] >= 1
+        for block in range(5, 20):
+            assert await reader.read(b, block * BS, BS) == expected[block * BS : (block + 1) * BS]
+        await reader.read(far, 124 * BS, BS)
+        await trio.testing.wait_all_tasks_blocked()
+        ahead = {(start, end) for start, end, _ in disk.calls}
+        demand = [(s, e) for _, s, e in server.calls if 5 * BS <= s < 20 * BS
+                  and (s, e) not in ahead]
+        assert demand == []  # B's reads found every block read ahead
+        # nothing fetched behind the stream that reads elsewhere
+        assert not [c for c in server.calls if 30 * BS <= c[1] < 120 * BS]
+
+
+async def test_the_disks_blocks_are_not_held_back_by_the_rests_fetch(
+        autojump_clock: Any) -> None:
+    """A read of a block the disk brought gets it while a block after the gap, which
+    another read waits on, is still being fetched."""
+    server = FakeServer(latency=0.05, hang=lambda start, end: start == 6 * BS)
+    disk = PartDisk(server, held={5})
+    disk.gate = trio.Event()
+    target = File("data-disk-6", 100 * BS)
+    expected = content(target)
+    async with over_disk(server, disk) as reader:
+        stream = reader.open(target)
+        start, end = await held_window(reader, stream, disk, 5)
+        assert start == 5 * BS and end > 6 * BS
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: reader.read(stream, 6 * BS, BS))  # hangs
+            await trio.testing.wait_all_tasks_blocked()
+            disk.gate.set()
+            with trio.fail_after(1):
+                got.append(await reader.read(stream, 5 * BS, BS))
+            nursery.cancel_scope.cancel()
+        assert got == [expected[5 * BS : 6 * BS]]
