@@ -205,6 +205,10 @@ def show(doc: dict[str, Any]) -> None:
         print()
     print("## flowfs against the others, per profile (× > 1: flowfs faster)\n")
     print(report.comparison_table(profiles))
+    cpu = report.cpu_table(profiles)
+    if cpu:
+        print("\n## Client CPU per GiB read (core-seconds; the server's not counted)\n")
+        print(cpu)
 
 
 def main(argv: list[str] | None = None) -> int:

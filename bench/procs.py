@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -190,6 +191,18 @@ def run_parallel(commands: Sequence[Sequence[str]], timeout: float,
     if failures:
         raise BenchError("; ".join(failures))
     return elapsed
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's children that have ended and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def proc_status(pid: int) -> dict[str, int]:

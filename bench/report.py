@@ -44,6 +44,9 @@ def summarise(workloads: dict[str, Result]) -> None:
     """
     for result in workloads.values():
         result["median"] = {name: median(v) for name, v in result["runs"].items()}
+        if "client_cpu_s_per_gib" in result:
+            result["client_cpu_median"] = {
+                name: median(v) for name, v in result["client_cpu_s_per_gib"].items() if v}
         if "latencies_ms" in result:
             result["latency_percentiles_ms"] = {
                 name: _percentiles(v) for name, v in result["latencies_ms"].items() if v}
@@ -298,6 +301,24 @@ def comparison_table(profiles: dict[str, dict[str, Any]]) -> str:
                        f"{_ratio(c['vs_best_rclone'])} | {_ratio(c['vs_curl'])} | "
                        f"{_ratio(c['vs_aria2c'])} | {_ratio(c['vs_samtools_http'])} |")
     return "\n".join(out)
+
+
+def cpu_table(profiles: dict[str, dict[str, Any]]) -> str:
+    """The client side's CPU per GiB read (the mount's daemon, or curl and aria2c, and the
+    reading commands), median core-seconds, where the run recorded it."""
+    names = [n for n in ("flowfs", *RCLONES, "curl", "aria2c")
+             if any(n in (r.get("client_cpu_median") or {})
+                    for section in profiles.values()
+                    for r in section.get("workloads", {}).values())]
+    out = ["| profile | workload | " + " | ".join(names) + " |",
+           "|---|---|" + "---|" * len(names)]
+    for profile, section in profiles.items():
+        for key, label in COMPARED:
+            cpu = (section.get("workloads", {}).get(key) or {}).get("client_cpu_median")
+            if cpu:
+                cells = [f"{cpu[n]:.2f}" if cpu.get(n) is not None else "—" for n in names]
+                out.append(f"| {profile} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out) if len(out) > 2 else ""
 
 
 # -- results.json: a section per profile -------------------------------------------------------

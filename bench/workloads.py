@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.data import BenchData, Item, MiB, catalog_md5, regions
+from bench.data import BenchData, GiB, Item, MiB, catalog_md5, regions
 from bench.links import Link
 from bench.nginx import gateway
 from bench.procs import (
     BenchError,
+    children_cpu_seconds,
+    cpu_seconds,
     drop_caches,
     proc_status,
     run_output,
@@ -100,6 +102,21 @@ def _among(ctx: Ctx, names: Sequence[str]) -> list[str]:
     return [n for n in names if n in ctx.selected]
 
 
+@contextlib.contextmanager
+def _client_cpu(view: View, nbytes: int, into: list[float]) -> Iterator[None]:
+    """Append the client side's CPU per GiB read: the mount's daemon (if any) and the
+    reading commands (cat, curl, aria2c), in core-seconds; the server's is not counted.
+    On a machine that also runs the server, this is what decides who is faster once the
+    cores are busy."""
+    def now() -> float:
+        daemon = cpu_seconds(view.daemon.pid) if view.daemon is not None else 0.0
+        return daemon + children_cpu_seconds()
+
+    before = now()
+    yield
+    into.append((now() - before) / (nbytes / GiB))
+
+
 MOUNTS = ("flowfs", *RCLONES)
 READERS = (*MOUNTS, "curl", "aria2c")  # every way of reading a whole file
 
@@ -122,6 +139,7 @@ def sequential(ctx: Ctx) -> dict[str, Result]:
     # not the bottleneck of the cold read before them (loopback), as before.
     warm_names = [] if ctx.link.emulated else [*_among(ctx, MOUNTS), "local"]
     cold, errors = _samples(names)
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     warm, warm_errors = _samples(warm_names)
     verified: dict[str, bool] = {}
     for rnd in range(ctx.rounds):
@@ -129,7 +147,8 @@ def sequential(ctx: Ctx) -> dict[str, Result]:
             log.info("%s sequential: round %d, %s", ctx.link.name, rnd + 1, name)
             with _recorded(errors, name, rnd), ctx.contenders[name].fresh() as view:
                 _cold(ctx, [item.source])
-                seconds = run_timed(view.read_cmd(item), TIMEOUT, env=view.env)
+                with _client_cpu(view, item.size, cpu[name]):
+                    seconds = run_timed(view.read_cmd(item), TIMEOUT, env=view.env)
                 cold[name].append(_mib_s(item.size, seconds))
                 if name in warm:
                     warm[name].append(_warm_reads(view, item))
@@ -141,7 +160,7 @@ def sequential(ctx: Ctx) -> dict[str, Result]:
                 warm["local"].append(_warm_reads(view, item))
     results = {"cold_seq": {"unit": "MiB/s", "higher_is_better": True, "bytes": item.size,
                             "file": item.filename, "runs": cold, "errors": errors,
-                            "md5_verified": verified}}
+                            "md5_verified": verified, "client_cpu_s_per_gib": cpu}}
     if warm_names:
         results["warm_reread"] = {"unit": "MiB/s", "higher_is_better": True,
                                   "bytes": item.size, "file": item.filename, "runs": warm,
@@ -217,17 +236,20 @@ def concurrent(ctx: Ctx) -> dict[str, Result]:
     total = sum(item.size for item in par)
     names = _among(ctx, READERS)
     runs, errors = _samples(names)
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     for rnd in range(ctx.rounds):
         for name in names:
             log.info("%s concurrent: round %d, %s (%d files)", ctx.link.name, rnd + 1, name,
                      len(par))
             with _recorded(errors, name, rnd), ctx.contenders[name].fresh() as view:
                 _cold(ctx, [item.source for item in par])
-                seconds = run_parallel([view.read_cmd(item) for item in par], TIMEOUT,
-                                       env=view.env)
+                with _client_cpu(view, total, cpu[name]):
+                    seconds = run_parallel([view.read_cmd(item) for item in par], TIMEOUT,
+                                           env=view.env)
                 runs[name].append(_mib_s(total, seconds))
     return {"concurrent": {"unit": "MiB/s", "higher_is_better": True, "files": len(par),
-                           "bytes": total, "runs": runs, "errors": errors}}
+                           "bytes": total, "runs": runs, "errors": errors,
+                           "client_cpu_s_per_gib": cpu}}
 
 
 # -- 5: find over a project of 50,000 files ---------------------------------------------------
