@@ -10,13 +10,14 @@ through :class:`Processes`, which owns that teardown.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,32 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def random_files_catalog(root: Path, names: Sequence[str], size: int, first_id: int,
+                         users: Sequence[str] = ("alice",),
+                         shared_with: Mapping[str, list[str]] | None = None) -> Path:
+    """``root/catalog.json`` of one private file per name, ``size`` random bytes under
+    ``root/files``, owned by the first of ``users`` (each one's password ``<name>-pw``),
+    ids from ``first_id`` on; ``shared_with`` names the users a file is shared with."""
+    (root / "files").mkdir(parents=True)
+    data = []
+    for n, name in enumerate(names):
+        body = os.urandom(size)
+        (root / "files" / name).write_bytes(body)
+        record: dict[str, Any] = {
+            "id": str(first_id + n), "path": f"files/{name}", "filename": name,
+            "owner": users[0], "private": True, "size": size,
+            "md5": hashlib.md5(body).hexdigest()}
+        if shared_with and name in shared_with:
+            record["shared_with"] = shared_with[name]
+        data.append(record)
+    catalog = {"users": [{"username": u, "password": f"{u}-pw", "name": u.title()}
+                         for u in users],
+               "projects": [], "samples": [], "executions": [], "data": data}
+    path = root / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    return path
 
 
 def data_source(catalog_path: Path, data_id: str) -> Path:

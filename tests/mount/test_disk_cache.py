@@ -11,7 +11,6 @@ server's access log shows.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from harness import (
     Server,
     flowfs,
     md5s,
+    random_files_catalog,
     sh,
     user_env,
     wait_for,
@@ -49,24 +49,8 @@ SECRET, SHARED = "big0.bin", "shared.bin"
 
 @pytest.fixture(scope="module")
 def catalog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("diskcache-catalog")
-    (root / "files").mkdir()
-    data = []
-    for n, name in enumerate(NAMES):
-        body = os.urandom(SIZE)
-        (root / "files" / name).write_bytes(body)
-        record = {"id": str(100 + n), "path": f"files/{name}", "filename": name,
-                  "owner": "alice", "private": True, "size": SIZE,
-                  "md5": hashlib.md5(body).hexdigest()}
-        if name == SHARED:
-            record["shared_with"] = ["bob"]
-        data.append(record)
-    catalog = {"users": [{"username": u, "password": f"{u}-pw", "name": u.title()}
-                         for u in ("alice", "bob")],
-               "projects": [], "samples": [], "executions": [], "data": data}
-    path = root / "catalog.json"
-    path.write_text(json.dumps(catalog))
-    return path
+    return random_files_catalog(tmp_path_factory.mktemp("diskcache-catalog"), NAMES, SIZE,
+                                100, users=("alice", "bob"), shared_with={SHARED: ["bob"]})
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,22 @@ windows open wider. What the wider window adds was never read: it must not be fe
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Mount, Processes, Server, md5s, sh, user_env, wait_for
+from harness import (
+    Mount,
+    Processes,
+    Server,
+    md5s,
+    random_files_catalog,
+    sh,
+    user_env,
+    wait_for,
+)
+from test_disk_cache import stats
 
 SIZE = 48 * 2**20
 NAMES = ("regions.bin", "other.bin")
@@ -39,29 +47,12 @@ OFFSETS = (5_000_000, 21_000_000, 37_000_000)
 
 @pytest.fixture(scope="module")
 def catalog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("rerun-catalog")
-    (root / "files").mkdir()
-    data = []
-    for n, name in enumerate(NAMES):
-        body = os.urandom(SIZE)
-        (root / "files" / name).write_bytes(body)
-        data.append({"id": str(300 + n), "path": f"files/{name}", "filename": name,
-                     "owner": "alice", "private": True, "size": SIZE,
-                     "md5": hashlib.md5(body).hexdigest()})
-    catalog = {"users": [{"username": "alice", "password": "alice-pw", "name": "Alice"}],
-               "projects": [], "samples": [], "executions": [], "data": data}
-    path = root / "catalog.json"
-    path.write_text(json.dumps(catalog))
-    return path
+    return random_files_catalog(tmp_path_factory.mktemp("rerun-catalog"), NAMES, SIZE, 300)
 
 
 @pytest.fixture(scope="module")
 def server(catalog_path: Path, module_processes: Processes) -> Server:
     return module_processes.server(catalog_path)
-
-
-def stats(m: Mount) -> dict[str, Any]:
-    return json.loads(sh("cat", m.p(".flowfs/stats")).stdout)
 
 
 def idle(m: Mount) -> None:

@@ -39,6 +39,10 @@ class File:
     data: Data
     size: int
 
+    @property
+    def cache_key(self) -> str:  # what the reader keys its blocks by, as a FileNode's
+        return f"{self.data.id}:{self.size}"
+
 
 def make_file(data_id: str, size: int, md5: str | None = "") -> tuple[File, bytes]:
     body = random.Random(data_id).randbytes(size)

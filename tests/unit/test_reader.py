@@ -7,7 +7,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import trio
@@ -752,11 +752,13 @@ class PartDisk:
 
     server: FakeServer
     held: set[int]
+    gated: bool = False  # parts wait until the test sets ``gate``
     gate: trio.Event = field(default_factory=trio.Event)
     calls: list[tuple[int, int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.gate.set()
+        if not self.gated:
+            self.gate.set()
 
     async def ahead(self, target: Target, start: int, end: int, lead: int) -> Any:
         self.calls.append((start, end, lead))
@@ -773,10 +775,25 @@ class PartDisk:
         return part
 
 
+class OverDisk(NamedTuple):
+    reader: Reader
+    server: FakeServer
+    disk: PartDisk
+    target: File
+    expected: bytes
+
+
 @asynccontextmanager
-async def over_disk(server: FakeServer, disk: PartDisk) -> AsyncIterator[Reader]:
+async def over_disk(name: str, held: set[int], *, gated: bool = False, blocks: int = 100,
+                    **server: Any) -> AsyncIterator[OverDisk]:
+    """A reader whose read-ahead goes through a :class:`PartDisk` holding ``held``, over a
+    server 50 ms away, and a file ``name`` of ``blocks`` blocks with its bytes."""
+    fake = FakeServer(latency=0.05, **server)
+    disk = PartDisk(fake, held, gated)
+    target = File(name, blocks * BS)
     async with trio.open_nursery() as nursery:
-        yield Reader(server.fetch, nursery, ReaderConfig(**BASE), ahead=disk.ahead)
+        reader = Reader(fake.fetch, nursery, ReaderConfig(**BASE), ahead=disk.ahead)
+        yield OverDisk(reader, fake, disk, target, content(target))
         nursery.cancel_scope.cancel()
 
 
@@ -796,11 +813,8 @@ async def test_read_ahead_stops_where_the_disk_blocks_end_and_comes_back_when_re
     """A stream read before as far as block 3 reads ahead no further from the network
     until it reads on; then it gets the rest, exactly, and what it skipped is asked for
     then (a rerun of a region query asks nothing beyond what was read before)."""
-    server = FakeServer(latency=0.05)
-    disk = PartDisk(server, held=set(range(4)))
-    target = File("data-disk-1", 100 * BS)
-    expected = content(target)
-    async with over_disk(server, disk) as reader:
+    async with over_disk("data-disk-1", set(range(4))) as rig:
+        reader, server, disk, target, expected = rig
         stream = reader.open(target)
         for block in range(3):  # sequential: a window opens from block 2 on
             assert await reader.read(stream, block * BS, BS) == expected[
@@ -819,12 +833,8 @@ async def test_a_read_waiting_past_the_disk_blocks_gets_them_without_a_second_pl
         autojump_clock: Any) -> None:
     """If a read already waits on a block after the disk's part, the rest is fetched in
     the same request's task: the reader never waits for a replan that will not come."""
-    server = FakeServer(latency=0.05)
-    disk = PartDisk(server, held={3})
-    disk.gate = trio.Event()
-    target = File("data-disk-2", 100 * BS)
-    expected = content(target)
-    async with over_disk(server, disk) as reader:
+    async with over_disk("data-disk-2", {3}, gated=True) as rig:
+        reader, server, disk, target, expected = rig
         stream = reader.open(target)
         start, end = await held_window(reader, stream, disk, 3)
         past = 4 * BS
@@ -847,12 +857,8 @@ async def test_a_read_arriving_while_the_rest_is_fetched_is_not_dropped(
         autojump_clock: Any) -> None:
     """While the blocks one read waits on are being fetched, another read starts to wait
     on a later block of the same request: it gets its bytes, never the dropping's error."""
-    server = FakeServer(latency=0.05)
-    disk = PartDisk(server, held={5})
-    disk.gate = trio.Event()
-    target = File("data-disk-3", 100 * BS)
-    expected = content(target)
-    async with over_disk(server, disk) as reader:
+    async with over_disk("data-disk-3", {5}, gated=True) as rig:
+        reader, server, disk, target, expected = rig
         stream = reader.open(target)
         start, end = await held_window(reader, stream, disk, 5)
         assert start == 5 * BS and end >= 8 * BS  # blocks 6 and 7 would be dropped
@@ -875,11 +881,8 @@ async def test_blocks_dropped_are_read_ahead_again_by_the_stream_that_reads_on(
         autojump_clock: Any) -> None:
     """After a part drops block 4 on, the stream's next read plans it as read-ahead
     again: reading on needs no demand fetch for it."""
-    server = FakeServer(latency=0.05)
-    disk = PartDisk(server, held=set(range(4)))
-    target = File("data-disk-4", 100 * BS)
-    expected = content(target)
-    async with over_disk(server, disk) as reader:
+    async with over_disk("data-disk-4", set(range(4))) as rig:
+        reader, server, disk, target, expected = rig
         stream = reader.open(target)
         for block in range(3):
             await reader.read(stream, block * BS, BS)
@@ -897,12 +900,8 @@ async def test_another_stream_past_the_dropped_blocks_reads_them_ahead_too(
     them and A reads no more. B then reads through them without waiting on a demand
     fetch per read: its read-ahead plans them again, and one that is elsewhere in the
     file fetches nothing behind itself."""
-    server = FakeServer(latency=0.05)
-    disk = PartDisk(server, held={5})
-    disk.gate = trio.Event()
-    target = File("data-disk-5", 200 * BS)
-    expected = content(target)
-    async with over_disk(server, disk) as reader:
+    async with over_disk("data-disk-5", {5}, gated=True, blocks=200) as rig:
+        reader, server, disk, target, expected = rig
         a, b, far = reader.open(target), reader.open(target), reader.open(target)
         for block in range(120, 124):  # ``far`` streams elsewhere
             await reader.read(far, block * BS, BS)
@@ -911,10 +910,12 @@ async def test_another_stream_past_the_dropped_blocks_reads_them_ahead_too(
         for block in range(5):  # B plans past A's pending blocks
             await reader.read(b, block * BS, BS)
         await trio.testing.wait_all_tasks_blocked()
+        far_planned = far.pattern.readahead_end
         disk.gate.set()
         await eventually(lambda: reader.stats()["readahead_requests"] == 0
                          and reader.stats()["inflight"] == 0)
         assert reader.stats()["readahead_parts"] >= 1
+        assert far.pattern.readahead_end == far_planned  # the drop was not its to replan
         for block in range(5, 20):
             assert await reader.read(b, block * BS, BS) == expected[block * BS : (block + 1) * BS]
         await reader.read(far, 124 * BS, BS)
@@ -931,12 +932,9 @@ async def test_the_disks_blocks_are_not_held_back_by_the_rests_fetch(
         autojump_clock: Any) -> None:
     """A read of a block the disk brought gets it while a block after the gap, which
     another read waits on, is still being fetched."""
-    server = FakeServer(latency=0.05, hang=lambda start, end: start == 6 * BS)
-    disk = PartDisk(server, held={5})
-    disk.gate = trio.Event()
-    target = File("data-disk-6", 100 * BS)
-    expected = content(target)
-    async with over_disk(server, disk) as reader:
+    async with over_disk("data-disk-6", {5}, gated=True,
+                         hang=lambda start, end: start == 6 * BS) as rig:
+        reader, server, disk, target, expected = rig
         stream = reader.open(target)
         start, end = await held_window(reader, stream, disk, 5)
         assert start == 5 * BS and end > 6 * BS

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from test_diskfetch import Data, File
 
 from flowfs.diskcache import Store
 from flowfs.diskfetch import DiskFetch
@@ -22,22 +23,6 @@ pytestmark = pytest.mark.timeout(60)
 
 KiB, MiB = 2**10, 2**20
 BS = 256 * KiB
-
-
-@dataclass(frozen=True)
-class Data:
-    id: str
-    md5: str | None
-
-
-@dataclass(frozen=True)
-class File:
-    data: Data
-    size: int
-
-    @property
-    def cache_key(self) -> str:
-        return f"{self.data.id}:{self.size}"
 
 
 @dataclass
