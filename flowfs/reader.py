@@ -185,7 +185,6 @@ class Reader:
         self._ra_bytes = 0
         self._finishing = 0  # read-ahead bytes of closed streams left to land (close)
         self._ra_requests = 0
-        self._streams = 0
         self._open: dict[str, set[Stream]] = {}  # open streams by cache key (rule 8)
         self._sequential = 0  # streams with an open read-ahead window
         self._counts: Counter[str] = Counter()
@@ -194,7 +193,6 @@ class Reader:
 
     def open(self, target: Target) -> Stream:
         """A new per-handle stream over ``target``."""
-        self._streams += 1
         stream = Stream(target, self._policy, self._limits(1))
         self._open.setdefault(target.cache_key, set()).add(stream)
         return stream
@@ -240,7 +238,6 @@ class Reader:
         if stream.closed:
             return
         stream.closed = True
-        self._streams -= 1
         key = stream.target.cache_key
         others = self._open.get(key)
         if others is not None:
@@ -283,7 +280,7 @@ class Reader:
             "readahead_bytes": self._ra_bytes,
             "readahead_finishing_bytes": self._finishing,
             "readahead_requests": self._ra_requests,
-            "streams": self._streams,
+            "streams": sum(len(streams) for streams in self._open.values()),
         }
 
     @property
