@@ -105,7 +105,7 @@ def read_run(fd: int, item: Entry, run: range, into: Sequence[bytearray | None],
     """
     table = os.pread(fd, HEADER_SIZE * len(run), header_at(run.start))
     heads = [table[i * HEADER_SIZE : (i + 1) * HEADER_SIZE] for i in range(len(run))]
-    present = [len(h) == HEADER_SIZE and h != _EMPTY_HEADER for h in heads]
+    present = [_present(h) for h in heads]
     stop = present.index(False) if until_gap and not all(present) else len(run)
     out: list[bytearray | None] = [None] * len(run)
     i = 0
@@ -133,7 +133,11 @@ def read_run(fd: int, item: Entry, run: range, into: Sequence[bytearray | None],
 
 def holds(fd: int, index: int) -> bool:
     """Whether the extent's table has a header for block ``index`` (its bytes unchecked)."""
-    head = os.pread(fd, HEADER_SIZE, header_at(index))
+    return _present(os.pread(fd, HEADER_SIZE, header_at(index)))
+
+
+def _present(head: bytes) -> bool:
+    """Whether a header read from the table is there (its block's bytes unchecked)."""
     return len(head) == HEADER_SIZE and head != _EMPTY_HEADER
 
 
