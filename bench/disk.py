@@ -76,12 +76,12 @@ def _disk_stats(view: MountView) -> dict[str, Any]:
 
 def _written(view: MountView) -> dict[str, Any]:
     """Wait until the daemon has nothing in flight (read-ahead a closed file left to land
-    included) and has written to disk everything it fetched (nothing queued); its disk
-    cache's counts then."""
+    included) and has written to disk everything it fetched (nothing queued or owed); its
+    disk cache's counts then."""
     def idle() -> bool:
         disk = _disk_stats(view)
         return (disk["cache"]["inflight"] == 0 and disk["cache"]["readahead_requests"] == 0
-                and disk.get("queued_bytes", 0) == 0)
+                and disk.get("queued_bytes", 0) == 0 and disk.get("owed_bytes", 0) == 0)
 
     wait_for(idle, WRITES_DEADLINE, "the disk cache's writes")
     return _disk_stats(view)

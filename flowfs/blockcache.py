@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from cachetools import LRUCache
+from cachetools import Cache, LRUCache
 
 
 def _lone_refcount() -> int:
@@ -63,6 +63,14 @@ class BlockCache(LRUCache):
         if key in self:
             self._demoted[key] = None
             self._demoted.move_to_end(key)
+
+    def peek(self, key: Hashable) -> Any | None:
+        """The block at ``key`` if cached (else None), its place in the eviction order
+        untouched: looking is not using."""
+        try:
+            return Cache.__getitem__(self, key)
+        except KeyError:
+            return None
 
     def __getitem__(self, key: Hashable) -> Any:
         value = super().__getitem__(key)

@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -45,10 +45,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MiB = 2**20
-# Bytes waiting to be written, beyond which writes are skipped: at most this, and an
+# Bytes waiting to be written, beyond which writes are owed: at most this, and an
 # eighth of the memory cache (the queued blocks may outlive their place in it, so they
 # are memory beyond its budget: 64 MiB over a 256 MiB cache broke the budget + 100 MiB).
 QUEUE_BYTES = 64 * MiB
+# Runs that found the queue full are owed, as positions only (no bytes are kept for
+# them), up to this many queues' worth: written once the queue has room, from the memory
+# cache if it still holds them. Far away read-ahead lands in bursts of tens of MiB that
+# overflow the queue while the writers keep up on average (wan100: half of a first read
+# was skipped, none once owed); a burst's blocks stay cached long enough to be written.
+OWED_QUEUES = 16
 WRITERS = 2
 RECHECK_BYTES = 64 * MiB  # written between two looks at the free space
 LOW_WATER = 0.9  # prune to this share of the bound, so pruning is not run for every write
@@ -65,7 +71,8 @@ class _Data(Protocol):
 
 
 class Target(Protocol):
-    """A ``FileNode``: its Flow data (id, md5) and its size."""
+    """A ``FileNode``: its Flow data (id, md5), its size and the key the reader caches its
+    blocks under."""
 
     @property
     def data(self) -> _Data: ...
@@ -73,8 +80,13 @@ class Target(Protocol):
     @property
     def size(self) -> int: ...
 
+    @property
+    def cache_key(self) -> str: ...
+
 
 Network = Callable[[Any, int, int], Awaitable[Any]]
+# The memory cache's block (cache key, index), if it still holds it (Reader.cached).
+Recall = Callable[[str, int], Any]
 
 
 class DiskFetch:
@@ -98,6 +110,12 @@ class DiskFetch:
             math.inf)
         self._verify_send, self._verify_receive = trio.open_memory_channel[Entry](math.inf)
         self._queued = 0
+        # Runs owed a write (cache key, entry, first block, count): see OWED_QUEUES.
+        self._owed: deque[tuple[str, Entry, int, int]] = deque()
+        self._owed_bytes = 0
+        self._room = trio.Event()  # set when the queue shrinks
+        self._recall: Recall | None = None  # both given to run()
+        self._worth_owing: Callable[[], bool] = lambda: False
         self._used = 0  # bytes in the directory, as far as we know
         self._limit = max_bytes  # what it may hold: the bound, less the free-space floor
         self._since_check = 0
@@ -153,7 +171,7 @@ class DiskFetch:
             lo, hi = run_span(run, item.size, self._bs)
             fetched = _split(await self._network(target, lo, hi), lo, hi, self._bs)
             blocks[run.start - first : run.stop - first] = fetched
-            self._queue(item, run.start, fetched)
+            self._queue(target.cache_key, item, run.start, fetched)
         return blocks
 
     def _take(self, item: Entry, indices: range) -> list[bytearray | None]:
@@ -193,18 +211,74 @@ class DiskFetch:
 
     # -- writing --------------------------------------------------------------------------
 
-    def _queue(self, item: Entry, index: int, blocks: list[Any]) -> None:
+    def _queue(self, key: str, item: Entry, index: int, blocks: list[Any]) -> None:
         size = sum(len(block) for block in blocks)
         if not self._writable or trio.current_time() < self._paused_until:
             self.counts["write_skipped"] += len(blocks)
             return
-        if self._queued and self._queued + size > self.queue_bytes:
-            # The disk is slower than the network. (An empty queue takes any run, so a run
-            # larger than a small cache's queue is still written: at most one run over.)
-            self.counts["write_skipped"] += len(blocks)
+        if not self._fits(size):
+            # The disk is slower than the network, or the network brought a burst.
+            if self._recall is None or not self._worth_owing():
+                self.counts["write_skipped"] += len(blocks)
+            else:
+                self._owe(key, item, index, len(blocks), size)
             return
+        self._enqueue(item, index, blocks, size)
+
+    def _fits(self, size: int) -> bool:
+        # An empty queue takes any run, so a run larger than a small cache's queue is
+        # still written: at most one run over.
+        return not self._queued or self._queued + size <= self.queue_bytes
+
+    def _enqueue(self, item: Entry, index: int, blocks: list[Any], size: int) -> None:
         self._queued += size
         self._send.send_nowait((item, index, blocks))
+
+    def _owe(self, key: str, item: Entry, index: int, count: int, size: int) -> None:
+        self.counts["write_deferred"] += count
+        self._owed.append((key, item, index, count))
+        self._owed_bytes += size
+        while self._owed_bytes > OWED_QUEUES * self.queue_bytes:  # the oldest are let go
+            _, old, first, length = self._owed.popleft()
+            self._forget(old, first, length)
+            self.counts["write_skipped"] += length
+        # No wake-up: the queue is not empty (or the run would have fitted), and a write
+        # that ends makes room. A run owed now is in the memory cache by then.
+
+    def _forget(self, item: Entry, index: int, count: int) -> None:
+        """Owed blocks leave the line (queued, or not to be written)."""
+        self._owed_bytes -= sum(item.block_length(i) for i in range(index, index + count))
+
+    def _repay(self, recall: Recall) -> None:
+        """Queue the owed runs, oldest first, as far as the queue has room: the blocks the
+        memory cache still holds (what it has evicted is not written, as a run that found
+        the queue full was before). Synchronous, so no block leaves the cache between the
+        look and the queueing."""
+        while self._owed:
+            key, item, index, count = self._owed[0]
+            blocks = [recall(key, i) for i in range(index, index + count)]
+            for run in iter_runs((index + offset for offset, block in enumerate(blocks)
+                                  if block is not None), count):
+                part = blocks[run.start - index : run.stop - index]
+                size = sum(len(block) for block in part)
+                if not self._fits(size):  # wait for room; the line starts at this run
+                    self._owed[0] = key, item, run.start, index + count - run.start
+                    self._forget(item, index, run.start - index)
+                    self._count_forgotten(blocks[: run.start - index])
+                    return
+                self._enqueue(item, run.start, part, size)
+            self._owed.popleft()
+            self._forget(item, index, count)
+            self._count_forgotten(blocks)
+
+    def _count_forgotten(self, blocks: list[Any]) -> None:
+        self.counts["write_skipped"] += sum(1 for block in blocks if block is None)
+
+    async def _repayer(self, recall: Recall) -> None:
+        while True:  # woken when a write ends
+            await self._room.wait()
+            self._room = trio.Event()
+            self._repay(recall)  # a cache that stopped writing skips them as they come
 
     async def _writer(self, pool: ThreadPoolExecutor) -> None:
         async for item, index, blocks in self._receive:
@@ -213,6 +287,7 @@ class DiskFetch:
                 await self._write_run(pool, item, index, blocks, size)
             finally:
                 self._queued -= size
+                self._room.set()
 
     async def _write_run(self, pool: ThreadPoolExecutor, item: Entry, index: int,
                          blocks: list[Any], size: int) -> None:
@@ -340,23 +415,33 @@ class DiskFetch:
                 self._used = left.bytes
         self._limit = limit
 
-    async def run(self) -> None:
+    async def run(self, recall: Recall | None = None,
+                  worth_owing: Callable[[], bool] = lambda: True) -> None:
         """Write, prune and verify until cancelled (with the mount's nursery).
 
         Blocks are written by threads of the lowest CPU priority: copying a block into
         the page cache costs about as much CPU as receiving it over TLS, and on a machine
         whose cores the reads keep busy (a fast link) that would slow the read the cache
         is meant to speed up. So the writes use only idle CPU: where there is none, the
-        queue fills and blocks beyond it are not written (``write_skipped``; a later
-        read fills them in). Over a slow link the CPU is mostly idle and every block
-        is written as it arrives. Unmounting does not wait for queued writes.
+        queue fills, and runs beyond it are owed (``write_deferred``): once the queue has
+        room they are written from the memory cache (``recall``: ``Reader.cached``), as
+        far as it still holds them; what it no longer holds is not written
+        (``write_skipped``; a later read fills it in). Without ``recall``, or while
+        ``worth_owing()`` is false, nothing is owed: runs beyond the queue are not written.
+        The mount owes only while the files are far: near, a block not written costs a
+        fast fetch later, while owed writes would take the CPU a fast read keeps busy
+        (loopback: 6% of a first read). Over a slow link the CPU is mostly idle and every
+        block is written as it arrives. Unmounting does not wait for queued or owed writes.
         """
+        self._recall, self._worth_owing = recall, worth_owing
         pool = ThreadPoolExecutor(WRITERS, "flowfs-disk-write",
                                   initializer=_background_priority)
         try:
             async with trio.open_nursery() as nursery:
                 for _ in range(WRITERS):
                     nursery.start_soon(self._writer, pool)
+                if recall is not None:
+                    nursery.start_soon(self._repayer, recall)
                 nursery.start_soon(self._verifier)
                 nursery.start_soon(self._pruner)
         finally:
@@ -372,10 +457,11 @@ class DiskFetch:
             "limit_bytes": self._limit,
             "used_bytes": self._used,
             "queued_bytes": self._queued,
+            "owed_bytes": self._owed_bytes,
             **{key: self.counts[key] for key in (
                 "hits", "misses", "bytes_read", "bytes_written", "blocks_written",
-                "write_skipped", "damaged", "errors", "md5_verified", "md5_mismatches",
-                "pruned_bytes")},
+                "write_deferred", "write_skipped", "damaged", "errors", "md5_verified",
+                "md5_mismatches", "pruned_bytes")},
         }
 
 

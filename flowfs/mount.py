@@ -211,12 +211,15 @@ def _open_reader(config: MountConfig, reader_config: ReaderConfig, api: FlowAPI,
         buffers.limit = reader_config.spare_buffers
     disk = open_cache(config, network, reader_config.block_size, buffers)
     if disk is not None:
-        nursery.start_soon(disk.run)
         reader_config = dataclasses.replace(reader_config, held_outside=disk.queue_bytes)
     fetch = network if disk is None else disk
     reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
                     recycle=None if buffers is None else buffers.offer, link=api.link,
                     ahead=None if disk is None else disk.ahead)  # type: ignore[arg-type]
+    if disk is not None:
+        # Writes owed while its queue was full come from the reader's cache; only
+        # where the files are far (a fetch again costs little near).
+        nursery.start_soon(disk.run, reader.cached, lambda: api.link.far)
     return reader, disk
 
 

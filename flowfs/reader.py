@@ -283,6 +283,11 @@ class Reader:
             "streams": sum(len(streams) for streams in self._open.values()),
         }
 
+    def cached(self, key: str, index: int) -> Any | None:
+        """Block ``index`` of the file cached under ``key``, if the memory cache holds it,
+        without counting as a use (the disk cache's writes owed, :mod:`flowfs.diskfetch`)."""
+        return self._cache.peek((key, index))
+
     @property
     def link(self) -> LinkEstimate:
         return self._link

@@ -43,6 +43,18 @@ def test_a_hit_promotes_a_demoted_block() -> None:
     assert cache.demoted == 0
 
 
+def test_a_peek_neither_refreshes_nor_promotes() -> None:
+    """The disk cache's writes look blocks up: that must not change what goes next."""
+    cache = filled("a", "b", "c")
+    cache.demote("c")
+    assert cache.peek("a") == b"x" * 10 and cache.peek("c") == b"x" * 10
+    assert cache.peek("z") is None
+    cache["d"] = b"x" * 10
+    assert set(cache) == {"a", "b", "d"}  # c, demoted, went first
+    cache["e"] = b"x" * 10
+    assert set(cache) == {"b", "d", "e"}  # then a, least recently used: the peek not a use
+
+
 def test_removed_and_unknown_keys_leave_no_trace() -> None:
     cache = filled("a", "b")
     cache.demote("zz")  # not cached: nothing to demote

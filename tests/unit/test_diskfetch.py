@@ -7,6 +7,7 @@ import errno
 import hashlib
 import logging
 import random
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -359,3 +360,104 @@ async def test_blocks_are_written_by_threads_of_the_lowest_cpu_priority(tmp_path
         await read_all(disk, target)
         await until(lambda: disk.counts["blocks_written"] == 3, "the writes")
     assert seen == [19, 19, 19]
+
+
+class Gated(Store):
+    """A store whose writes wait until ``gate`` is set, noting the bytes queued meanwhile."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gate = threading.Event()
+        self.disk: DiskFetch | None = None
+        self.queued_seen: list[int] = []
+
+    def write_run(self, item: Any, first: int, blocks: Any) -> tuple[int, OSError | None]:
+        assert self.gate.wait(10)
+        assert self.disk is not None
+        self.queued_seen.append(self.disk.stats()["queued_bytes"])
+        return super().write_run(item, first, blocks)
+
+
+@asynccontextmanager
+async def gated_fetch(root: Path, network: Network, cached: dict[tuple[str, int], bytes],
+                      worth_owing: bool = True) -> AsyncIterator[tuple[DiskFetch, Gated]]:
+    """A cache with a two-block queue whose writes wait for the gate; ``cached`` plays the
+    reader's memory cache (as ``Reader.cached``)."""
+    store = Gated(root)
+    store.open()
+    disk = store.disk = DiskFetch(store, network, block_size=BS, max_bytes=10**9,
+                                  queue_bytes=2 * BS)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(disk.run, lambda key, i: cached.get((key, i)),
+                           lambda: worth_owing)
+        yield disk, store
+        nursery.cancel_scope.cancel()
+
+
+def settled(disk: DiskFetch) -> bool:
+    s = disk.stats()
+    return not s["queued_bytes"] and not s["owed_bytes"]
+
+
+async def test_runs_that_find_the_queue_full_are_written_from_the_memory_cache(
+        tmp_path: Path) -> None:
+    """Far away, read-ahead lands in bursts larger than the write queue while the disk
+    keeps up on average: what the queue could not take is written once it has room, from
+    the memory cache, so a remount finds the whole file on disk, not half of it."""
+    target, body = make_file("1", 12 * BS)
+    network = Network({"1": body})
+    cached = {(target.cache_key, i): body[i * BS : (i + 1) * BS] for i in range(12)}
+    del cached[(target.cache_key, 9)]  # evicted from memory before its turn
+    async with gated_fetch(tmp_path, network, cached) as (disk, store):
+        for start in range(0, 12 * BS, 4 * BS):  # a burst: three runs, the disk stuck
+            await disk(target, start, start + 4 * BS)
+        assert disk.stats()["write_deferred"] == 8 and disk.stats()["owed_bytes"] == 8 * BS
+        store.gate.set()
+        await until(lambda: settled(disk), "the owed writes")
+        assert disk.counts["blocks_written"] == 11 and disk.counts["write_skipped"] == 1
+        # Memory: what is queued never exceeds the queue (two blocks), but for one run
+        # alone in it (four): the owed runs were not all queued at once.
+        assert max(store.queued_seen) <= 4 * BS
+    calls = len(network.calls)
+    async with disk_fetch(tmp_path, network) as again:
+        assert await read_all(again, target) == body
+        assert network.calls[calls:] == [("1", 9 * BS, 10 * BS)]  # the block evicted
+
+
+async def test_near_files_owe_nothing_the_queue_cannot_take(tmp_path: Path) -> None:
+    """Where the files are near a fetch again is cheap, and owed writes would compete with
+    a fast read for the CPU: runs beyond the queue are not written, as before."""
+    target, body = make_file("1", 12 * BS)
+    cached = {(target.cache_key, i): body[i * BS : (i + 1) * BS] for i in range(12)}
+    async with gated_fetch(tmp_path, Network({"1": body}), cached,
+                           worth_owing=False) as (disk, store):
+        for start in range(0, 12 * BS, 4 * BS):
+            await disk(target, start, start + 4 * BS)
+        assert disk.stats()["owed_bytes"] == 0 and disk.counts["write_skipped"] == 8
+        store.gate.set()
+        await until(lambda: settled(disk), "the writes")
+        assert disk.counts["blocks_written"] == 4
+
+
+async def test_the_line_of_owed_writes_is_bounded(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that never catches up must not make the line grow without end: the oldest
+    owed runs are let go (not written) once it holds more than OWED_QUEUES queues."""
+    monkeypatch.setattr(diskfetch, "OWED_QUEUES", 3)
+    files = [make_file(str(i), 2 * BS) for i in range(8)]
+    cached = {(t.cache_key, i): body[i * BS : (i + 1) * BS]
+              for t, body in files for i in range(2)}
+    network = Network({t.data.id: body for t, body in files})
+    async with gated_fetch(tmp_path, network, cached) as (disk, store):
+        for target, _ in files:
+            await disk(target, 0, 2 * BS)
+        assert disk.stats()["owed_bytes"] == 6 * BS  # three queues of two blocks
+        assert disk.counts["write_skipped"] == 2 * BS // BS * 4  # files 1-4 let go
+        store.gate.set()
+        await until(lambda: settled(disk), "the writes")
+        assert disk.counts["blocks_written"] == 8  # file 0 (queued), files 5-7 (owed)
+    async with disk_fetch(tmp_path, network) as again:
+        calls = len(network.calls)
+        for target, body in files:
+            assert await read_all(again, target) == body
+        assert {c[0] for c in network.calls[calls:]} == {"1", "2", "3", "4"}

@@ -45,14 +45,14 @@ async def mounted(root: Path, network: Network, link: LinkEstimate
     store.open()
     disk = DiskFetch(store, network, block_size=BS, max_bytes=10**10)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(disk.run)
         # As flowfs.mount wires them (the disk's targets are the reader's FileNodes).
         reader = Reader(disk, nursery, ReaderConfig(block_size=BS),  # type: ignore[arg-type]
                         link=link, ahead=disk.ahead)  # type: ignore[arg-type]
+        nursery.start_soon(disk.run, reader.cached, lambda: link.far)
         yield reader, disk
         with trio.fail_after(20):
             while (reader.stats()["inflight"] or reader.stats()["readahead_requests"]
-                   or disk.stats()["queued_bytes"]):
+                   or disk.stats()["queued_bytes"] or disk.stats()["owed_bytes"]):
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
 
