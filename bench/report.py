@@ -207,8 +207,9 @@ def _cached_asked(result: Result, asked: int, rclone: int) -> tuple[str, bool]:
     unwritten = ", ".join(str(blocks - written) for written, _ in rounds)
     misses = ", ".join(str(m) for _, m in rounds)
     return (f"{asked} file requests; per round, blocks the first read left unwritten "
-            f"(writes skipped on a busy CPU): {unwritten} of {blocks}, blocks the re-read "
-            f"did not find on disk: {misses}: {over} requested blocks were cached "
+            f"(writes skipped: a busy CPU, or blocks the memory cache let go before "
+            f"their turn): {unwritten} of {blocks}, blocks the re-read did not find on "
+            f"disk: {misses}: {over} requested blocks were cached "
             f"(rclone full: {rclone} requests)",
             over == 0)
 
