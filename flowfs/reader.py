@@ -421,7 +421,7 @@ class Reader:
                     data = await self._fetch(target, start, end)
                 else:
                     part = await self._ahead(target, start, end, request.lead)
-                    data = await self._rest(request, part)
+                    data = await self._rest(request, part, deadline)
             if data is None:
                 timed_out = deadline.cancelled_caught and not request.scope.cancel_called
                 error = (TimedOut if timed_out else Transient)(
@@ -447,13 +447,15 @@ class Reader:
                 error = Transient(f"fetch of {target.cache_key} [{start}, {end}) abandoned")
             self._settle(request, data, error)
 
-    async def _rest(self, request: Request, data: Any) -> Any:
+    async def _rest(self, request: Request, data: Any, deadline: trio.CancelScope) -> Any:
         """What ``ahead`` brought, as a :class:`_Part` if it brought a run's first blocks
         only (rule 8). Then the blocks it brought are delivered at once, the blocks of the
         rest that reads wait on are fetched, and the others, nobody's, are dropped. A read
         may start waiting on one of those while others are fetched, so the waiters are
         looked at again after every fetch; from the last look to the settling there is no
-        await."""
+        await. Each of those fetches has an ``io_timeout`` of its own (``deadline`` is
+        moved), as a read's demand fetch has: a read that came to wait late must not
+        inherit what the disk's part, or an earlier fetch, used of the request's."""
         count = len(request.blocks)
         if not (isinstance(data, list) and len(data) < count
                 and all(len(block) == self._bs for block in data)):
@@ -472,6 +474,7 @@ class Reader:
             start = request.start + lo * self._bs
             end = min(request.start + hi * self._bs, request.end)
             self._counts["fetches"] += 1
+            deadline.deadline = trio.current_time() + self._config.io_timeout
             more = await self._fetch(request.target, start, end)
             if more is None:
                 return None

@@ -755,6 +755,7 @@ class PartDisk:
     gated: bool = False  # parts wait until the test sets ``gate``
     gate: trio.Event = field(default_factory=trio.Event)
     calls: list[tuple[int, int, int]] = field(default_factory=list)
+    called_at: dict[int, float] = field(default_factory=dict)  # by lead: the first call
 
     def __post_init__(self) -> None:
         if not self.gated:
@@ -762,6 +763,7 @@ class PartDisk:
 
     async def ahead(self, target: Target, start: int, end: int, lead: int) -> Any:
         self.calls.append((start, end, lead))
+        self.called_at.setdefault(lead, trio.current_time())
         first, stop = start // BS, -(-end // BS)
         if lead not in self.held:
             return await self.server.fetch(target, start, end)
@@ -874,6 +876,32 @@ async def test_a_read_arriving_while_the_rest_is_fetched_is_not_dropped(
             await eventually(lambda: any(s == 6 * BS for _, s, _ in server.calls))
             nursery.start_soon(read, 7)  # meanwhile, a read of block 7
         assert got == {b: expected[b * BS : (b + 1) * BS] for b in (6, 7)}
+        reader.close(stream)
+
+
+async def test_a_read_that_comes_to_wait_late_gets_a_whole_io_timeout(
+        autojump_clock: Any) -> None:
+    """The blocks a read waits on past the disk's part are fetched with an io_timeout of
+    their own, as a demand fetch is: a read-ahead whose disk part took most of its time
+    (a slow disk) must not time out a read of a healthy link that came to wait late."""
+    async with over_disk("data-disk-late", {5}, gated=True) as rig:
+        reader, server, disk, target, expected = rig
+        stream = reader.open(target)
+        await held_window(reader, stream, disk, 5)
+        # The disk holds the part back until 30 ms before the request's io_timeout; the
+        # read comes to wait then, and its block takes 50 ms to fetch.
+        await trio.sleep_until(disk.called_at[5] + BASE["io_timeout"] - 0.03)
+        got: list[bytes] = []
+
+        async def read_late() -> None:
+            got.append(await reader.read(stream, 6 * BS, BS))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_late)
+            await trio.testing.wait_all_tasks_blocked()
+            disk.gate.set()  # the part comes; block 6 is fetched, 50 ms away
+        assert got == [expected[6 * BS : 7 * BS]]
+        assert reader.stats()["timeouts"] == 0
         reader.close(stream)
 
 
