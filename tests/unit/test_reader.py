@@ -93,7 +93,7 @@ class FakeServer:
 
 
 @asynccontextmanager
-async def running(server: FakeServer, link: LinkEstimate | None = None,
+async def running(server: FakeServer, *, link: LinkEstimate | None = None,
                   **overrides: Any) -> AsyncIterator[Reader]:
     async with trio.open_nursery() as nursery:
         yield Reader(server.fetch, nursery, ReaderConfig(**{**BASE, **overrides}), link=link)
@@ -625,7 +625,7 @@ async def test_a_distant_link_gets_more_requests_in_flight_within_the_budget(
               "readahead_max": 16 * mib, "max_request": 8 * mib, "max_parallel": 8,
               "seq_slack": 2 * mib}
     link = LinkEstimate.of(latency, 50 * mib, samples=5)
-    async with running(server, link, **config) as reader:
+    async with running(server, link=link, **config) as reader:
         stream = reader.open(target)
         got = bytearray()
         for offset in range(0, target.size, mib):
@@ -653,7 +653,7 @@ async def test_far_away_a_small_file_read_in_bulk_costs_one_round_trip(
     server = FakeServer(latency=0.05)
     target = File("small", 2 * mib)
     link = LinkEstimate() if hinted else LinkEstimate.of(0.05, 50 * mib, samples=5)
-    async with running(server, link, **FAR) as reader:
+    async with running(server, link=link, **FAR) as reader:
         stream, got = reader.open(target), bytearray()
         if hinted:  # a read planned before the API answered, then its answer
             await reader.read(reader.open(File("other", mib)), 0, 4096)
@@ -672,7 +672,7 @@ async def test_far_away_a_region_query_costs_one_round_trip_and_no_read_ahead(
     mib = 2**20
     server = FakeServer(latency=0.05)
     link = LinkEstimate.of(0.05, 50 * mib, samples=5)
-    async with running(server, link, **FAR) as reader:
+    async with running(server, link=link, **FAR) as reader:
         # A region query (samtools' 128 KiB header read, then a lookup elsewhere): the
         # header read brings the opening once per file, the lookup one block, no more.
         bam = File("bam", 64 * mib)
@@ -704,7 +704,7 @@ async def test_a_large_region_read_far_away_does_not_pull_the_whole_window(
     server = FakeServer(latency=0.05)
     target = File("cram", 200 * mib)
     link = LinkEstimate.of(0.05, 50 * mib, samples=5)
-    async with running(server, link, **FAR) as reader:
+    async with running(server, link=link, **FAR) as reader:
         stream = reader.open(target)
         for offset in range(100 * mib, 106 * mib, mib):
             await reader.read(stream, offset, mib)
