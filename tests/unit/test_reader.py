@@ -307,7 +307,7 @@ async def test_sequential_read_reads_ahead_in_coalesced_parallel_requests(
         ra_peak = max(ra_peak, reader.stats()["readahead_requests"])
 
     server = FakeServer(latency=0.01, observe=observe)
-    config = {"readahead_max": 32 * BS, "max_request": 4 * BS, "max_parallel": 3}
+    config: dict[str, Any] = {"readahead_max": 32 * BS, "max_request": 4 * BS, "max_parallel": 3}
     async with running(server, **config) as reader:
         stream = reader.open(target)
         chunks = []
@@ -353,7 +353,7 @@ async def test_many_streams_keep_readahead_within_the_global_budget(
 
     server = FakeServer(latency=0.005, observe=observe)
     targets = [File(f"many-{i}", 40 * BS + i) for i in range(200)]
-    overrides = {"cache_bytes": cache_bytes, "readahead_max": 16 * BS}
+    overrides: dict[str, Any] = {"cache_bytes": cache_bytes, "readahead_max": 16 * BS}
     async with running(server, **overrides) as reader:
 
         async def stream_one(target: File) -> None:
@@ -452,7 +452,7 @@ async def test_many_closes_leave_at_most_a_quarter_of_the_budget_finishing(
     """A loop of short opens (headers of many BAMs) must not hand the open streams'
     read-ahead budget to bytes nobody asked for."""
     server = FakeServer(hang=lambda start, end: start >= 3 * BS)
-    overrides = {"cache_bytes": 64 * BS, "finish_on_close": 4 * BS}
+    overrides: dict[str, Any] = {"cache_bytes": 64 * BS, "finish_on_close": 4 * BS}
     budget = ReaderConfig(**{**BASE, **overrides}).readahead_budget
     async with running(server, **overrides) as reader:
         for n in range(12):
@@ -510,8 +510,8 @@ async def test_concurrent_streams_never_fetch_a_block_twice(autojump_clock: Any)
     # read, and were fetched again (17% more bytes here); read-through blocks go first now.
     server = FakeServer(latency=0.002)
     targets = [File(f"par-{i}", 100 * BS) for i in range(8)]
-    overrides = {"cache_bytes": 128 * BS, "readahead_max": 32 * BS, "max_request": 4 * BS,
-                 "max_parallel": 8}
+    overrides: dict[str, Any] = {"cache_bytes": 128 * BS, "readahead_max": 32 * BS,
+                                 "max_request": 4 * BS, "max_parallel": 8}
     async with running(server, **overrides) as reader:
 
         async def stream_one(target: File, pause: float) -> None:
