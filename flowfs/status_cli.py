@@ -144,6 +144,7 @@ def _disk_line(disk: Any) -> str:
     line = (f"{hits} hits, {misses} misses; {human_size(disk.get('used_bytes', 0))} cached "
             f"of {human_size(disk.get('limit_bytes', 0))} in {disk.get('dir')}")
     trouble = [f"{disk[key]} {label}" for key, label in (
+        ("write_skipped", "blocks not written (the next read fetches them)"),
         ("damaged", "damaged blocks refetched"), ("errors", "errors"))
         if disk.get(key)]
     if not disk.get("writable", True):

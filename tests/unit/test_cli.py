@@ -200,11 +200,12 @@ def test_status_shows_the_disk_cache_and_where_bytes_came_from() -> None:
     stats = {"api_url": "http://x/api", "uptime": 1,
              "disk_cache": {"dir": "/c", "hits": 30, "misses": 10, "used_bytes": 2**30,
                             "limit_bytes": 10 * 2**30, "damaged": 2, "errors": 0,
-                            "writable": False},
+                            "write_skipped": 5, "writable": False},
              "bytes_from": {"memory": 2**20, "disk": 3 * 2**20, "network": 5 * 2**20}}
     text = render(MountStatus(Path("/m"), stats))
-    assert ("disk     30 hits, 10 misses; 1.0G cached of 10.0G in /c; 2 damaged blocks "
-            "refetched; not writable: serving what it holds") in text
+    assert ("disk     30 hits, 10 misses; 1.0G cached of 10.0G in /c; 5 blocks not written "
+            "(the next read fetches them); 2 damaged blocks refetched; not writable: "
+            "serving what it holds") in text
     assert "read     1.0M from memory, 3.0M from disk, 5.0M from the network" in text
 
 
