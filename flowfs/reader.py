@@ -21,7 +21,11 @@ interleaving, and every rule below relies on it.
    its pending entry.
 3. Every fetch runs under its own ``io_timeout`` deadline and ``_settle`` runs in a
    ``finally``, so no entry stays pending longer than ``io_timeout``, whatever the fetch
-   does (fail, hang, get cancelled by ``close`` or by the nursery).
+   does (fail, hang, get cancelled by ``close`` or by the nursery). A read-ahead request
+   the disk answered in part (rule 8) fetches, one after another, what reads come to wait
+   on, each fetch under an ``io_timeout`` of its own: its entries may stay pending that
+   many times ``io_timeout`` (at most one more than its blocks), but no read waits on one
+   longer than its own ``io_timeout`` (rule 4).
 4. Waiters only wait on a pending entry's event, under their own deadline; a waiter
    leaving never affects the fetch.  Waiters take the block from the entry itself, so a
    block evicted right after it landed is still delivered.
@@ -453,9 +457,10 @@ class Reader:
         rest that reads wait on are fetched, and the others, nobody's, are dropped. A read
         may start waiting on one of those while others are fetched, so the waiters are
         looked at again after every fetch; from the last look to the settling there is no
-        await. Each of those fetches has an ``io_timeout`` of its own (``deadline`` is
-        moved), as a read's demand fetch has: a read that came to wait late must not
-        inherit what the disk's part, or an earlier fetch, used of the request's."""
+        await. Each fetch's blocks are delivered as it ends, and each of those fetches has
+        an ``io_timeout`` of its own (``deadline`` is moved), as a read's demand fetch
+        has: a read that came to wait late must not inherit what the disk's part, or an
+        earlier fetch, used of the request's."""
         count = len(request.blocks)
         if not (isinstance(data, list) and len(data) < count
                 and all(len(block) == self._bs for block in data)):
@@ -482,6 +487,9 @@ class Reader:
                 raise BadReply(f"{request.target.cache_key} [{start}, {end}): got "
                                f"{_length(more)} bytes, expected {end - start}")
             blocks[lo:hi] = _split(more, hi - lo, self._bs)
+            # Delivered (and cached) at once: its waiters do not wait for the fetches of
+            # later waiters, and the disk cache's owed writes find these blocks cached.
+            self._deliver(request, range(lo, hi), blocks)
         return blocks if None not in blocks else _Part(blocks)
 
     def _settle(self, request: Request, data: Any, error: FlowError | None) -> None:

@@ -905,6 +905,37 @@ async def test_a_read_that_comes_to_wait_late_gets_a_whole_io_timeout(
         reader.close(stream)
 
 
+async def test_a_read_gets_its_block_when_it_lands_not_when_a_later_reads_does(
+        autojump_clock: Any) -> None:
+    """Past the disk's part, each fetch's blocks are delivered as it ends: a read waiting
+    on the first is not held back by the fetch for a read that came to wait later (and
+    times out while its block sits in hand). Server 4 s away, io_timeout 5 s."""
+    async with over_disk("data-disk-chain", {5}, gated=True) as rig:
+        reader, server, disk, target, expected = rig
+        stream = reader.open(target)
+        _, end = await held_window(reader, stream, disk, 5)
+        assert end >= 8 * BS  # the held request covers blocks 5, 6 and 7
+        server.latency = 4.0
+        took: dict[int, float] = {}
+
+        async def read(block: int) -> None:
+            began = trio.current_time()
+            other = reader.open(target)
+            got = await reader.read(other, block * BS, BS)
+            assert got == expected[block * BS : (block + 1) * BS]
+            took[block] = trio.current_time() - began
+            reader.close(other)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, 6)
+            await trio.testing.wait_all_tasks_blocked()
+            disk.gate.set()  # the part comes: block 6 is fetched, 0 to 4 s
+            await trio.sleep(3.5)
+            nursery.start_soon(read, 7)  # block 7 is fetched after it, 4 to 8 s
+        assert took == {6: 4.0, 7: 4.5}
+        reader.close(stream)
+
+
 async def test_blocks_dropped_are_read_ahead_again_by_the_stream_that_reads_on(
         autojump_clock: Any) -> None:
     """After a part drops block 4 on, the stream's next read plans it as read-ahead
