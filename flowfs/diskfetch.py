@@ -77,6 +77,7 @@ class Target(Protocol):
     @property
     def data(self) -> _Data: ...
 
+
     @property
     def size(self) -> int: ...
 
@@ -115,7 +116,7 @@ class DiskFetch:
         self._owed_bytes = 0
         self._room = trio.Event()  # set when the queue shrinks
         self._recall: Recall | None = None  # both given to run()
-        self._worth_owing: Callable[[], bool] = lambda: False
+        self._worth_owing: Callable[[], bool] = lambda: True
         self._used = 0  # bytes in the directory, as far as we know
         self._limit = max_bytes  # what it may hold: the bound, less the free-space floor
         self._since_check = 0
@@ -167,11 +168,18 @@ class DiskFetch:
             return blocks[:keep]
         first = indices.start
         missing = (i for i, block in zip(indices, blocks, strict=True) if block is None)
-        for run in iter_runs(missing, len(indices)):
-            lo, hi = run_span(run, item.size, self._bs)
-            fetched = _split(await self._network(target, lo, hi), lo, hi, self._bs)
-            blocks[run.start - first : run.stop - first] = fetched
-            self._queue(target.cache_key, item, run.start, fetched)
+        got: list[tuple[int, list[Any]]] = []
+        try:
+            for run in iter_runs(missing, len(indices)):
+                lo, hi = run_span(run, item.size, self._bs)
+                fetched = _split(await self._network(target, lo, hi), lo, hi, self._bs)
+                blocks[run.start - first : run.stop - first] = fetched
+                got.append((run.start, fetched))
+        finally:
+            # Queued (or owed) only now, with no await before the return: an owed run
+            # is in the reader's memory cache before a write can end and repay it.
+            for index, fetched in got:
+                self._queue(target.cache_key, item, index, fetched)
         return blocks
 
     def _take(self, item: Entry, indices: range) -> list[bytearray | None]:
@@ -238,12 +246,16 @@ class DiskFetch:
         self.counts["write_deferred"] += count
         self._owed.append((key, item, index, count))
         self._owed_bytes += size
-        while self._owed_bytes > OWED_QUEUES * self.queue_bytes:  # the oldest are let go
+        # The oldest are let go past OWED_QUEUES queues' worth of bytes, or of entries
+        # (as many as blocks would fill them: small files must not make the line long).
+        while (self._owed_bytes > OWED_QUEUES * self.queue_bytes
+               or len(self._owed) > OWED_QUEUES * max(1, self.queue_bytes // self._bs)):
             _, old, first, length = self._owed.popleft()
             self._forget(old, first, length)
             self.counts["write_skipped"] += length
         # No wake-up: the queue is not empty (or the run would have fitted), and a write
-        # that ends makes room. A run owed now is in the memory cache by then.
+        # that ends makes room. A run owed now is in the memory cache by then (_get
+        # queues only just before it returns to the reader, which caches it at once).
 
     def _forget(self, item: Entry, index: int, count: int) -> None:
         """Owed blocks leave the line (queued, or not to be written)."""
@@ -256,7 +268,8 @@ class DiskFetch:
         look and the queueing."""
         while self._owed:
             key, item, index, count = self._owed[0]
-            blocks = [recall(key, i) for i in range(index, index + count)]
+            blocks = [_as_long(recall(key, i), item.block_length(i))
+                      for i in range(index, index + count)]
             for run in iter_runs((index + offset for offset, block in enumerate(blocks)
                                   if block is not None), count):
                 part = blocks[run.start - index : run.stop - index]
@@ -286,6 +299,7 @@ class DiskFetch:
             try:
                 await self._write_run(pool, item, index, blocks, size)
             finally:
+                del blocks  # no longer counted as queued: not held either (recyclable)
                 self._queued -= size
                 self._room.set()
 
@@ -482,6 +496,12 @@ async def _in_pool(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -
     future.add_done_callback(finished)
     await done.wait()
     return future.result()
+
+
+def _as_long(block: Any, length: int) -> Any:
+    """``block`` if it has ``length`` bytes, else None: a block the memory cache holds
+    under the key, but not of this entry's length, is not this entry's."""
+    return block if block is not None and len(block) == length else None
 
 
 def _background_priority() -> None:

@@ -23,6 +23,8 @@ from flowfs.config import MountConfig
 from flowfs.diskcache import Store
 from flowfs.diskfetch import DiskFetch
 from flowfs.extentfile import HEADER_SIZE, entry
+from flowfs.link import LinkEstimate
+from flowfs.reader import Reader, ReaderConfig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,10 +41,15 @@ class Data:
 class File:
     data: Data
     size: int
+    kind: str = "data"
 
     @property
     def cache_key(self) -> str:  # what the reader keys its blocks by, as a FileNode's
-        return f"{self.data.id}:{self.size}"
+        return f"{self.kind}:{self.data.id}:{self.size}"
+
+    @property
+    def disk_id(self) -> str:  # as a FileNode's
+        return self.data.id if self.kind == "data" else f"{self.kind}:{self.data.id}"
 
 
 def make_file(data_id: str, size: int, md5: str | None = "") -> tuple[File, bytes]:
@@ -461,3 +468,75 @@ async def test_the_line_of_owed_writes_is_bounded(tmp_path: Path,
         for target, body in files:
             assert await read_all(again, target) == body
         assert {c[0] for c in network.calls[calls:]} == {"1", "2", "3", "4"}
+
+
+async def test_a_run_owed_while_its_fetch_goes_on_is_written(tmp_path: Path) -> None:
+    """A read whose blocks the disk holds in part is fetched in several runs; one owed
+    before the next run's fetch ends is in the memory cache only once the fetch returns,
+    so it is queued then, not while a write could end and look for it in vain."""
+    target, body = make_file("1", 6 * BS)
+    other, other_body = make_file("2", 2 * BS)
+    second_run, release = trio.Event(), trio.Event()
+
+    async def network(t: File, start: int, end: int) -> bytes:
+        if t is target and start == 3 * BS:  # the run after the block the disk holds
+            second_run.set()
+            await release.wait()
+        await trio.sleep(0)
+        return {"1": body, "2": other_body}[t.data.id][start:end]
+
+    store = Gated(tmp_path)
+    store.open()
+    item = entry("1", 6 * BS, target.data.md5, BS)
+    Store.write_run(store, item, 2, [body[2 * BS : 3 * BS]])  # block 2 on disk
+    disk = store.disk = DiskFetch(store, network, block_size=BS, max_bytes=10**9,
+                                  queue_bytes=2 * BS)
+    link = LinkEstimate.of(0.05, 10 * 2**20)  # far: runs are owed
+    async with trio.open_nursery() as nursery:
+        config = ReaderConfig(block_size=BS, first_fetch=BS, max_request=8 * BS)
+        reader = Reader(disk, nursery, config, link=link,  # type: ignore[arg-type]
+                        ahead=disk.ahead)  # type: ignore[arg-type]
+        nursery.start_soon(disk.run, reader.cached, lambda: link.far)
+        await disk(other, 0, 2 * BS)  # fills the queue; its write waits at the gate
+        stream = reader.open(target)
+        nursery.start_soon(reader.read, stream, 0, 6 * BS)
+        await second_run.wait()  # blocks 0-1 came; 3-5 are on their way
+        store.gate.set()  # the queued write ends: room, and whatever is owed is repaid
+        await until(lambda: settled(disk), "the queued write")
+        release.set()
+        await until(lambda: settled(disk) and not reader.stats()["inflight"], "the writes")
+        assert disk.counts["write_skipped"] == 0
+        assert all(store.holds(item, i) for i in range(6))
+        nursery.cancel_scope.cancel()
+
+
+async def test_many_small_owed_runs_make_a_bounded_line(tmp_path: Path) -> None:
+    """Bounded in bytes alone, tiny files would let the line of owed runs grow to many
+    entries (each costs memory, and a walk over them the event loop's time): it is also
+    bounded to as many entries as blocks would fill it."""
+    files = [make_file(str(i), 100) for i in range(200)]  # a tenth of a block each
+    network = Network({t.data.id: body for t, body in files})
+    async with gated_fetch(tmp_path, network, {}) as (disk, store):
+        for target, _ in files:
+            await disk(target, 0, 100)
+        bound = diskfetch.OWED_QUEUES * (disk.queue_bytes // BS)  # 16 * 2 entries
+        assert disk.stats()["queued_bytes"] == 2 * BS  # 20 files queued
+        assert len(disk._owed) == bound and disk.stats()["owed_bytes"] == 100 * bound
+        assert disk.counts["write_skipped"] == 200 - 20 - bound
+        store.gate.set()
+        await until(lambda: settled(disk), "the line")
+
+
+async def test_a_cached_block_of_another_length_is_not_written(tmp_path: Path) -> None:
+    """The memory cache's block under an owed run's key must have the entry's length:
+    one that has not is another file's, and is not written (nor does it stop the writers)."""
+    target, body = make_file("1", 6 * BS)
+    cached = {(target.cache_key, i): body[i * BS : (i + 1) * BS] for i in range(6)}
+    cached[(target.cache_key, 5)] = b"x" * (BS // 2)
+    async with gated_fetch(tmp_path, Network({"1": body}), cached) as (disk, store):
+        await disk(target, 0, 2 * BS)
+        await disk(target, 2 * BS, 6 * BS)  # owed
+        store.gate.set()
+        await until(lambda: settled(disk), "the writes")
+        assert disk.counts["blocks_written"] == 5 and disk.counts["write_skipped"] == 1
+        assert not store.holds(entry("1", 6 * BS, target.data.md5, BS), 5)
