@@ -71,12 +71,14 @@ class _Data(Protocol):
 
 
 class Target(Protocol):
-    """A ``FileNode``: its Flow data (id, md5), its size and the key the reader caches its
-    blocks under."""
+    """A ``FileNode``: its Flow data (id, md5), its size, the id its bytes are kept on disk
+    under and the key the reader caches its blocks under."""
 
     @property
     def data(self) -> _Data: ...
 
+    @property
+    def disk_id(self) -> str: ...
 
     @property
     def size(self) -> int: ...
@@ -152,7 +154,7 @@ class DiskFetch:
         return await self._get(target, start, end, lead)
 
     async def _get(self, target: Target, start: int, end: int, lead: int | None) -> Any:
-        item = entry(target.data.id, target.size, target.data.md5, self._bs)
+        item = entry(target.disk_id, target.size, target.data.md5, self._bs)
         indices = blocks_covering(start, end, self._bs)
         into = self._take(item, indices)
         blocks, damaged, errors, read_before = await trio.to_thread.run_sync(

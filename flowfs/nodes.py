@@ -113,6 +113,13 @@ class FileNode(Node):
     def cache_key(self) -> str:
         return self._cache_key
 
+    @property
+    def disk_id(self) -> str:
+        """The id its bytes are kept under in the disk cache: the data id; an archive's
+        job id in a namespace of its own (job and data ids are separate sequences, so a
+        job and a data file may share a number, and a size)."""
+        return self.data.id if self.kind == "data" else f"{self.kind}:{self.data.id}"
+
     def xattrs(self) -> dict[str, bytes]:
         attrs = {"user.flow.id": self.data.id.encode(), "user.flow.url": self.url.encode(),
                  "user.flow.kind": self.kind.encode()}

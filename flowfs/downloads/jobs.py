@@ -135,8 +135,10 @@ class Job:
         if self._zip is None or self._zip.size != size:
             data = DataFile(id=self.id, filename=f"{self.stem}.zip", size=size,
                             created=parse_time(self.info.get("finished")) or self.created)
+            # Keyed with the size, as a data file: blocks of another size can't mix in.
             self._zip = FileNode(self.tree, data, kind="bulk-zip",
-                                 url=self.tree.api.job_url(self.id), cache_key=f"zip:{self.id}")
+                                 url=self.tree.api.job_url(self.id),
+                                 cache_key=f"zip:{self.id}:{size}")
             self._zip.entry_ttl = 0.0  # it vanishes on expiry: never cache its name
         return self._zip
 

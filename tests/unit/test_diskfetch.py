@@ -470,6 +470,23 @@ async def test_the_line_of_owed_writes_is_bounded(tmp_path: Path,
         assert {c[0] for c in network.calls[calls:]} == {"1", "2", "3", "4"}
 
 
+async def test_an_archive_and_a_data_file_of_one_number_and_size_never_share_bytes(
+        tmp_path: Path) -> None:
+    """Job and data ids are separate sequences: a bulk ZIP of job 7 and data file 7 may
+    have the same size and no md5. Each must read its own bytes from the disk."""
+    data, data_body = make_file("7", 3 * BS, md5=None)
+    archive = File(Data("7", None), 3 * BS, kind="bulk-zip")
+    archive_body = random.Random("zip 7").randbytes(3 * BS)
+    network = Network({"7": data_body})
+    async with disk_fetch(tmp_path, network) as first:
+        assert await read_all(first, data) == data_body
+        await until(lambda: first.counts["blocks_written"] == 3, "the writes")
+    network.bodies["7"] = archive_body  # the archive's URL serves the archive
+    async with disk_fetch(tmp_path, network) as second:
+        assert await read_all(second, archive) == archive_body
+        assert second.counts["hits"] == 0
+
+
 async def test_a_run_owed_while_its_fetch_goes_on_is_written(tmp_path: Path) -> None:
     """A read whose blocks the disk holds in part is fetched in several runs; one owed
     before the next run's fetch ends is in the memory cache only once the fetch returns,

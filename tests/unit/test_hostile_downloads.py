@@ -435,3 +435,23 @@ async def test_draft_names(nursery: trio.Nursery) -> None:
         assert await write_manifest(o, good, b"id:100\n") == 0, good
     for bad in (b"x.manifest~", b".x.swp", b"x.part.txt", b".part"):
         assert await write_manifest(o, bad, b"id:100\n") == errno.EINVAL, bad
+
+
+def test_an_archive_is_cached_apart_from_a_data_file_and_from_its_other_sizes() -> None:
+    """Job and data ids are separate sequences, so job 7's ZIP and data file 7 may share a
+    number (and a size): their blocks must never be taken for each other's, in memory or
+    on disk; nor may the blocks of an archive whose size Flow changes mix with the new."""
+    from flowfs.downloads.jobs import Job
+    from flowfs.inodes import InodeTable
+
+    api = SimpleNamespace(job_url=lambda i: f"https://files/downloads/{i}",
+                          data_url=lambda i, name: f"https://files/downloads/{i}/{name}")
+    tree = SimpleNamespace(inodes=InodeTable(), started=0.0, api=api)
+    job = Job(tree, "x", {"id": "7", "status": "completed", "size": 100})  # type: ignore[arg-type]
+    archive = job.zip_node()
+    data = FileNode(tree, DataFile(id="7", filename="x.zip", size=100, created=0.0))
+    assert archive is not None
+    assert archive.cache_key != data.cache_key and archive.disk_id != data.disk_id
+    job.info["size"] = 200
+    resized = job.zip_node()
+    assert resized is not None and resized.cache_key != archive.cache_key
