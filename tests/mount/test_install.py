@@ -35,16 +35,22 @@ def doc_block(marker: str) -> str:
     return str(block)
 
 
-def shell(script: str, home: Path, cwd: Path | None = None,
-          extra_path: tuple[Path, ...] = ()) -> str:
+def run_block(script: str, home: Path, cwd: Path | None = None,
+              extra_path: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
     """Run a documented block with bash -e, as a user whose home is ``home``."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("FLOW_", "FLOWFS_", "XDG_", "VIRTUAL_ENV", "PYTHONUSERBASE"))}
     path = [p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(ROOT))]
     env.update(HOME=str(home), PATH=os.pathsep.join([*map(str, extra_path), *path]))
-    proc = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True,
+    return subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True,
                           env=env, cwd=cwd or home, stdin=subprocess.DEVNULL,
                           timeout=INSTALL_TIMEOUT, check=False)
+
+
+def shell(script: str, home: Path, cwd: Path | None = None,
+          extra_path: tuple[Path, ...] = ()) -> str:
+    """:func:`run_block`, which must succeed; its output."""
+    proc = run_block(script, home, cwd, extra_path)
     assert proc.returncode == 0, f"{script}\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -92,8 +98,25 @@ def test_a_venv_install_gives_a_working_flowfs(venv_home: Path) -> None:
     check_installed(venv_home)
 
 
-def test_a_pip_user_install_gives_a_working_flowfs(checkout: Path, tmp_path: Path) -> None:
-    shell(doc_block("pip install --user"), tmp_path, cwd=checkout)
+def externally_managed(home: Path) -> bool:
+    """Whether the ``python3`` a user finds refuses ``pip install --user`` (PEP 668: Debian
+    12's, Ubuntu 23.04's and later system Python)."""
+    return shell("python3 -c 'import os, sysconfig; print(os.path.exists(os.path.join("
+                 "sysconfig.get_path(\"stdlib\"), \"EXTERNALLY-MANAGED\")))'",
+                 home).strip() == "True"
+
+
+def test_a_pip_user_install_gives_a_working_flowfs_or_the_refusal_the_doc_names(
+        checkout: Path, tmp_path: Path) -> None:
+    """Where the system Python refuses it, the doc says so and what to use instead: then
+    the refusal must be the one it names (a regular user on Debian 12 met it)."""
+    block = doc_block("pip install --user")
+    if externally_managed(tmp_path):
+        proc = run_block(block, tmp_path, cwd=checkout)
+        assert proc.returncode != 0 and "externally-managed-environment" in proc.stderr
+        assert "externally-managed-environment" in (ROOT / "docs/install.md").read_text()
+        return
+    shell(block, tmp_path, cwd=checkout)
     check_installed(tmp_path)
 
 
