@@ -36,7 +36,7 @@ from cachetools import LRUCache
 
 from flowfs.blocks import blocks_covering, iter_runs, run_span
 from flowfs.buffers import BufferPool
-from flowfs.config import MountConfig, cache_dir
+from flowfs.config import DEFAULT_API_URL, MountConfig, cache_dir, derive_files_url
 from flowfs.diskcache import Store, filesystem_type, is_network_fs
 from flowfs.errors import BadReply
 from flowfs.extentfile import Entry, entry
@@ -100,8 +100,10 @@ class DiskFetch:
 
     def __init__(self, store: Store, network: Network, *, block_size: int,
                  max_bytes: int, queue_bytes: int = QUEUE_BYTES, writable: bool = True,
-                 buffers: BufferPool | None = None) -> None:
+                 buffers: BufferPool | None = None, namespace: str = "") -> None:
         self.store = store
+        # Which server's ids these are (disk_namespace): prefixed to every entry's id.
+        self._namespace = namespace
         # Blocks are read into the pool's recycled buffers where there is one: fresh
         # memory costs a page fault per 4 KiB (flowfs.buffers). Event loop only.
         self._buffers = buffers
@@ -154,7 +156,8 @@ class DiskFetch:
         return await self._get(target, start, end, lead)
 
     async def _get(self, target: Target, start: int, end: int, lead: int | None) -> Any:
-        item = entry(target.disk_id, target.size, target.data.md5, self._bs)
+        item = entry(self._namespace + target.disk_id, target.size, target.data.md5,
+                     self._bs)
         indices = blocks_covering(start, end, self._bs)
         into = self._take(item, indices)
         blocks, damaged, errors, read_before = await trio.to_thread.run_sync(
@@ -528,6 +531,17 @@ def _split(data: Any, start: int, end: int, block_size: int) -> list[Any]:
         return [bytes(view[i * block_size : (i + 1) * block_size]) for i in range(count)]
 
 
+def disk_namespace(files_url: str) -> str:
+    """What a mount of ``files_url`` prefixes to the ids of its disk cache's entries.
+
+    Ids are numbers each Flow server hands out on its own, and one cache directory (the
+    default, or a group's) may serve mounts of several servers: a data file of one and of
+    another with the same number and size, and no md5, must never share an entry. The
+    default server's ids go unprefixed, so caches made before this keep their entries.
+    """
+    return "" if files_url == derive_files_url(DEFAULT_API_URL) else f"{files_url} "
+
+
 def open_cache(config: MountConfig, network: Network, block_size: int,
                buffers: BufferPool | None = None) -> DiskFetch | None:
     """The mount's disk cache as configured, or None (off, or unusable: one warning says why)."""
@@ -553,5 +567,5 @@ def open_cache(config: MountConfig, network: Network, block_size: int,
                     "rest comes over the network", root)
     return DiskFetch(store, network, block_size=block_size, max_bytes=config.disk_cache_size,
                      queue_bytes=min(QUEUE_BYTES, config.cache_size // 8), writable=writable,
-                     buffers=buffers)
+                     buffers=buffers, namespace=disk_namespace(config.files_url))
 

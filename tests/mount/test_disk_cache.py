@@ -38,7 +38,9 @@ from harness import (
     wait_for,
 )
 
+from flowfs.config import normalise_url
 from flowfs.diskcache import Place, Store
+from flowfs.diskfetch import disk_namespace
 from flowfs.extentfile import HEADER_SIZE, entry
 
 BLOCK = 256 * 1024
@@ -54,8 +56,12 @@ def catalog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def records(catalog_path: Path) -> dict[str, dict[str, Any]]:
-    return {d["filename"]: d for d in json.loads(catalog_path.read_text())["data"]}
+def records(catalog_path: Path, server: Server) -> dict[str, dict[str, Any]]:
+    """The catalog's data by file name, each with the id its disk cache entry is named by
+    (this server's, as a mount of it names them)."""
+    namespace = disk_namespace(normalise_url(server.files))
+    return {d["filename"]: {**d, "disk_id": namespace + d["id"]}
+            for d in json.loads(catalog_path.read_text())["data"]}
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +140,7 @@ def fill(start: Start, cache: Path, *names: str) -> None:
 
 
 def block_place(cache: Path, record: dict[str, Any], index: int) -> Place:
-    item = entry(record["id"], record["size"], record["md5"], BLOCK)
+    item = entry(record["disk_id"], record["size"], record["md5"], BLOCK)
     return Store(cache).place(item, index)
 
 
@@ -243,7 +249,8 @@ def test_a_daemon_killed_while_filling_leaves_a_cache_that_reads_right(
         m.close()
     partly = Store(cache).usage().blocks
     assert 2 <= partly < blocks_of(SIZE)
-    again = start(cache)
+    proxy.set_faults("off")  # the same server at the same URL: the cache's entries are its
+    again = start(cache, via=proxy.endpoint())
     assert read(again, "big4.bin") == {"big4.bin": sources["big4.bin"]}
     assert stats(again)["disk_cache"]["hits"] >= 2
 
@@ -319,7 +326,8 @@ def test_two_mounts_share_one_cache_and_neither_reads_what_flow_refuses_it(
     os.utime(aged, (1e9, 1e9))  # long unread: the other user's read must make it recent
     out = sh("setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}",
              f"--groups={SHARED_GID}", sys.executable, "-c", OTHER_USER, str(shared_dir),
-             shared["id"], str(shared["size"]), shared["md5"], cwd=Path(__file__).parents[2])
+             shared["disk_id"], str(shared["size"]), shared["md5"],
+             cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == b"ok"
     assert aged.stat().st_mtime > time.time() - 60
     extents = [p for p in shared_dir.rglob("*") if p.is_file() and p.parent.parent.parent.name

@@ -557,3 +557,31 @@ async def test_a_cached_block_of_another_length_is_not_written(tmp_path: Path) -
         await until(lambda: settled(disk), "the writes")
         assert disk.counts["blocks_written"] == 5 and disk.counts["write_skipped"] == 1
         assert not store.holds(entry("1", 6 * BS, target.data.md5, BS), 5)
+
+
+def on_disk(disk: DiskFetch, blocks: int) -> Callable[[], bool]:
+    """Whether ``blocks`` blocks were written by ``disk`` or found on disk by it."""
+    return lambda: disk.counts["blocks_written"] + disk.counts["hits"] == blocks
+
+
+async def test_two_servers_data_of_one_number_and_size_never_share_bytes(
+        tmp_path: Path) -> None:
+    """Each Flow server numbers its data itself, and one cache directory may serve mounts
+    of several: data 7 of one and of another, same size, no md5, must each read their own
+    bytes. The default server's ids stay unprefixed: caches made before keep their entries."""
+    assert diskfetch.disk_namespace("https://files.flow.bio") == ""
+    target, ours = make_file("7", 3 * BS, md5=None)
+    theirs = random.Random("the other server").randbytes(3 * BS)
+    for files_url, body, hits in (("https://files.flow.bio", ours, 0),
+                                  ("https://flow.lab.example", theirs, 0),
+                                  ("https://files.flow.bio", ours, 3)):
+        store = Store(tmp_path)
+        store.open()
+        disk = DiskFetch(store, Network({"7": body}), block_size=BS, max_bytes=10**9,
+                         namespace=diskfetch.disk_namespace(files_url))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(disk.run)
+            assert await read_all(disk, target) == body
+            assert disk.counts["hits"] == hits
+            await until(on_disk(disk, 3), "the writes")
+            nursery.cancel_scope.cancel()
