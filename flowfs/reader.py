@@ -503,14 +503,12 @@ class Reader:
             log.debug("fetch %s blocks %s failed: %s", key, request.blocks, error)
         elif isinstance(data, _Part):
             blocks = data.blocks
-            self._counts["bytes_fetched"] += sum(len(b) for b in blocks if b is not None)
             self._counts["readahead_parts"] += 1
             self._replan(key, request.blocks.start + blocks.index(None))
             error = Transient(f"read-ahead of {key} stopped where the disk cache's blocks "
                               "end")  # on the dropped entries: nobody waits on them
         else:
-            self._counts["bytes_fetched"] += request.nbytes  # _run checked the length
-            blocks = _split(data, len(request.blocks), self._bs)
+            blocks = _split(data, len(request.blocks), self._bs)  # _run checked the length
         self._deliver(request, range(len(request.blocks)), blocks, error)
 
     def _deliver(self, request: Request, offsets: range, blocks: list[Any] | None,
@@ -526,6 +524,9 @@ class Reader:
             block = None if blocks is None else blocks[offset]
             if block is not None:
                 pending.data = block
+                # Counted as delivered: once per block, also where a later fetch of the
+                # same request fails after it (rule 8).
+                self._counts["bytes_fetched"] += len(block)
                 if registered:
                     self._cache[(key, index)] = block
             else:

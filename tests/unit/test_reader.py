@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from flowfs.buffers import BufferPool
-from flowfs.errors import BadReply, NotFound, Transient
+from flowfs.errors import BadReply, FlowError, NotFound, Transient
 from flowfs.link import LinkEstimate
 from flowfs.reader import Reader, ReaderConfig
 from flowfs.streams import RETRY_GRACE, Target
@@ -933,6 +933,40 @@ async def test_a_read_gets_its_block_when_it_lands_not_when_a_later_reads_does(
             await trio.sleep(3.5)
             nursery.start_soon(read, 7)  # block 7 is fetched after it, 4 to 8 s
         assert took == {6: 4.0, 7: 4.5}
+        reader.close(stream)
+
+
+async def test_blocks_delivered_before_a_later_fetch_fails_are_counted(
+        autojump_clock: Any) -> None:
+    """``bytes_fetched`` counts every block a request delivered: the disk's part and the
+    fetches for waiting reads are delivered as they come, so a later fetch of the same
+    request failing must not leave them uncounted (they are cached and read)."""
+    async with over_disk("data-disk-counted", {5}, gated=True) as rig:
+        reader, server, disk, target, expected = rig
+        stream = reader.open(target)
+        await held_window(reader, stream, disk, 5)
+        server.latency = 4.0
+        before = reader.stats()["bytes_fetched"]
+        got: dict[int, Any] = {}
+
+        async def read(block: int) -> None:
+            other = reader.open(target)
+            try:
+                got[block] = await reader.read(other, block * BS, BS)
+            except FlowError as exc:
+                got[block] = exc
+            reader.close(other)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, 6)
+            await trio.testing.wait_all_tasks_blocked()
+            disk.gate.set()  # the part (block 5); block 6 is fetched, 0 to 4 s
+            await trio.sleep(3.5)
+            nursery.start_soon(read, 7)  # block 7 is fetched after it, 4 to 8 s...
+            await trio.sleep(1.0)
+            server.failures.append(Transient("the link broke"))  # ...and fails
+        assert got[6] == expected[6 * BS : 7 * BS] and isinstance(got[7], FlowError)
+        assert reader.stats()["bytes_fetched"] - before == 2 * BS  # blocks 5 and 6
         reader.close(stream)
 
 
