@@ -466,12 +466,9 @@ class Reader:
                 and all(len(block) == self._bs for block in data)):
             return data  # the whole run (or a wrong reply, which _run reports)
         blocks: list[Any] = [*data, *[None] * (count - len(data))]
-        delivered = False
+        self._deliver(request, range(len(data)), blocks)  # need not wait for the network's
         while waited := [i for i in range(len(data), count)
                          if blocks[i] is None and request.pendings[i].waiters]:
-            if not delivered:  # the disk's blocks need not wait for the network's
-                self._deliver(request, range(len(data)), blocks)
-                delivered = True
             lo = hi = waited[0]
             while hi < count and blocks[hi] is None:  # the gap it is in, to its last waiter
                 hi += 1
