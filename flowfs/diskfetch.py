@@ -264,7 +264,9 @@ class DiskFetch:
 
     def _forget(self, item: Entry, index: int, count: int) -> None:
         """Owed blocks leave the line (queued, or not to be written)."""
-        self._owed_bytes -= sum(item.block_length(i) for i in range(index, index + count))
+        if count:
+            lo, hi = run_span(range(index, index + count), item.size, self._bs)
+            self._owed_bytes -= hi - lo
 
     def _repay(self, recall: Recall) -> None:
         """Queue the owed runs, oldest first, as far as the queue has room: the blocks the
