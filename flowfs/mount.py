@@ -149,7 +149,9 @@ def sized_for_link(config: ReaderConfig, link: LinkEstimate) -> ReaderConfig:
     Over 100 ms per request eight files at once read at 291-305 MiB/s with a quarter and
     375-400 with half (emulated link, 512 MiB budget): bytes in flight, not bytes kept,
     decide it there. The cache keeps the rest, so the budget holds either way; a link
-    that turns out near only keeps less in the cache.
+    that turns out near only keeps less in the cache. "Half" stops at what the cache
+    keeps (``ReaderConfig.readahead_budget``): with the disk's write queue held outside,
+    a little less than half.
     """
     return dataclasses.replace(config, readahead_part=2) if link.far else config
 

@@ -6,6 +6,8 @@ import sys
 import tracemalloc
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowfs.blockcache import LONE_REFCOUNT
 from flowfs.buffers import BufferPool, new_buffer
@@ -110,9 +112,28 @@ def test_far_away_half_the_budget_may_be_in_flight_and_the_cache_keeps_the_rest(
     near = sized_for_link(config, LinkEstimate.of(0.0004, 500 * 2**20))
     far = sized_for_link(config, LinkEstimate.of(0.05, 50 * 2**20))
     assert near.readahead_budget == 128 * 2**20 and near.cache_capacity == 320 * 2**20
-    assert far.readahead_budget == 256 * 2**20 and far.cache_capacity == 192 * 2**20
+    # Far: half, but no more than the cache keeps, where what is in flight lands and waits.
+    assert far.readahead_budget == 224 * 2**20 and far.cache_capacity == 224 * 2**20
     for sized in (near, far):
         assert sized.readahead_budget + sized.cache_capacity + 64 * 2**20 == 512 * 2**20
-    assert far.spare_buffers == 2 * near.spare_buffers  # the pool keeps what is in flight
+    assert far.spare_buffers == far.readahead_budget // far.block_size  # what is in flight
+    assert far.spare_buffers > near.spare_buffers
     with pytest.raises(ValueError):
         ReaderConfig(readahead_part=1)  # the cache would keep nothing
+
+
+@given(cache_mib=st.integers(1, 64 * 1024), held_eighths=st.integers(0, 8),
+       part=st.sampled_from([2, 3, 4, 8]))
+def test_a_window_in_flight_can_land_in_the_cache_without_evicting_itself(
+        cache_mib: int, held_eighths: int, part: int) -> None:
+    # A stream's window is bytes in flight and bytes landed but not yet read, which wait in
+    # the cache. Where the window or the bytes in flight outgrew what the cache keeps, a
+    # far stream's own landed blocks evicted each other before its reader reached them,
+    # and were fetched again (wan100, 1 GiB: 2-5% of the file twice).
+    cache = cache_mib * 2**20
+    held = cache * held_eighths // 64  # the disk's write queue: at most an eighth
+    config = ReaderConfig(cache_bytes=cache, held_outside=held, readahead_part=part)
+    assert config.readahead_budget <= config.cache_capacity
+    assert config.readahead_share <= config.cache_capacity
+    assert config.readahead_budget + config.cache_capacity + held <= cache
+    assert config.readahead_budget >= min(cache // part, (cache - held) // 2)
