@@ -42,9 +42,20 @@ def test_a_distant_link_keeps_many_small_requests_in_flight() -> None:
 
 
 def test_more_latency_means_a_larger_window_up_to_the_share() -> None:
-    caps = [limits(link(latency, 25 * MiB)).cap_blocks for latency in (0.01, 0.05, 0.1, 0.5)]
+    caps = [limits(link(latency, 100 * MiB)).cap_blocks
+            for latency in (0.005, 0.01, 0.05, 0.5)]
     assert caps == sorted(caps) and caps[0] < caps[-1]
     assert caps[-1] * BS == 256 * MiB  # the share bounds it
+
+
+def test_a_distant_window_covers_twice_what_a_mount_can_consume() -> None:
+    # Only about two thirds of a window is in flight on average (the rest landed and
+    # waits to be read, or waits for the reader to free a slot): a window of 1 GiB/s
+    # times one request's duration held wan50 to ~45 MiB in flight and ~650 MiB/s.
+    got = limits(link(0.05, 100 * MiB), share=1024 * MiB)
+    duration = 0.05 + FAR_REQUEST / (100 * MiB)  # 90 ms
+    assert got.cap_blocks * BS >= 2 * 1024 * MiB * duration
+    assert got.max_parallel * FAR_REQUEST >= got.cap_blocks * BS  # enough requests for it
 
 
 @given(latency=st.floats(0, 10), rate=st.floats(0, 1e12), share=st.integers(BS, 2**34))
