@@ -34,8 +34,15 @@ Invariants, each relied upon by readers that share the directory:
 4. Least recently used goes first, an extent at a time: an extent file's mtime is when
    it was last written or read (reads refresh it at most once a minute).
 
-Everything here is blocking file I/O: callers run it in worker threads. The store keeps
-no mutable state of its own, so any number of threads may use one instance.
+Blocks' bytes are written past the page cache (``O_DIRECT``: :mod:`flowfs.directio`) where
+the cache's filesystem takes it and it is not a network filesystem; headers, and every
+read, go through the page cache. The bytes are in memory twice already (the daemon's
+block cache and the mounted file's page cache): a third copy in the page cache only
+pushed the user's own files out of memory and cost CPU.
+
+Everything here is blocking file I/O: callers run it in worker threads. The store's only
+mutable state is whether it writes directly (turned off, never on, by a refused write),
+so any number of threads may use one instance.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -53,6 +61,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flowfs import directio
 from flowfs.extentfile import (
     EXTENT_BLOCKS,
     Buffer,
@@ -67,6 +76,8 @@ from flowfs.extentfile import (
     read_run,
     write_run,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Damaged", "Entry", "Found", "Place", "Store", "Usage", "entry",
            "filesystem_type", "is_network_fs"]
@@ -125,12 +136,20 @@ class _Extent:
 
 
 class Store:
-    """A cache directory (see the module docstring). ``shared``: group-writable modes."""
+    """A cache directory (see the module docstring). ``shared``: group-writable modes.
+    ``direct``: write blocks' bytes past the page cache where the filesystem takes it
+    (:mod:`flowfs.directio`; found out by :meth:`open`)."""
 
-    def __init__(self, root: Path, *, shared: bool = False) -> None:
+    def __init__(self, root: Path, *, shared: bool = False, direct: bool = False) -> None:
         self.root = root
         self.base = root / FORMAT
         self.dir_mode, self.file_mode = GROUP_MODES if shared else PRIVATE_MODES
+        self._want_direct = direct
+        # Whether blocks' bytes are written past the page cache. Set by open(); turned
+        # off for good if a write is refused after all. The only state a store keeps: a
+        # thread that still writes directly after another turned it off is refused too,
+        # and writes through the page cache as well.
+        self.direct = False
 
     # -- setup -------------------------------------------------------------------------
 
@@ -152,7 +171,9 @@ class Store:
                     os.mkdir(path, 0o700)
         for path in (self.root, self.base):
             self._mkdir(path)
-        return os.access(self.base, os.W_OK | os.X_OK)
+        writable = os.access(self.base, os.W_OK | os.X_OK)
+        self.direct = writable and self._want_direct and directio.supported(self.base)
+        return writable
 
     def _mkdir(self, path: Path) -> None:
         try:
@@ -239,6 +260,16 @@ class Store:
     def _write_extent(self, item: Entry, run: range, blocks: Sequence[Buffer]) -> None:
         fd = self._open_extent(self.place(item, run.start).path)
         try:
+            if self.direct and directio.aligned(item.block_size):
+                try:
+                    write_run(fd, item, run, blocks, directio.pwrite)
+                    return
+                except OSError as exc:
+                    if exc.errno not in directio.REFUSED:
+                        raise
+                    self.direct = False
+                    log.info("disk cache: %s refused a direct write (%s); writing through "
+                             "the page cache", self.root, exc.strerror)
             write_run(fd, item, run, blocks)
         finally:
             os.close(fd)

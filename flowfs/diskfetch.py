@@ -474,6 +474,7 @@ class DiskFetch:
         return {
             "dir": str(self.store.root),
             "writable": self._writable,
+            "direct_writes": self.store.direct,
             "max_bytes": self.max_bytes,
             "limit_bytes": self._limit,
             "used_bytes": self._used,
@@ -558,7 +559,10 @@ def open_cache(config: MountConfig, network: Network, block_size: int,
             return None
         log.warning("disk cache: %s is on a network filesystem (%s): cached reads cross "
                     "the network too", root, fstype)
-    store = Store(root, shared=config.disk_cache_mode == "group")
+    # Past the page cache where it is taken; not on a network filesystem, where every
+    # direct write would wait for the server and its client's caching is the point.
+    store = Store(root, shared=config.disk_cache_mode == "group",
+                  direct=not is_network_fs(fstype))
     try:
         writable = store.open()
     except OSError as exc:

@@ -22,7 +22,7 @@ import hashlib
 import os
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,15 +83,18 @@ def data_at(item: Entry, index: int) -> int:
     return TABLE_BYTES + (index % EXTENT_BLOCKS) * item.block_size
 
 
-def write_run(fd: int, item: Entry, run: range, blocks: Sequence[Buffer]) -> None:
+def write_run(fd: int, item: Entry, run: range, blocks: Sequence[Buffer],
+              write_bytes: Callable[[int, Sequence[Buffer], int], None] | None = None) -> None:
     """Write a run of one extent's blocks: the bytes, and only then their headers.
 
     The headers' checksums are taken before the bytes are written: a buffer changed in
     between would then read back as damage, never as a block that passes its check.
+    ``write_bytes(fd, blocks, offset)`` writes the bytes (a direct write, say: it may pad
+    them with zeros up to the slot's end); the headers always go through the page cache.
     """
     heads = b"".join(_header(item, index, block)
                      for index, block in zip(run, blocks, strict=True))
-    _pwrite_all(fd, blocks, data_at(item, run.start))
+    (write_bytes or _pwrite_all)(fd, blocks, data_at(item, run.start))
     _pwrite_all(fd, [heads], header_at(run.start))
 
 

@@ -38,6 +38,7 @@ from harness import (
     wait_for,
 )
 
+from flowfs import directio
 from flowfs.config import normalise_url
 from flowfs.diskcache import Place, Store
 from flowfs.diskfetch import disk_namespace
@@ -155,6 +156,8 @@ def test_a_remount_reads_cached_bytes_without_one_file_request(
     s = stats(m)
     assert s["bytes_from"] == {"memory": 0, "disk": SIZE, "network": 0}
     assert s["disk_cache"]["hits"] == blocks_of(SIZE)
+    # The blocks went to the disk past the page cache, wherever the filesystem takes it.
+    assert s["disk_cache"]["direct_writes"] is directio.supported(cache)
 
 
 def test_the_write_queue_comes_out_of_the_memory_budget(start: Start, processes: Processes,

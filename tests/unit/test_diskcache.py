@@ -24,7 +24,7 @@ from flowfs.extentfile import (
     entry,
 )
 
-BS = 1024
+BS = 4096  # a block size direct writes take (directio.ALIGN), so both ways are tried
 
 
 def content(size: int, seed: int = 0) -> bytes:
@@ -46,10 +46,12 @@ def block_path(store: Store, item: Entry, index: int) -> Path:
     return store.place(item, index).path
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "cache")
+@pytest.fixture(params=[False, True], ids=["page-cache", "direct"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    s = Store(tmp_path / "cache", direct=request.param)
     s.open()
+    if request.param and not s.direct:
+        pytest.skip(f"{tmp_path} takes no direct writes")
     return s
 
 

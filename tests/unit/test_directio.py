@@ -1,0 +1,140 @@
+"""Direct writes of the disk cache's bytes: exact bytes, zero padding, the page cache left
+alone, and a filesystem that refuses them still gets every block."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flowfs import directio
+from flowfs.diskcache import Store
+from flowfs.extentfile import entry
+
+BS = 256 * 1024
+
+
+@pytest.fixture
+def direct_dir(tmp_path: Path) -> Path:
+    if not directio.supported(tmp_path):
+        pytest.skip(f"{tmp_path} takes no direct writes")
+    return tmp_path
+
+
+def pattern(size: int, seed: int) -> bytes:
+    return bytes((i * 7 + seed) % 251 for i in range(size))
+
+
+def test_parts_land_back_to_back_and_the_tail_is_padded_with_zeros(direct_dir: Path) -> None:
+    # Parts of odd lengths, more than one bounce buffer's worth in all.
+    parts = [pattern(n, seed) for seed, n in enumerate((1, 4095, directio.CHUNK + 3, 70_000))]
+    path = direct_dir / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        directio.pwrite(fd, [*parts[:2], bytearray(parts[2]), memoryview(parts[3])], 8192)
+        assert not fcntl.fcntl(fd, fcntl.F_GETFL) & directio.O_DIRECT  # as it was
+    finally:
+        os.close(fd)
+    data = path.read_bytes()
+    total = sum(map(len, parts))
+    padded = -(-total // directio.ALIGN) * directio.ALIGN
+    assert len(data) == 8192 + padded
+    assert data[:8192] == bytes(8192)  # nothing before the offset was touched
+    assert data[8192 : 8192 + total] == b"".join(parts)
+    assert data[8192 + total :] == bytes(padded - total)
+
+
+def test_an_unaligned_offset_is_refused_before_anything_is_written(direct_dir: Path) -> None:
+    path = direct_dir / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(ValueError):
+            directio.pwrite(fd, [b"x" * 4096], 100)
+    finally:
+        os.close(fd)
+    assert path.stat().st_size == 0
+
+
+def test_the_descriptor_flags_are_restored_when_the_write_fails(direct_dir: Path) -> None:
+    path = direct_dir / "f"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)  # writing fails: EBADF
+    try:
+        with pytest.raises(OSError) as caught:
+            directio.pwrite(fd, [b"x" * 4096], 0)
+        assert caught.value.errno == errno.EBADF
+        assert not fcntl.fcntl(fd, fcntl.F_GETFL) & directio.O_DIRECT
+    finally:
+        os.close(fd)
+
+
+def test_a_directory_that_cannot_take_a_probe_is_not_written_directly(tmp_path: Path) -> None:
+    assert not directio.supported(tmp_path / "missing")
+    assert not list(tmp_path.iterdir())  # the probe of a good directory leaves nothing
+    directio.supported(tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def resident_bytes(path: Path) -> int:
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs fincore (util-linux)")
+def test_cached_blocks_take_no_page_cache_when_written_directly(direct_dir: Path) -> None:
+    # A block written to the disk cache is in memory already (the daemon's cache, the
+    # mounted file's pages): written through the page cache it took memory a third time.
+    item = entry("7", 32 * BS - 1000, None, BS)  # one whole extent, its last block short
+    data = pattern(item.size, 3)
+    resident = {}
+    for direct in (False, True):
+        store = Store(direct_dir / f"cache-{direct}", direct=direct)
+        store.open()
+        assert store.direct is direct
+        written, error = store.write_run(
+            item, 0, [data[i * BS : (i + 1) * BS] for i in range(item.blocks)])
+        assert (written, error) == (item.blocks, None)
+        resident[direct] = resident_bytes(store.place(item, 0).path)
+        assert b"".join(store.get(item, i) or b"" for i in range(item.blocks)) == data
+    assert resident[False] >= item.size  # every byte in the page cache, once written
+    assert resident[True] <= directio.ALIGN  # the header table's page only
+
+
+def test_a_refused_direct_write_goes_through_the_page_cache(
+        direct_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(direct_dir / "cache", direct=True)
+    store.open()
+    assert store.direct
+
+    def refuse(fd: int, parts: object, offset: int) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(directio, "pwrite", refuse)
+    item = entry("8", 3 * BS, None, BS)
+    data = pattern(item.size, 5)
+    assert store.write_run(item, 0, [data[:BS], data[BS : 2 * BS]]) == (2, None)
+    assert not store.direct  # for good: the next write does not try again
+    assert store.write_run(item, 2, [data[2 * BS :]]) == (1, None)
+    assert b"".join(store.get(item, i) or b"" for i in range(3)) == data
+
+
+def test_any_other_error_of_a_direct_write_is_the_write_error_it_was(
+        direct_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(direct_dir / "cache", direct=True)
+    store.open()
+
+    def full(fd: int, parts: object, offset: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(directio, "pwrite", full)
+    item = entry("9", BS, None, BS)
+    written, error = store.write_run(item, 0, [pattern(BS, 1)])
+    assert written == 0 and error is not None and error.errno == errno.ENOSPC
+    assert store.direct  # a full disk says nothing about direct writes
+    assert store.get(item, 0) is None
