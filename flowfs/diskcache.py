@@ -8,10 +8,11 @@ removes them).
 
 An entry's blocks live in *extent files* of up to ``EXTENT_BLOCKS`` blocks each (8 MiB
 with 256 KiB blocks): one file per extent, not per block, so a run of blocks is written
-with one ``pwritev`` and read back with one ``preadv``, and the kernel's read-ahead works
-across it. An extent file is sparse: a table of block headers in its first 4 KiB, then
-block ``j`` of the extent at ``4096 + j * block_size``, where it is absent (a hole) until
-written. Layout under the cache directory (format 2)::
+with one ``pwritev`` (past the page cache: a ``pwrite`` per MiB) and read back with one
+``preadv``, and the kernel's read-ahead works across it. An extent file is sparse: a
+table of block headers in its first 4 KiB, then block ``j`` of the extent at
+``4096 + j * block_size``, where it is absent (a hole) until written. Layout under the
+cache directory (format 2)::
 
     v2/<2 hex>/<32 hex digest>/<extent index>  up to 32 blocks: header table, then bytes
     v2/<2 hex>/<32 hex digest>/verified        the complete file once matched Flow's md5
@@ -35,10 +36,11 @@ Invariants, each relied upon by readers that share the directory:
    it was last written or read (reads refresh it at most once a minute).
 
 Blocks' bytes are written past the page cache (``O_DIRECT``: :mod:`flowfs.directio`) where
-the cache's filesystem takes it and it is not a network filesystem; headers, and every
-read, go through the page cache. The bytes are in memory twice already (the daemon's
-block cache and the mounted file's page cache): a third copy in the page cache only
-pushed the user's own files out of memory and cost CPU.
+the cache's filesystem takes it and it is a disk (not a network or memory filesystem);
+headers, and every read, go through the page cache, and the md5 check drops the pages it
+read. The bytes are in memory twice already (the daemon's block cache and the mounted
+file's page cache): a third copy in the page cache only pushed the user's own files out
+of memory and cost CPU.
 
 Everything here is blocking file I/O: callers run it in worker threads. The store's only
 mutable state is whether it writes directly (turned off, never on, by a refused write),
@@ -80,7 +82,7 @@ from flowfs.extentfile import (
 log = logging.getLogger(__name__)
 
 __all__ = ["Damaged", "Entry", "Found", "Place", "Store", "Usage", "entry",
-           "filesystem_type", "is_network_fs"]
+           "filesystem_type", "is_memory_fs", "is_network_fs"]
 
 FORMAT = "v2"
 OLD_FORMATS = ("v1",)  # removed by pruning and clearing: no version reads them any more
@@ -196,12 +198,14 @@ class Store:
 
     def read(self, item: Entry, indices: range,
              into: Sequence[bytearray | None] | None = None, *,
-             until_gap: bool = False) -> Found:
+             until_gap: bool = False, forget: bool = False) -> Found:
         """Blocks ``indices`` of ``item``: each a buffer, or None (absent or damaged).
 
         ``into``: a buffer per block, of exactly its length or None, to read into (a
         buffer's old content is overwritten entirely, or the block is damage).
         ``until_gap``: none is read after the first that is absent (None for those).
+        ``forget``: drop the extents' pages from the page cache after reading them (a read
+        nobody will repeat, of bytes written past the page cache: the md5 check).
         """
         if into is None:
             into = [None] * len(indices)
@@ -211,11 +215,12 @@ class Store:
                 found.blocks.extend([None] * len(run))
                 continue
             first = run.start - indices.start
-            self._read_extent(item, run, into[first : first + len(run)], found, until_gap)
+            self._read_extent(item, run, into[first : first + len(run)], found, until_gap,
+                              forget)
         return found
 
     def _read_extent(self, item: Entry, run: range, into: Sequence[bytearray | None],
-                     found: Found, until_gap: bool = False) -> None:
+                     found: Found, until_gap: bool = False, forget: bool = False) -> None:
         path = self.place(item, run.start).path
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -230,6 +235,8 @@ class Store:
         try:
             blocks = read_run(fd, item, run, into, damaged, until_gap)
             _touch(fd)
+            if forget:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         except OSError as exc:
             found.errors.append(exc)
             blocks = [None] * len(run)
@@ -357,7 +364,10 @@ class Store:
         for start in range(0, item.blocks, EXTENT_BLOCKS):
             if stop is not None and stop.is_set():
                 return None
-            found = self.read(item, range(start, min(start + EXTENT_BLOCKS, item.blocks)))
+            # Written past the page cache, the bytes come back from the disk for this
+            # check once: leave the page cache as the writes left it.
+            found = self.read(item, range(start, min(start + EXTENT_BLOCKS, item.blocks)),
+                              forget=self.direct)
             if found.errors:
                 raise found.errors[0]
             for block in found.blocks:
@@ -537,6 +547,11 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
         if inside and len(point) >= len(best):
             best, fstype = point, right.split(" ", 1)[0]
     return fstype
+
+
+def is_memory_fs(fstype: str | None) -> bool:
+    """Whether a filesystem keeps its files in memory (there is no page cache to bypass)."""
+    return fstype in ("tmpfs", "ramfs")
 
 
 def is_network_fs(fstype: str | None) -> bool:

@@ -37,7 +37,7 @@ from cachetools import LRUCache
 from flowfs.blocks import blocks_covering, iter_runs, run_span
 from flowfs.buffers import BufferPool
 from flowfs.config import DEFAULT_API_URL, MountConfig, cache_dir, derive_files_url
-from flowfs.diskcache import Store, filesystem_type, is_network_fs
+from flowfs.diskcache import Store, filesystem_type, is_memory_fs, is_network_fs
 from flowfs.errors import BadReply
 from flowfs.extentfile import Entry, entry
 
@@ -560,9 +560,10 @@ def open_cache(config: MountConfig, network: Network, block_size: int,
         log.warning("disk cache: %s is on a network filesystem (%s): cached reads cross "
                     "the network too", root, fstype)
     # Past the page cache where it is taken; not on a network filesystem, where every
-    # direct write would wait for the server and its client's caching is the point.
+    # direct write would wait for the server and its client's caching is the point, nor
+    # in memory (tmpfs takes O_DIRECT and keeps the bytes in the page cache all the same).
     store = Store(root, shared=config.disk_cache_mode == "group",
-                  direct=not is_network_fs(fstype))
+                  direct=not (is_network_fs(fstype) or is_memory_fs(fstype)))
     try:
         writable = store.open()
     except OSError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flowfs import directio
-from flowfs.diskcache import Store
+from flowfs.diskcache import Store, filesystem_type, is_memory_fs
 from flowfs.extentfile import entry
 
 BS = 256 * 1024
@@ -24,6 +25,14 @@ def direct_dir(tmp_path: Path) -> Path:
     if not directio.supported(tmp_path):
         pytest.skip(f"{tmp_path} takes no direct writes")
     return tmp_path
+
+
+@pytest.fixture
+def in_page_cache_test_dir(direct_dir: Path) -> Path:
+    """A directory on a disk: tmpfs takes O_DIRECT but keeps the bytes in memory anyway."""
+    if is_memory_fs(filesystem_type(direct_dir)):
+        pytest.skip(f"{direct_dir} is on a memory filesystem")
+    return direct_dir
 
 
 def pattern(size: int, seed: int) -> bytes:
@@ -87,14 +96,15 @@ def resident_bytes(path: Path) -> int:
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="needs fincore (util-linux)")
-def test_cached_blocks_take_no_page_cache_when_written_directly(direct_dir: Path) -> None:
+def test_cached_blocks_take_no_page_cache_when_written_directly(
+        in_page_cache_test_dir: Path) -> None:
     # A block written to the disk cache is in memory already (the daemon's cache, the
     # mounted file's pages): written through the page cache it took memory a third time.
     item = entry("7", 32 * BS - 1000, None, BS)  # one whole extent, its last block short
     data = pattern(item.size, 3)
     resident = {}
     for direct in (False, True):
-        store = Store(direct_dir / f"cache-{direct}", direct=direct)
+        store = Store(in_page_cache_test_dir / f"cache-{direct}", direct=direct)
         store.open()
         assert store.direct is direct
         written, error = store.write_run(
@@ -138,3 +148,36 @@ def test_any_other_error_of_a_direct_write_is_the_write_error_it_was(
     assert written == 0 and error is not None and error.errno == errno.ENOSPC
     assert store.direct  # a full disk says nothing about direct writes
     assert store.get(item, 0) is None
+
+
+def test_a_block_size_direct_writes_cannot_take_goes_through_the_page_cache(
+        direct_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Slots of 1000 bytes do not start on 4 KiB boundaries, and padding would overwrite
+    # the next block: such an entry is written the ordinary way, and stays right.
+    store = Store(direct_dir / "cache", direct=True)
+    store.open()
+
+    def never(fd: int, parts: object, offset: int) -> None:
+        raise AssertionError("a direct write of unaligned slots")
+
+    monkeypatch.setattr(directio, "pwrite", never)
+    item = entry("10", 5 * 1000 - 1, None, 1000)
+    data = pattern(item.size, 9)
+    blocks = [data[i * 1000 : (i + 1) * 1000] for i in range(item.blocks)]
+    assert store.write_run(item, 0, blocks) == (item.blocks, None)
+    assert b"".join(store.get(item, i) or b"" for i in range(item.blocks)) == data
+    assert store.direct  # other entries still go past the page cache
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs fincore (util-linux)")
+def test_the_md5_check_leaves_no_pages_behind(in_page_cache_test_dir: Path) -> None:
+    # The check reads a complete file back once; written past the page cache, its bytes
+    # would otherwise come back into it there.
+    data = pattern(32 * BS - 1000, 4)
+    item = entry("11", len(data), hashlib.md5(data).hexdigest(), BS)
+    store = Store(in_page_cache_test_dir / "cache", direct=True)
+    store.open()
+    assert store.write_run(item, 0, [data[i * BS : (i + 1) * BS]
+                                     for i in range(item.blocks)]) == (item.blocks, None)
+    assert store.verify(item) is True
+    assert resident_bytes(store.place(item, 0).path) <= directio.ALIGN
