@@ -209,11 +209,11 @@ def _open_reader(config: MountConfig, reader_config: ReaderConfig, api: FlowAPI,
                                      size=target.size)
 
     reader_config = sized_for_link(reader_config, api.link)
-    if buffers is not None:
-        buffers.limit = reader_config.spare_buffers
     disk = open_cache(config, network, reader_config.block_size, buffers)
     if disk is not None:
         reader_config = dataclasses.replace(reader_config, held_outside=disk.queue_bytes)
+    if buffers is not None:  # spares for what can be in flight, the write queue counted
+        buffers.limit = reader_config.spare_buffers
     fetch = network if disk is None else disk
     reader = Reader(fetch, nursery, reader_config,  # type: ignore[arg-type]
                     recycle=None if buffers is None else buffers.offer, link=api.link,

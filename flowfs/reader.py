@@ -124,6 +124,8 @@ class ReaderConfig:
             raise ValueError("cache_bytes must hold at least one block")
         if self.seq_slack < 0 or self.finish_on_close < 0 or self.held_outside < 0:
             raise ValueError("seq_slack, finish_on_close and held_outside must be >= 0")
+        if self.held_outside > self.cache_bytes // 2:
+            raise ValueError("held_outside may take at most half of cache_bytes")
         if self.readahead_part < 2:
             raise ValueError("readahead_part must be >= 2: the cache keeps the rest")
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import sys
 import tracemalloc
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
 from flowfs.blockcache import LONE_REFCOUNT
 from flowfs.buffers import BufferPool, new_buffer
+from flowfs.config import MountConfig
 from flowfs.link import LinkEstimate
-from flowfs.mount import receive_buffers, sized_for_link
+from flowfs.mount import _open_reader, receive_buffers, sized_for_link
 from flowfs.reader import ReaderConfig
 
 
@@ -137,3 +141,25 @@ def test_a_window_in_flight_can_land_in_the_cache_without_evicting_itself(
     assert config.readahead_share <= config.cache_capacity
     assert config.readahead_budget + config.cache_capacity + held <= cache
     assert config.readahead_budget >= min(cache // part, (cache - held) // 2)
+
+
+def test_the_write_queue_may_take_at_most_half_the_budget() -> None:
+    with pytest.raises(ValueError):
+        ReaderConfig(cache_bytes=64 * 2**20, held_outside=33 * 2**20)
+
+
+async def test_a_far_mount_keeps_spares_for_what_can_be_in_flight_the_write_queue_counted(
+        tmp_path: Path) -> None:
+    # Spares beyond what can be in flight are memory nobody will receive into: the pool's
+    # limit is the reader's budget in flight once the disk's write queue is counted.
+    config = MountConfig(mountpoint=tmp_path / "mnt", files_url="https://files.example",
+                         cache_dir=tmp_path / "cache", cache_size=512 * 2**20)
+    reader_config = ReaderConfig(cache_bytes=config.cache_size)
+    pool = BufferPool(reader_config.block_size)
+    api = SimpleNamespace(link=LinkEstimate.of(0.05, 50 * 2**20))
+    async with trio.open_nursery() as nursery:
+        _, disk = _open_reader(config, reader_config, api, pool,  # type: ignore[arg-type]
+                                    nursery)
+        assert disk is not None and disk.queue_bytes == 64 * 2**20
+        assert pool.limit * reader_config.block_size == 224 * 2**20
+        nursery.cancel_scope.cancel()
