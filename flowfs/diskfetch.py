@@ -440,19 +440,20 @@ class DiskFetch:
                   worth_owing: Callable[[], bool] = lambda: True) -> None:
         """Write, prune and verify until cancelled (with the mount's nursery).
 
-        Blocks are written by threads of the lowest CPU priority: copying a block into
-        the page cache costs about as much CPU as receiving it over TLS, and on a machine
-        whose cores the reads keep busy (a fast link) that would slow the read the cache
-        is meant to speed up. So the writes use only idle CPU: where there is none, the
-        queue fills, and runs beyond it are owed (``write_deferred``): once the queue has
-        room they are written from the memory cache (``recall``: ``Reader.cached``), as
-        far as it still holds them; what it no longer holds is not written
-        (``write_skipped``; a later read fills it in). Without ``recall``, or while
-        ``worth_owing()`` is false, nothing is owed: runs beyond the queue are not written.
-        The mount owes only while the files are far: near, a block not written costs a
-        fast fetch later, while owed writes would take the CPU a fast read keeps busy
-        (loopback: 6% of a first read). Over a slow link the CPU is mostly idle and every
-        block is written as it arrives. Unmounting does not wait for queued or owed writes.
+        Blocks are written by threads of the lowest CPU priority: writing a block costs CPU
+        (a copy into the page cache, or past it into a bounce buffer: see
+        :mod:`flowfs.directio`), and on a machine whose cores the reads keep busy (a fast
+        link) that would slow the read the cache is meant to speed up. So the writes use
+        only idle CPU: where there is none, the queue fills, and runs beyond it are owed
+        (``write_deferred``): once the queue has room they are written from the memory cache
+        (``recall``: ``Reader.cached``), as far as it still holds them; what it no longer
+        holds is not written (``write_skipped``; a later read fills it in). Without
+        ``recall``, or while ``worth_owing()`` is false, nothing is owed: runs beyond the
+        queue are not written. The mount owes only while the files are far: near, a block
+        not written costs a fast fetch later, while owed writes would take the CPU a fast
+        read keeps busy (loopback: 6% of a first read). Over a slow link the CPU is mostly
+        idle and every block is written as it arrives. Unmounting does not wait for queued
+        or owed writes.
         """
         self._recall, self._worth_owing = recall, worth_owing
         pool = ThreadPoolExecutor(WRITERS, "flowfs-disk-write",
