@@ -235,12 +235,15 @@ class Store:
         try:
             blocks = read_run(fd, item, run, into, damaged, until_gap)
             _touch(fd)
-            if forget:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         except OSError as exc:
             found.errors.append(exc)
             blocks = [None] * len(run)
         finally:
+            if forget:
+                # A hint, whose failure costs nothing read; the bytes only: the header
+                # table stays cached (and may still be dirty, which the hint would flush).
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(fd, data_at(item, run.start), 0, os.POSIX_FADV_DONTNEED)
             os.close(fd)
         found.blocks.extend(blocks)
         if damaged:

@@ -144,6 +144,8 @@ def test_a_window_in_flight_can_land_in_the_cache_without_evicting_itself(
 
 
 def test_the_write_queue_may_take_at_most_half_the_budget() -> None:
+    half = ReaderConfig(cache_bytes=64 * 2**20, held_outside=32 * 2**20)
+    assert half.readahead_budget == half.cache_capacity == 16 * 2**20
     with pytest.raises(ValueError):
         ReaderConfig(cache_bytes=64 * 2**20, held_outside=33 * 2**20)
 

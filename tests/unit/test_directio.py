@@ -3,12 +3,14 @@ alone, and a filesystem that refuses them still gets every block."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,76 @@ def test_the_md5_check_leaves_no_pages_behind(in_page_cache_test_dir: Path) -> N
                                      for i in range(item.blocks)]) == (item.blocks, None)
     assert store.verify(item) is True
     assert resident_bytes(store.place(item, 0).path) <= directio.ALIGN
+
+
+def test_the_md5_check_passes_where_the_page_cache_will_not_take_the_hint(
+        direct_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dropping the pages is a hint: a sandbox that refuses fadvise must not turn blocks
+    # read intact into errors, nor keep the md5 check from ever passing.
+    def refuse(*args: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "posix_fadvise", refuse)
+    data = pattern(3 * BS, 6)
+    item = entry("12", len(data), hashlib.md5(data).hexdigest(), BS)
+    store = Store(direct_dir / "cache", direct=True)
+    store.open()
+    assert store.write_run(item, 0, [data[i * BS : (i + 1) * BS] for i in range(3)]) == (3, None)
+    assert store.verify(item) is True
+
+
+def test_the_probe_file_has_no_name_where_the_filesystem_makes_one(
+        direct_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A probe with a name is left behind for good if the daemon is killed meanwhile.
+    try:
+        os.close(os.open(direct_dir, os.O_TMPFILE | os.O_RDWR, 0o600))
+    except OSError as exc:
+        pytest.skip(f"no O_TMPFILE here: {exc.strerror}")
+
+    def named(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a named probe where O_TMPFILE works")
+
+    monkeypatch.setattr(tempfile, "mkstemp", named)
+    assert directio.supported(direct_dir)
+
+
+def test_where_unnamed_files_are_refused_a_named_probe_is_made_and_removed(
+        direct_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.open
+
+    def no_tmpfile(path: str, flags: int, *args: int) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_tmpfile)
+    before = len(os.listdir("/proc/self/fd"))
+    assert directio.supported(direct_dir)
+    assert not list(direct_dir.iterdir())
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_bounce_buffer_of_one_page_writes_parts_longer_than_it(direct_dir: Path) -> None:
+    parts = [bytes([i % 251]) * n for i, n in enumerate((1, 4095, 4096, 10_000))]
+    fd = os.open(direct_dir / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        directio.pwrite(fd, parts, 0, directio._aligned_buffer(directio.ALIGN))
+    finally:
+        os.close(fd)
+    data = (direct_dir / "f").read_bytes()
+    assert data[: sum(map(len, parts))] == b"".join(parts)
+    assert data[sum(map(len, parts)) :] == bytes(len(data) - sum(map(len, parts)))
+    assert len(data) % directio.ALIGN == 0
+
+
+def test_bounce_buffers_are_private_to_the_process() -> None:
+    # A shared mapping would be shared with any child forked later.
+    buffer = directio._aligned_buffer(directio.ALIGN)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, perms = line.split()[:2]
+        low, high = (int(x, 16) for x in span.split("-"))
+        if low <= address < high:
+            assert perms == "rw-p"
+            return
+    raise AssertionError("the bounce buffer is not in /proc/self/maps")
