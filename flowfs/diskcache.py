@@ -270,19 +270,26 @@ class Store:
     def _write_extent(self, item: Entry, run: range, blocks: Sequence[Buffer]) -> None:
         fd = self._open_extent(self.place(item, run.start).path)
         try:
-            if self.direct and directio.aligned(item.block_size):
-                try:
-                    write_run(fd, item, run, blocks, directio.pwrite)
-                    return
-                except OSError as exc:
-                    if exc.errno not in directio.REFUSED:
-                        raise
-                    self.direct = False
-                    log.info("disk cache: %s refused a direct write (%s); writing through "
-                             "the page cache", self.root, exc.strerror)
-            write_run(fd, item, run, blocks)
+            if not (self.direct and directio.aligned(item.block_size)
+                    and self._wrote_directly(fd, item, run, blocks)):
+                write_run(fd, item, run, blocks)
         finally:
             os.close(fd)
+
+    def _wrote_directly(self, fd: int, item: Entry, run: range,
+                        blocks: Sequence[Buffer]) -> bool:
+        """Write a run past the page cache; False where the filesystem refused it (direct
+        writes are then off for good, and the caller writes the run the ordinary way)."""
+        try:
+            write_run(fd, item, run, blocks, directio.pwrite)
+        except OSError as exc:
+            if exc.errno not in directio.REFUSED:
+                raise
+            self.direct = False
+            log.info("disk cache: %s refused a direct write (%s); writing through the page "
+                     "cache", self.root, exc.strerror)
+            return False
+        return True
 
     def _open_extent(self, path: Path) -> int:
         """Open an extent file to write, made (with our mode) if missing.
