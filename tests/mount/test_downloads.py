@@ -176,11 +176,18 @@ def test_status_is_valid_json_and_fresh_on_every_read(m: Mount) -> None:
     seen: list[tuple[str, int, int]] = []
     sizes: set[int] = set()
 
+    def size() -> int:
+        return int(sh("stat", "-c", "%s", dl(m, "fresh.status")).stdout)
+
     def completed() -> bool:
-        size = int(sh("stat", "-c", "%s", dl(m, "fresh.status")).stdout)
+        # The size before the read is of the state it read or an earlier one; after it,
+        # of that state or a later one: so the first poll's is an active state's, and the
+        # last poll's that of "completed", whenever the job moves on between stat and read.
+        before = size()
         info = status(m, "fresh")  # json.loads: a read cut at a stale size would not parse
-        seen.append((info["status"], info["progress"], size))
-        sizes.add(size)
+        after = size()
+        seen.append((info["status"], info["progress"], after))
+        sizes.update((before, after))
         return bool(info["status"] == "completed")
 
     wait_for(completed, 30, what="fresh.status to say completed")
